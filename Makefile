@@ -1,0 +1,34 @@
+# make run  : set up the virtual environment, start the services and run simsite
+# make test : set up the virtual environment, start the services and run the tests
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements.sha256
+
+.PHONY: run test lint venv clean
+
+venv: $(STAMP)
+
+# Reinstall only when requirements.txt changes (the torch wheels are large).
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$(sha256sum requirements.txt)" ]; then \
+		echo "[simsite] installing requirements into $(VENV)"; \
+		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt && \
+		sha256sum requirements.txt > $(STAMP); \
+	else touch $(STAMP); fi
+
+run: venv
+	$(PY) scripts/stack.py run
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) scripts/stack.py test $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf .run media staticfiles

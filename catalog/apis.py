@@ -1,0 +1,277 @@
+"""REST endpoints for products, categories and the gallery (see API.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponse, HttpResponseNotModified
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.csv_import import products_import_csv
+from catalog.models import GalleryImage, Product
+from catalog.selectors import category_list, gallery_image_get, gallery_image_list, product_get, product_list
+from catalog.services import (
+    gallery_images_delete,
+    gallery_images_upload,
+    image_from_source,
+    product_create,
+    product_delete,
+    product_update,
+)
+from catalog.storage import thumbnail_get
+from simsite.drf import error_body, paginated_response
+from simsite.errors import ServiceError
+
+MULTIPART = [MultiPartParser, FormParser, JSONParser]
+
+
+def _absolute(request: Request, url: str) -> str:
+    return request.build_absolute_uri(url)
+
+
+class ProductOutput(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+    embedded = serializers.BooleanField(read_only=True, default=False)
+
+    class Meta:
+        model = Product
+        fields = [
+            "id", "sku", "name", "category", "price", "image_url", "thumbnail_url", "source_url",
+            "embedded", "width", "height", "created_at", "updated_at",
+        ]  # fmt: skip
+
+    def get_image_url(self, obj: Product) -> str:
+        return _absolute(self.context["request"], obj.image.url)
+
+    def get_thumbnail_url(self, obj: Product) -> str:
+        return _absolute(self.context["request"], reverse("catalog:product-thumbnail", args=[obj.pk]))
+
+
+class GalleryImageOutput(serializers.ModelSerializer):
+    filename = serializers.CharField(source="original_filename")
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+    embedded = serializers.BooleanField(read_only=True, default=False)
+
+    class Meta:
+        model = GalleryImage
+        fields = ["id", "filename", "width", "height", "image_url", "thumbnail_url", "uploaded_at", "embedded"]
+
+    def get_image_url(self, obj: GalleryImage) -> str:
+        return _absolute(self.context["request"], obj.file.url)
+
+    def get_thumbnail_url(self, obj: GalleryImage) -> str:
+        return _absolute(self.context["request"], reverse("catalog:gallery-thumbnail", args=[obj.pk]))
+
+
+class ProductListApi(APIView):
+    parser_classes = MULTIPART
+
+    class FilterSerializer(serializers.Serializer):
+        category = serializers.ListField(child=serializers.CharField(), required=False)
+        min_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
+        max_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
+        q = serializers.CharField(required=False, allow_blank=True)
+
+    class InputSerializer(serializers.Serializer):
+        sku = serializers.CharField(max_length=64)
+        name = serializers.CharField(max_length=255)
+        category = serializers.CharField(max_length=100)
+        price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
+        image = serializers.FileField(required=False)
+        image_url = serializers.URLField(required=False, max_length=2048)
+
+    @extend_schema(parameters=[FilterSerializer], responses=ProductOutput(many=True))
+    def get(self, request: Request) -> Response:
+        params = {**request.query_params.dict(), "category": request.query_params.getlist("category")}
+        filters = self.FilterSerializer(data=params)
+        filters.is_valid(raise_exception=True)
+        return paginated_response(
+            queryset=product_list(**filters.validated_data),
+            serializer_class=ProductOutput,
+            request=request,
+            view=self,
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: ProductOutput})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        url = values.pop("image_url", None)
+        image = image_from_source(file=values.pop("image", None), url=url)
+        product = product_create(**values, image=image, source_url=url or "")
+        return Response(ProductOutput(product_get(pk=product.pk), context={"request": request}).data, status=201)
+
+
+class ProductDetailApi(APIView):
+    parser_classes = MULTIPART
+
+    class UpdateSerializer(serializers.Serializer):
+        sku = serializers.CharField(max_length=64, required=False)
+        name = serializers.CharField(max_length=255, required=False)
+        category = serializers.CharField(max_length=100, required=False)
+        price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False)
+        image = serializers.FileField(required=False)
+        image_url = serializers.URLField(required=False, max_length=2048)
+
+    @extend_schema(responses=ProductOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ProductOutput(product_get(pk=pk), context={"request": request}).data)
+
+    @extend_schema(request=UpdateSerializer, responses=ProductOutput)
+    def patch(self, request: Request, pk: int) -> Response:
+        product = product_get(pk=pk)
+        data = self.UpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        file, url = values.pop("image", None), values.pop("image_url", None)
+        image = image_from_source(file=file, url=url) if file is not None or url else None
+        product_update(product=product, image=image, source_url=(url or "") if image else None, **values)
+        return Response(ProductOutput(product_get(pk=pk), context={"request": request}).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        product_delete(product=product_get(pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProductImportApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "ImportReport",
+            {
+                "created": serializers.IntegerField(),
+                "updated": serializers.IntegerField(),
+                "failed": serializers.ListField(child=serializers.DictField()),
+                "job": serializers.IntegerField(allow_null=True),
+            },
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        if upload.size > 0 and not (upload.name or "").lower().endswith((".csv", ".txt")):
+            raise ServiceError("unsupported_extension", "The import file must be a .csv file.", field="file")
+        report = products_import_csv(data=upload.read())
+        body = {"created": report.created, "updated": report.updated, "failed": report.failed, "job": None}
+        return Response(body, status=200)
+
+
+class CategoryListApi(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "Category", {"category": serializers.CharField(), "count": serializers.IntegerField()}, many=True
+        )
+    )
+    def get(self, request: Request) -> Response:
+        return Response(category_list())
+
+
+class GalleryListApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
+
+    @extend_schema(responses=GalleryImageOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return paginated_response(
+            queryset=gallery_image_list(), serializer_class=GalleryImageOutput, request=request, view=self
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: GalleryImageOutput(many=True)})
+    def post(self, request: Request) -> Response:
+        files = request.FILES.getlist("files")
+        if not files:
+            raise ServiceError("files_required", "Send one or more image files in the 'files' field.", field="files")
+        created, rejected = gallery_images_upload(files=files)
+        if not created:
+            first = rejected[0]
+            body = error_body(first["code"], f"{first['filename']}: {first['error']}", "files")
+            return Response({**body, "created": [], "rejected": rejected}, status=400)
+        ids = [image.pk for image in created]
+        output = GalleryImageOutput(
+            gallery_image_list().filter(pk__in=ids).order_by("id"), many=True, context={"request": request}
+        )
+        return Response({"created": output.data, "rejected": rejected}, status=201)
+
+
+class GalleryDetailApi(APIView):
+    @extend_schema(responses=GalleryImageOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(GalleryImageOutput(gallery_image_get(pk=pk), context={"request": request}).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        gallery_image_get(pk=pk)
+        gallery_images_delete(ids=[pk])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class GalleryDeleteApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10_000)
+        all = serializers.BooleanField(required=False, default=False)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if bool(attrs.get("ids")) == bool(attrs.get("all")):
+                raise serializers.ValidationError("Send either a non-empty 'ids' list or 'all': true.")
+            return attrs
+
+    @extend_schema(
+        request=InputSerializer, responses=inline_serializer("Deleted", {"deleted": serializers.IntegerField()})
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        deleted = gallery_images_delete(ids=data.validated_data.get("ids"), delete_all=data.validated_data["all"])
+        return Response({"deleted": deleted})
+
+
+def _thumbnail_response(request: Request, image_name: str, sha256: str) -> HttpResponse:
+    etag = f'"{sha256}-thumb"'
+    if request.headers.get("If-None-Match") == etag:
+        response: HttpResponse = HttpResponseNotModified()
+    else:
+        name = thumbnail_get(name=image_name, sha256=sha256)
+        response = FileResponse(default_storage.open(name, "rb"), content_type="image/jpeg")
+    response["ETag"] = etag
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+class ProductThumbnailApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={(200, "image/jpeg"): bytes})
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        product = product_get(pk=pk)
+        return _thumbnail_response(request, product.image.name, product.sha256)
+
+
+class GalleryThumbnailApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses={(200, "image/jpeg"): bytes}, parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)]
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        image = gallery_image_get(pk=pk)
+        return _thumbnail_response(request, image.file.name, image.sha256)

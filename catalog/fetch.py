@@ -1,0 +1,184 @@
+"""Fetching images by URL without letting a URL reach inside our own network.
+
+Every hop (the first URL and each redirect) is resolved once, every address it resolves to
+is checked, and the connection goes to that checked address, so DNS cannot swap in a
+private address between the check and the connect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import ipaddress
+import socket
+import ssl
+from urllib.parse import urljoin, urlsplit
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files.storage import default_storage
+
+from catalog.images import ImageRejected, IntakeImage, image_validate
+from catalog.storage import image_name_for
+
+_CHUNK = 64 * 1024
+_REDIRECTS = {301, 302, 303, 307, 308}
+USER_AGENT = "simsite-image-fetcher/1"
+
+
+def _refuse(code: str, message: str, field: str) -> ImageRejected:
+    return ImageRejected(code, message, field=field)
+
+
+def _address_is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or not ip.is_global
+    )
+
+
+def _resolve(host: str, port: int, *, field: str) -> list[str]:
+    """Return the addresses to connect to, refusing hosts that resolve to non-public space."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise _refuse("url_unreachable", f"Host '{host}' could not be resolved.", field) from None
+    addresses = [info[4][0] for info in infos]
+    if host.lower() not in {h.lower() for h in settings.IMAGE_FETCH_ALLOWED_HOSTS}:
+        blocked = [a for a in addresses if not _address_is_public(a)]
+        if blocked:
+            raise _refuse(
+                "url_host_not_allowed",
+                f"Host '{host}' resolves to a non-public address ({blocked[0]}); refused.",
+                field,
+            )
+    return list(dict.fromkeys(addresses))
+
+
+def _connect_pinned(addresses: list[str], port: int, read_timeout: float) -> socket.socket:
+    """Connect to the first vetted address that answers (never re-resolving the host)."""
+    last_error: OSError | None = None
+    for address in addresses:
+        try:
+            sock = socket.create_connection((address, port), settings.IMAGE_FETCH_CONNECT_TIMEOUT)
+        except OSError as error:
+            last_error = error
+            continue
+        sock.settimeout(read_timeout)
+        return sock
+    raise last_error or OSError("no address to connect to")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _connect_pinned(self._addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        raw = _connect_pinned(self._addresses, self.port, self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def _get_once(url: str, *, field: str) -> tuple[int, str | None, bytes]:
+    """One GET without following redirects: (status, Location, body capped at the limit)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise _refuse("url_scheme_not_allowed", f"Only http and https URLs are accepted, got '{parts.scheme}:'.", field)
+    if not parts.hostname:
+        raise _refuse("url_invalid", f"URL '{url}' has no host.", field)
+    if parts.username or parts.password:
+        raise _refuse("url_invalid", "URLs with credentials are not accepted.", field)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise _refuse("url_invalid", f"URL '{url}' has an invalid port.", field) from None
+    addresses = _resolve(parts.hostname, port, field=field)
+    connection_class = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
+    connection = connection_class(parts.hostname, port, addresses, settings.IMAGE_FETCH_READ_TIMEOUT)
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    limit = settings.IMAGE_MAX_UPLOAD_BYTES
+    try:
+        connection.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+        response = connection.getresponse()
+        if response.status in _REDIRECTS:
+            return response.status, response.getheader("Location"), b""
+        if response.status != 200:
+            raise _refuse("url_http_error", f"The URL answered HTTP {response.status}.", field)
+        declared = response.getheader("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _refuse("url_too_large", f"The URL's image is larger than {limit // (1024 * 1024)} MB.", field)
+        chunks: list[bytes] = []
+        received = 0
+        while chunk := response.read(_CHUNK):
+            received += len(chunk)
+            if received > limit:
+                raise _refuse("url_too_large", f"The URL's image is larger than {limit // (1024 * 1024)} MB.", field)
+            chunks.append(chunk)
+        return response.status, None, b"".join(chunks)
+    except TimeoutError:
+        raise _refuse("url_unreachable", f"Timed out fetching '{url}'.", field) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise _refuse("url_unreachable", f"Could not fetch '{url}': {exc.__class__.__name__}.", field) from None
+    finally:
+        connection.close()
+
+
+def _cache_key(url: str) -> str:
+    return "image-url:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+def image_fetch(*, url: str, field: str = "image_url") -> IntakeImage:
+    """Download ``url`` and return it as a validated image, or raise ImageRejected.
+
+    Results are cached by URL (``IMAGE_URL_CACHE_SECONDS``): a URL fetched before whose
+    content is still stored is not fetched again.
+    """
+    url = url.strip()
+    if len(url) > 2048:
+        raise _refuse("url_invalid", "URL is longer than 2048 characters.", field)
+    cached = cache.get(_cache_key(url)) if settings.IMAGE_URL_CACHE_SECONDS else None
+    if cached:
+        name = image_name_for(sha256=cached["sha256"], extension=cached["extension"])
+        if default_storage.exists(name):
+            with default_storage.open(name, "rb") as stored:
+                return image_validate(data=stored.read(), field=field)
+    current = url
+    for _hop in range(settings.IMAGE_FETCH_MAX_REDIRECTS + 1):
+        status, location, body = _get_once(current, field=field)
+        if location is None and status in _REDIRECTS:
+            raise _refuse("url_http_error", f"The URL answered HTTP {status} without a Location.", field)
+        if location is None:
+            break
+        current = urljoin(current, location)
+    else:
+        raise _refuse("url_too_many_redirects", f"More than {settings.IMAGE_FETCH_MAX_REDIRECTS} redirects.", field)
+    try:
+        image = image_validate(data=body, field=field)
+    except ImageRejected as exc:
+        raise _refuse("url_not_an_image", f"The URL did not return an acceptable image: {exc.message}", field) from None
+    if settings.IMAGE_URL_CACHE_SECONDS:
+        cache.set(
+            _cache_key(url),
+            {"sha256": image.sha256, "extension": image.extension},
+            settings.IMAGE_URL_CACHE_SECONDS,
+        )
+    return image

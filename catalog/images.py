@@ -1,0 +1,155 @@
+"""Image intake: the one gate every image passes, whatever the entry point.
+
+`image_validate` decides whether bytes are an acceptable image (and says why not);
+`image_open_rgb` turns accepted bytes into the upright RGB picture models and thumbnails use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import IO
+
+import numpy as np
+from django.conf import settings
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from simsite.errors import ServiceError
+
+# Pillow format name -> the extension a stored file gets.
+FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
+ALLOWED_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "bmp", "webp"}
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "bmp": "image/bmp", "webp": "image/webp"}
+_MARKUP_PREFIXES = (b"<", b"\xef\xbb\xbf<")
+
+
+class ImageRejected(ServiceError):
+    """Bytes that are not an acceptable image; nothing has been stored."""
+
+
+@dataclass(frozen=True)
+class IntakeImage:
+    data: bytes
+    sha256: str
+    format: str
+    width: int
+    height: int
+
+    @property
+    def extension(self) -> str:
+        return FORMAT_EXTENSIONS[self.format]
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.extension]
+
+
+def read_limited(stream: IO[bytes], *, field: str = "image") -> bytes:
+    """Read at most the upload limit from a stream, refusing anything larger."""
+    limit = settings.IMAGE_MAX_UPLOAD_BYTES
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ImageRejected("file_too_large", f"Image is larger than {limit // (1024 * 1024)} MB.", field=field)
+    return data
+
+
+def image_validate(*, data: bytes, filename: str | None = None, field: str = "image") -> IntakeImage:
+    """Check that ``data`` is a complete, acceptable raster image; raise ImageRejected if not.
+
+    Refuses: empty or over-size files, extensions outside the allowed list, SVG/HTML and
+    other markup, anything Pillow cannot identify as PNG/JPEG/GIF/BMP/WebP, pixel counts over
+    ``IMAGE_MAX_PIXELS`` (decompression bombs, checked before decoding) and files that do not
+    decode fully (truncated or corrupt).
+    """
+    name = PurePath(filename).name if filename else None
+    label = f"'{name}'" if name else "The file"
+    if name is not None:
+        extension = PurePath(name).suffix.lower().lstrip(".")
+        if extension not in ALLOWED_EXTENSIONS:
+            raise ImageRejected(
+                "unsupported_extension",
+                f"{label} has extension '.{extension}'; allowed: {', '.join(sorted(ALLOWED_EXTENSIONS))}.",
+                field=field,
+            )
+    if not data:
+        raise ImageRejected("empty_file", f"{label} is empty.", field=field)
+    limit = settings.IMAGE_MAX_UPLOAD_BYTES
+    if len(data) > limit:
+        raise ImageRejected("file_too_large", f"{label} is larger than {limit // (1024 * 1024)} MB.", field=field)
+    if data.lstrip().startswith(_MARKUP_PREFIXES):
+        raise ImageRejected("markup_not_allowed", f"{label} is SVG/HTML/XML markup, not a raster image.", field=field)
+    max_pixels = settings.IMAGE_MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(FORMAT_EXTENSIONS))
+    except Image.DecompressionBombError:
+        raise ImageRejected(
+            "decompression_bomb", f"{label} has more than {max_pixels:,} pixels.", field=field
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageRejected(
+            "not_an_image", f"{label} is not a PNG, JPEG, GIF, BMP or WebP image.", field=field
+        ) from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageRejected(
+                "decompression_bomb",
+                f"{label} is {width}x{height} pixels; the limit is {max_pixels:,} pixels.",
+                field=field,
+            )
+        if width == 0 or height == 0:
+            raise ImageRejected("not_an_image", f"{label} has no pixels.", field=field)
+        image_format = image.format
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            truncated = "truncated" in str(exc).lower() or "broken data stream" in str(exc).lower()
+            raise ImageRejected(
+                "truncated_image" if truncated else "corrupt_image",
+                f"{label} is {'truncated' if truncated else 'corrupt'}: it does not decode completely.",
+                field=field,
+            ) from None
+        orientation = image.getexif().get(0x0112, 1)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return IntakeImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=image_format,
+        width=width,
+        height=height,
+    )
+
+
+def image_open_rgb(data: bytes) -> Image.Image:
+    """Decode accepted image bytes into an upright 8-bit RGB image.
+
+    EXIF orientation is applied; 16-bit and 32-bit greyscale are scaled (not clipped) to
+    8 bits; CMYK, palette and alpha images become RGB, transparency composited on white.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data), formats=list(FORMAT_EXTENSIONS))
+        image.load()
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16"):
+            scale = 65535.0
+        else:
+            scale = float(array.max()) if array.size and array.max() > 0 else 1.0
+        image = Image.fromarray(np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")

@@ -1,0 +1,60 @@
+"""Content-addressed image files and their cached thumbnails, through Django's storage API."""
+
+from __future__ import annotations
+
+import io
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image
+
+from catalog.images import IntakeImage, image_open_rgb
+
+
+def image_name_for(*, sha256: str, extension: str) -> str:
+    return f"images/{sha256[:2]}/{sha256}.{extension}"
+
+
+def thumbnail_name_for(*, sha256: str) -> str:
+    return f"thumbs/{sha256[:2]}/{sha256}.jpg"
+
+
+def image_store(*, image: IntakeImage) -> str:
+    """Store the bytes under their sha256 (once) and return the storage name."""
+    name = image_name_for(sha256=image.sha256, extension=image.extension)
+    if not default_storage.exists(name):
+        saved = default_storage.save(name, ContentFile(image.data))
+        if saved != name:  # a concurrent writer stored the same content first
+            default_storage.delete(saved)
+    return name
+
+
+def image_discard(*, name: str, sha256: str) -> None:
+    """Delete a stored image and its thumbnail unless another row still uses them."""
+    from catalog.models import GalleryImage, Product
+
+    if Product.objects.filter(image=name).exists() or GalleryImage.objects.filter(file=name).exists():
+        return
+    for path in (name, thumbnail_name_for(sha256=sha256)):
+        if default_storage.exists(path):
+            default_storage.delete(path)
+
+
+def thumbnail_get(*, name: str, sha256: str) -> str:
+    """Return the storage name of the 200x200 JPEG thumbnail, making it on first use."""
+    thumb_name = thumbnail_name_for(sha256=sha256)
+    if default_storage.exists(thumb_name):
+        return thumb_name
+    with default_storage.open(name, "rb") as source:
+        picture = image_open_rgb(source.read())
+    size = settings.THUMBNAIL_SIZE
+    picture.thumbnail((size, size), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(picture, ((size - picture.width) // 2, (size - picture.height) // 2))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=settings.THUMBNAIL_QUALITY, optimize=True)
+    saved = default_storage.save(thumb_name, ContentFile(buffer.getvalue()))
+    if saved != thumb_name:
+        default_storage.delete(saved)
+    return thumb_name

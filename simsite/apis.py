@@ -1,0 +1,65 @@
+"""Operational endpoints: health and API tokens."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError, connection
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from search.selectors import active_model_key
+from simsite.celery import app as celery_app
+
+
+def _broker_status() -> tuple[str, int]:
+    """Whether the broker answers, and how many workers answer a ping through it."""
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception:  # noqa: BLE001 - any failure to reach the broker means "down"
+        return "down", 0
+    try:
+        return "ok", len(celery_app.control.ping(timeout=0.5) or [])
+    except Exception:  # noqa: BLE001
+        return "ok", 0
+
+
+class HealthApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Health",
+            {
+                "database": serializers.CharField(),
+                "pgvector": serializers.CharField(allow_null=True),
+                "broker": serializers.CharField(),
+                "workers": serializers.IntegerField(),
+                "model": serializers.CharField(),
+            },
+        )
+    )
+    def get(self, request: Request) -> Response:
+        body: dict[str, object] = {"database": "ok", "pgvector": None}
+        status_code = 200
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                row = cursor.fetchone()
+            body["pgvector"] = row[0] if row else None
+            if row is None:
+                body["database"], status_code = "pgvector extension missing", 503
+        except DatabaseError:
+            body["database"], status_code = "down", 503
+        body["broker"], body["workers"] = _broker_status()
+        body["model"] = active_model_key()
+        return Response(body, status=status_code)
+
+
+class TokenApi(ObtainAuthToken):
+    """POST username/password, get the API token for `Authorization: Token <key>`."""

@@ -1,0 +1,86 @@
+"""DRF plumbing shared by every app: error body, permissions, pagination."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, pagination, permissions
+from rest_framework.response import Response
+
+from simsite.errors import ServiceError
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def _first_validation_error(detail: Any, prefix: str | None = None) -> tuple[str | None, Any]:
+    """Walk DRF's nested error detail down to the first leaf, keeping the field path."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = None if key in ("non_field_errors", "detail") else str(key)
+            path = ".".join(p for p in (prefix, name) if p) or None
+            return _first_validation_error(value, path)
+    if isinstance(detail, list) and detail:
+        return _first_validation_error(detail[0], prefix)
+    return prefix, detail
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    # Imported here: rest_framework.views reads DRF settings, which name this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
+    if isinstance(exc, (Http404, ObjectDoesNotExist)):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    if isinstance(exc, exceptions.ValidationError):
+        field, leaf = _first_validation_error(exc.detail)
+        code = getattr(leaf, "code", None) or "invalid"
+        message = f"{field}: {leaf}" if field else str(leaf)
+        response.data = error_body(str(code), message, field)
+    else:
+        detail = exc.detail if not isinstance(exc.detail, (list, dict)) else str(exc.detail)
+        response.data = error_body(str(getattr(detail, "code", None) or exc.default_code), str(detail))
+    return response
+
+
+class IsStaffOrReadOnly(permissions.BasePermission):
+    """Reads are public; writes need an authenticated staff user."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+class PageNumberPagination(pagination.PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def json_404(request: Any, exception: Exception | None = None) -> HttpResponse:
+    if not request.path.startswith("/api/"):
+        return defaults.page_not_found(request, exception or Http404())
+    return JsonResponse(error_body("not_found", f"No route or object at {request.path}"), status=404)
+
+
+def json_500(request: Any) -> HttpResponse:
+    if not request.path.startswith("/api/"):
+        return defaults.server_error(request)
+    return JsonResponse(error_body("server_error", "Internal server error; it has been logged."), status=500)
+
+
+def paginated_response(*, queryset: Any, serializer_class: Any, request: Any, view: Any) -> Response:
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    data = serializer_class(page, many=True, context={"request": request}).data
+    return paginator.get_paginated_response(data)
