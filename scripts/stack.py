@@ -143,11 +143,14 @@ def _stop(process: subprocess.Popen, label: str, timeout: float = 15) -> None:
     _say(f"{label} stopped")
 
 
-def _raise_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop everything (also when started where SIGINT is ignored)."""
+
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _dev_secret_key() -> str:
@@ -160,18 +163,20 @@ def _dev_secret_key() -> str:
 
 def _setup_django() -> None:
     """Migrate and, when asked to, make sure the superuser exists."""
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, check=True)
+    if subprocess.run([PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT).returncode != 0:
+        raise StackError("database migrations failed (see above)")
     username = os.environ.get("DJANGO_SUPERUSER_USERNAME")
     if username and os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
         code = (
             "import sys; from django.contrib.auth import get_user_model; "
             f"sys.exit(0 if get_user_model().objects.filter(username={username!r}).exists() else 1)"
         )
-        exists = subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=ROOT).returncode == 0
+        exists = subprocess.run([PYTHON, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT).returncode == 0
         if exists:
             _say(f"superuser '{username}' exists")
         else:
-            subprocess.run([PYTHON, "manage.py", "createsuperuser", "--noinput"], cwd=ROOT, check=True)
+            if subprocess.run([PYTHON, "manage.py", "createsuperuser", "--noinput"], cwd=ROOT).returncode != 0:
+                raise StackError(f"could not create superuser '{username}' (see above)")
             _say(f"superuser '{username}' created")
     else:
         _say(
@@ -239,7 +244,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     _prepare_runtime_dir()
-    _raise_on_sigterm()
+    _stop_on_signals()
     try:
         return run() if argv[0] == "run" else test(argv[1:])
     except StackError as exc:

@@ -157,7 +157,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["simsite.drf.IsStaffOrReadOnly"],
     "DEFAULT_PAGINATION_CLASS": "simsite.drf.PageNumberPagination",
     "PAGE_SIZE": 24,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "simsite.schema.AutoSchema",
     "EXCEPTION_HANDLER": "simsite.drf.exception_handler",
 }
 SPECTACULAR_SETTINGS = {

@@ -1,10 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from simsite import apis
+from simsite import apis, views
 
 api_v1 = [
     path("health/", apis.HealthApi.as_view(), name="health"),
@@ -21,7 +20,7 @@ urlpatterns = [
 
 if settings.SERVE_MEDIA:
     media_prefix = settings.MEDIA_URL.lstrip("/")
-    urlpatterns += [re_path(rf"^{media_prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})]
+    urlpatterns += [re_path(rf"^{media_prefix}(?P<path>.+)$", views.media_serve, name="media")]
 
 handler404 = "simsite.drf.json_404"
 handler500 = "simsite.drf.json_500"

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.images import png_bytes
@@ -22,6 +25,20 @@ def clear_cache() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def child_env(settings) -> dict[str, str]:
+    """Environment for a child process (manage.py, a Celery worker) that must see this test's
+    database and media folder."""
+    db = connection.settings_dict
+    credentials = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else "")
+    host = quote(db["HOST"] or "localhost", safe="") + (f":{db['PORT']}" if db.get("PORT") else "")
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{credentials}@{host}/{db['NAME']}",
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+    }
 
 
 @pytest.fixture
