@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -99,7 +100,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 30 * 60, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 25 * 60, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
+# A task whose worker died is redelivered after this many seconds (it must exceed the
+# longest task: an embed batch takes seconds).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)}
 CELERY_TASK_ALWAYS_EAGER = False
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -116,7 +119,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 MEDIA_URL = env_str("MEDIA_URL", "/media/")
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 # Media is served by Django through the storage API unless a front server takes it over.
@@ -147,6 +150,15 @@ CSV_IMPORT_FETCH_WORKERS = env_int("CSV_IMPORT_FETCH_WORKERS", 8, minimum=1, max
 # Embeddings.
 EMBEDDING_DEFAULT_MODEL = env_str("EMBEDDING_DEFAULT_MODEL", "efficientnet_lite0")
 EMBEDDING_DEVICE = env_choice("EMBEDDING_DEVICE", "auto", {"auto", "cpu", "cuda"})
+EMBEDDING_TORCH_THREADS = env_int("EMBEDDING_TORCH_THREADS", 0, minimum=0)  # 0: torch's default
+EMBEDDING_DECODE_THREADS = env_int("EMBEDDING_DECODE_THREADS", 4, minimum=1, maximum=64)
+EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=1024)
+# Weights files for the torchvision models, where they are not in the torch hub cache.
+EMBEDDING_WEIGHTS = {
+    key: value
+    for key in ("resnet18", "resnet50", "resnet101")
+    if (value := env_str(f"{key.upper()}_WEIGHTS"))
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
