@@ -170,7 +170,7 @@ class ProductImportApi(APIView):
         if upload.size > 0 and not (upload.name or "").lower().endswith((".csv", ".txt")):
             raise ServiceError("unsupported_extension", "The import file must be a .csv file.", field="file")
         report = products_import_csv(data=upload.read())
-        body = {"created": report.created, "updated": report.updated, "failed": report.failed, "job": None}
+        body = {"created": report.created, "updated": report.updated, "failed": report.failed, "job": report.job_id}
         return Response(body, status=200)
 
 
@@ -201,7 +201,7 @@ class GalleryListApi(APIView):
         files = request.FILES.getlist("files")
         if not files:
             raise ServiceError("files_required", "Send one or more image files in the 'files' field.", field="files")
-        created, rejected = gallery_images_upload(files=files)
+        created, rejected, job = gallery_images_upload(files=files)
         if not created:
             first = rejected[0]
             body = error_body(first["code"], f"{first['filename']}: {first['error']}", "files")
@@ -210,7 +210,7 @@ class GalleryListApi(APIView):
         output = GalleryImageOutput(
             gallery_image_list().filter(pk__in=ids).order_by("id"), many=True, context={"request": request}
         )
-        return Response({"created": output.data, "rejected": rejected}, status=201)
+        return Response({"created": output.data, "rejected": rejected, "job": job.pk if job else None}, status=201)
 
 
 class GalleryDetailApi(APIView):

@@ -21,6 +21,7 @@ from catalog.fetch import image_fetch
 from catalog.images import IntakeImage, image_validate, read_limited
 from catalog.models import Product
 from catalog.services import product_create, product_update
+from search.services import items_index
 from simsite.errors import ServiceError
 
 COLUMNS = ("id", "name", "category", "price", "image_url")
@@ -33,6 +34,7 @@ class ImportReport:
     updated: int = 0
     failed: list[dict[str, object]] = field(default_factory=list)
     product_ids: list[int] = field(default_factory=list)
+    job_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ def products_import_csv(*, data: bytes, progress: Callable[[], None] | None = No
                 report.failed.append({"row": number, "code": error.code, "error": error.message})
             if progress is not None:
                 progress()
+    job = items_index(product_ids=report.product_ids)
+    report.job_id = job.pk if job else None
     return report
 
 
@@ -160,7 +164,13 @@ def _upsert(row: _Row, image: IntakeImage, report: ImportReport) -> None:
     existing = Product.objects.filter(sku=row.sku).first()
     if existing is None:
         product = product_create(
-            sku=row.sku, name=row.name, category=row.category, price=row.price, image=image, source_url=source_url
+            sku=row.sku,
+            name=row.name,
+            category=row.category,
+            price=row.price,
+            image=image,
+            source_url=source_url,
+            index=False,
         )
         report.created += 1
     else:
@@ -171,6 +181,7 @@ def _upsert(row: _Row, image: IntakeImage, report: ImportReport) -> None:
             price=row.price,
             image=image,
             source_url=source_url,
+            index=False,
         )
         report.updated += 1
     report.product_ids.append(product.pk)

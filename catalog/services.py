@@ -13,6 +13,7 @@ from catalog.fetch import image_fetch
 from catalog.images import ImageRejected, IntakeImage, image_validate, read_limited
 from catalog.models import GalleryImage, Product
 from catalog.storage import image_discard, image_store
+from search.services import items_index
 from simsite.errors import ServiceError
 
 
@@ -62,8 +63,17 @@ def _save_with_image(instance: Product | GalleryImage, *, stored_name: str, sha2
 
 
 def product_create(
-    *, sku: str, name: str, category: str, price: Decimal, image: IntakeImage, source_url: str = ""
+    *,
+    sku: str,
+    name: str,
+    category: str,
+    price: Decimal,
+    image: IntakeImage,
+    source_url: str = "",
+    index: bool = True,
 ) -> Product:
+    """Create a product; its image is embedded in the background unless ``index`` is off
+    (bulk callers index all their items in one job)."""
     if Product.objects.filter(sku=sku).exists():
         raise ServiceError("duplicate_sku", f"A product with sku '{sku}' already exists.", field="sku", status_code=409)
     stored = image_store(image=image)
@@ -79,6 +89,8 @@ def product_create(
         height=image.height,
     )
     _save_with_image(product, stored_name=stored, sha256=image.sha256)
+    if index:
+        items_index(product_ids=[product.pk])
     return product
 
 
@@ -87,9 +99,11 @@ def product_update(
     product: Product,
     image: IntakeImage | None = None,
     source_url: str | None = None,
+    index: bool = True,
     **fields: object,
 ) -> Product:
-    """Change a product's fields and/or image; the old image file goes once nothing uses it."""
+    """Change a product's fields and/or image; the old image file goes once nothing uses it,
+    and a new image is embedded in the background (unless ``index`` is off)."""
     allowed = {"sku", "name", "category", "price"}
     unknown = set(fields) - allowed
     if unknown:
@@ -121,6 +135,8 @@ def product_update(
         raise
     if old_name != stored:
         _discard_after_commit(name=old_name, sha256=old_sha)
+    if index and old_sha != image.sha256:
+        items_index(product_ids=[product.pk])
     return product
 
 
@@ -154,7 +170,8 @@ def gallery_images_upload(*, files: Iterable[UploadedFile]) -> tuple[list[Galler
             created.append(gallery_image_create(image=image, original_filename=file.name or image.sha256))
         except ImageRejected as refusal:
             rejected.append({"filename": file.name or "", "code": refusal.code, "error": refusal.message})
-    return created, rejected
+    job = items_index(gallery_ids=[image.pk for image in created])
+    return created, rejected, job
 
 
 def gallery_images_delete(*, ids: Iterable[int] | None = None, delete_all: bool = False) -> int:

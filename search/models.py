@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from pgvector.django import VectorField
 
@@ -52,14 +53,10 @@ class Embedding(models.Model):
                 ),
                 name="embedding_exactly_one_item",
             ),
-            models.UniqueConstraint(
-                fields=["product", "model"], condition=models.Q(product__isnull=False), name="embedding_product_model"
-            ),
-            models.UniqueConstraint(
-                fields=["gallery_image", "model"],
-                condition=models.Q(gallery_image__isnull=False),
-                name="embedding_gallery_model",
-            ),
+            # NULLs are distinct, so each holds for its own kind of item only; plain (not
+            # partial) constraints so that upserts can name them in ON CONFLICT.
+            models.UniqueConstraint(fields=["product", "model"], name="embedding_product_model"),
+            models.UniqueConstraint(fields=["gallery_image", "model"], name="embedding_gallery_model"),
         ]
         indexes = [
             models.Index(fields=["model"], name="embedding_model"),
@@ -68,3 +65,78 @@ class Embedding(models.Model):
     def __str__(self) -> str:
         item = f"product {self.product_id}" if self.product_id else f"gallery image {self.gallery_image_id}"
         return f"{self.model} vector of {item}"
+
+
+class ActiveModel(models.Model):
+    """The embedding model searches use (one row; absent means the configured default)."""
+
+    key = models.CharField(max_length=64)
+    activated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Collection(models.TextChoices):
+    PRODUCTS = "products"
+    GALLERY = "gallery"
+    ALL = "all"
+
+
+class IndexJob(models.Model):
+    """Embedding a collection's items with one model, in batches on the ``embed`` queue."""
+
+    class Mode(models.TextChoices):
+        MISSING = "missing"
+        ALL = "all"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+    collection = models.CharField(max_length=16, choices=Collection.choices)
+    model = models.CharField(max_length=64)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.MISSING)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"index job {self.pk}: {self.collection} with {self.model} ({self.state})"
+
+    @property
+    def percent(self) -> float:
+        if self.total == 0:
+            return 100.0 if self.state == self.State.SUCCEEDED else 0.0
+        return round(100.0 * (self.done + self.failed) / self.total, 1)
+
+
+class IndexBatch(models.Model):
+    """A slice of a job's items; ``done`` flips once, together with its vectors."""
+
+    job = models.ForeignKey(IndexJob, on_delete=models.CASCADE, related_name="batches")
+    number = models.PositiveIntegerField()
+    product_ids = ArrayField(models.BigIntegerField(), default=list)
+    gallery_ids = ArrayField(models.BigIntegerField(), default=list)
+    done = models.BooleanField(default=False)
+    # Items that could not be embedded: [{"type", "id", "error"}].
+    failures = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="index_batch_job_number")]
+
+    def __str__(self) -> str:
+        return f"batch {self.number} of job {self.job_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -57,7 +58,7 @@ class HealthApi(APIView):
         except DatabaseError:
             body["database"], status_code = "down", 503
         body["broker"], body["workers"] = _broker_status()
-        body["model"] = active_model_key()
+        body["model"] = active_model_key() if status_code == 200 else settings.EMBEDDING_DEFAULT_MODEL
         return Response(body, status=status_code)
 
 

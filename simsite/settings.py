@@ -102,7 +102,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 25 * 60, mi
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task whose worker died is redelivered after this many seconds (it must exceed the
 # longest task: an embed batch takes seconds).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1),
+    # How often a worker looks for such abandoned tasks (seconds x throttle).
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10, minimum=1),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10, minimum=1),
+}
 CELERY_TASK_ALWAYS_EAGER = False
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -153,11 +158,11 @@ EMBEDDING_DEVICE = env_choice("EMBEDDING_DEVICE", "auto", {"auto", "cpu", "cuda"
 EMBEDDING_TORCH_THREADS = env_int("EMBEDDING_TORCH_THREADS", 0, minimum=0)  # 0: torch's default
 EMBEDDING_DECODE_THREADS = env_int("EMBEDDING_DECODE_THREADS", 4, minimum=1, maximum=64)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=1024)
+JOB_EVENTS_POLL_SECONDS = 0.5
+JOB_EVENTS_TIMEOUT = env_int("JOB_EVENTS_TIMEOUT", 3600, minimum=1)
 # Weights files for the torchvision models, where they are not in the torch hub cache.
 EMBEDDING_WEIGHTS = {
-    key: value
-    for key in ("resnet18", "resnet50", "resnet101")
-    if (value := env_str(f"{key.upper()}_WEIGHTS"))
+    key: value for key in ("resnet18", "resnet50", "resnet101") if (value := env_str(f"{key.upper()}_WEIGHTS"))
 }
 
 REST_FRAMEWORK = {
@@ -178,6 +183,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "Collection": "search.models.Collection",
+        "JobState": "search.models.IndexJob.State",
+        "JobMode": "search.models.IndexJob.Mode",
+    },
 }
 
 # Security: on by default whenever DEBUG is off; each can be turned off behind a proxy.

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -12,6 +16,8 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.images import png_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -120,3 +126,63 @@ def local_server(settings) -> Iterator[LocalServer]:
     yield server
     server.server.shutdown()
     server.server.server_close()
+
+
+class Workers:
+    """Real Celery worker processes (solo pool, both queues) on this test's database."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = {
+            **env,
+            # Redeliver a dead worker's task within seconds, not the production hour.
+            "CELERY_VISIBILITY_TIMEOUT": "4",
+            "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+            "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+            # Leave a core to the test process that watches the worker.
+            "EMBEDDING_TORCH_THREADS": "1",
+        }
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, name: str = "w1") -> subprocess.Popen:
+        from simsite.celery import app
+
+        hostname = f"{name}-{os.getpid()}@test"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "simsite", "worker", "-Q", "embed,default", "--pool", "solo",
+             "--hostname", hostname, "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+            cwd=ROOT, env=self.env,
+        )  # fmt: skip
+        self.processes.append(process)
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[hostname], timeout=0.5):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Celery worker {hostname} did not start")
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@pytest.fixture
+def workers(child_env) -> Iterator[Workers]:
+    from simsite.celery import app
+
+    app.control.purge()  # tasks left by earlier tests name rows that no longer exist
+    pool = Workers(child_env)
+    yield pool
+    pool.stop_all()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 120, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

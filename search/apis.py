@@ -1,0 +1,289 @@
+"""REST endpoints for search, index jobs and embedding models (see API.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.apis import GalleryImageOutput, ProductOutput
+from catalog.models import GalleryImage, Product
+from catalog.services import image_from_source
+from search.models import Collection, Embedding, IndexJob
+from search.registry import model_spec
+from search.selectors import (
+    Match,
+    active_model_key,
+    embedding_model_list,
+    gallery_with_embedded_flag,
+    items_similar_to,
+    model_coverage,
+    products_with_embedded_flag,
+)
+from search.services import active_model_set, index_job_cancel, index_job_create
+from simsite.errors import ServiceError
+
+
+class IndexJobOutput(serializers.ModelSerializer):
+    percent = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = IndexJob
+        fields = [
+            "id", "collection", "model", "mode", "state", "total", "done", "failed", "percent",
+            "created_at", "started_at", "finished_at", "error",
+        ]  # fmt: skip
+
+
+def job_payload(job: IndexJob) -> dict[str, object]:
+    data = dict(IndexJobOutput(job).data)
+    failures = [f for batch in job.batches.exclude(failures=[]).values_list("failures", flat=True)[:20] for f in batch]
+    data["failures"] = failures[:50]
+    return data
+
+
+class IndexJobCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.ALL)
+        model = serializers.CharField(required=False)
+        mode = serializers.ChoiceField(choices=IndexJob.Mode.choices, default=IndexJob.Mode.MISSING)
+
+    @extend_schema(request=InputSerializer, responses={202: IndexJobOutput})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = index_job_create(**data.validated_data)
+        return Response(IndexJobOutput(job).data, status=202)
+
+    @extend_schema(responses=IndexJobOutput(many=True))
+    def get(self, request: Request) -> Response:
+        jobs = IndexJob.objects.all()[:50]
+        return Response(IndexJobOutput(jobs, many=True).data)
+
+
+class IndexJobDetailApi(APIView):
+    @extend_schema(responses=IndexJobOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(job_payload(IndexJob.objects.get(pk=pk)))
+
+
+class IndexJobCancelApi(APIView):
+    @extend_schema(request=None, responses=IndexJobOutput)
+    def post(self, request: Request, pk: int) -> Response:
+        return Response(IndexJobOutput(index_job_cancel(job=IndexJob.objects.get(pk=pk))).data)
+
+
+def job_events(job_id: int, *, poll_seconds: float, timeout_seconds: float) -> Iterator[str]:
+    """Server-sent events: the job object on every change, ending with its final state."""
+    last = None
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        job = IndexJob.objects.filter(pk=job_id).first()
+        if job is None:
+            return
+        payload = IndexJobOutput(job).data
+        if payload != last:
+            last = payload
+            yield f"data: {json.dumps(payload, default=str)}\n\n"
+        if job.state in IndexJob.TERMINAL:
+            return
+        if time.monotonic() > deadline:
+            yield "event: timeout\ndata: {}\n\n"
+            return
+        time.sleep(poll_seconds)
+
+
+class IndexJobEventsApi(APIView):
+    @extend_schema(responses={(200, "text/event-stream"): str})
+    def get(self, request: Request, pk: int) -> StreamingHttpResponse:
+        IndexJob.objects.get(pk=pk)
+        response = StreamingHttpResponse(
+            job_events(pk, poll_seconds=settings.JOB_EVENTS_POLL_SECONDS, timeout_seconds=settings.JOB_EVENTS_TIMEOUT),
+            content_type="text/event-stream",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+class IndexStatusApi(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "IndexStatus",
+            {
+                "collection": serializers.CharField(),
+                "model": serializers.CharField(),
+                "items": serializers.IntegerField(),
+                "embedded": serializers.IntegerField(),
+                "missing": serializers.IntegerField(),
+            },
+            many=True,
+        )
+    )
+    def get(self, request: Request) -> Response:
+        keys = [active_model_key(), *sorted(set(Embedding.objects.values_list("model", flat=True).distinct()))]
+        rows = [row for key in dict.fromkeys(keys) for row in model_coverage(model=key)]
+        return Response(rows)
+
+
+class ModelListApi(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "EmbeddingModel",
+            {
+                "key": serializers.CharField(),
+                "dim": serializers.IntegerField(),
+                "active": serializers.BooleanField(),
+                "description": serializers.CharField(),
+                "weights": serializers.CharField(),
+                "embedded": serializers.IntegerField(),
+                "missing": serializers.IntegerField(),
+            },
+            many=True,
+        )
+    )
+    def get(self, request: Request) -> Response:
+        return Response(embedding_model_list())
+
+
+class ModelActivateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        force = serializers.BooleanField(default=False)
+
+    @extend_schema(
+        request=InputSerializer, responses=inline_serializer("Activated", {"active": serializers.CharField()})
+    )
+    def post(self, request: Request, key: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"active": active_model_set(model=key, force=data.validated_data["force"])})
+
+
+def results_payload(matches: list[Match], request: Request) -> list[dict[str, object]]:
+    """Matches with their items' fields, in match order (items deleted meanwhile are dropped)."""
+    product_ids = [m.id for m in matches if m.type == "product"]
+    gallery_ids = [m.id for m in matches if m.type == "gallery_image"]
+    products = {p.pk: p for p in products_with_embedded_flag(Product.objects.filter(pk__in=product_ids))}
+    gallery = {g.pk: g for g in gallery_with_embedded_flag(GalleryImage.objects.filter(pk__in=gallery_ids))}
+    context = {"request": request}
+    results = []
+    for match in matches:
+        if match.type == "product" and match.id in products:
+            item = dict(ProductOutput(products[match.id], context=context).data)
+        elif match.type == "gallery_image" and match.id in gallery:
+            item = dict(GalleryImageOutput(gallery[match.id], context=context).data)
+        else:
+            continue
+        results.append({"type": match.type, "similarity": match.similarity, **item})
+    return results
+
+
+def query_vector(*, model: str, image_bytes: bytes | None = None, item: tuple[str, int] | None = None):
+    """The query's vector: the stored one for an item (embedding it if missing), else the image's."""
+    from search.embedders import get_embedder
+
+    if item is not None:
+        kind, pk = item
+        field = "product" if kind == "product" else "gallery_image"
+        model_class = Product if kind == "product" else GalleryImage
+        instance = model_class.objects.filter(pk=pk).first()
+        if instance is None:
+            raise ServiceError("not_found", f"No {kind.replace('_', ' ')} with id {pk}.", field=kind, status_code=404)
+        stored = Embedding.objects.filter(model=model, sha256=instance.sha256, **{field: instance}).first()
+        if stored is not None:
+            return stored.vector
+        file = instance.image if kind == "product" else instance.file
+        with file.open("rb") as handle:
+            image_bytes = handle.read()
+    return get_embedder(model).embed_bytes([image_bytes])[0]
+
+
+def form_data(request: Request, *, lists: tuple[str, ...]) -> dict[str, object]:
+    """Request data as a plain dict; the named fields keep all their values (multipart)."""
+    if hasattr(request.data, "getlist"):
+        data: dict[str, object] = request.data.dict()
+        for name in lists:
+            if name in request.data:
+                data[name] = request.data.getlist(name)
+        return data
+    return dict(request.data)
+
+
+class SearchApi(APIView):
+    """A read, though it is a POST (it carries an image): open to everyone."""
+
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        image = serializers.FileField(required=False)
+        image_url = serializers.URLField(required=False, max_length=2048)
+        product = serializers.IntegerField(required=False, min_value=1)
+        gallery_image = serializers.IntegerField(required=False, min_value=1)
+        collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.ALL)
+        k = serializers.IntegerField(default=6, min_value=1, max_value=100)
+        threshold = serializers.FloatField(default=0.0, min_value=-1.0, max_value=1.0)
+        category = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+        min_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
+        max_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
+        model = serializers.CharField(required=False)
+        exact = serializers.BooleanField(default=False)
+
+        def validate(self, attrs: dict) -> dict:
+            sources = [name for name in ("image", "image_url", "product", "gallery_image") if attrs.get(name)]
+            if len(sources) != 1:
+                raise serializers.ValidationError(
+                    "Send exactly one query: image, image_url, product or gallery_image.", code="query_required"
+                )
+            return attrs
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "SearchResults",
+            {
+                "model": serializers.CharField(),
+                "took_ms": serializers.FloatField(),
+                "results": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        started = time.perf_counter()
+        params = self.InputSerializer(data=form_data(request, lists=("category",)))
+        params.is_valid(raise_exception=True)
+        options = params.validated_data
+        model = model_spec(options.get("model") or active_model_key()).key
+        item = None
+        image_bytes = None
+        if options.get("product"):
+            item = ("product", options["product"])
+        elif options.get("gallery_image"):
+            item = ("gallery_image", options["gallery_image"])
+        else:
+            image_bytes = image_from_source(file=options.get("image"), url=options.get("image_url")).data
+        vector = query_vector(model=model, image_bytes=image_bytes, item=item)
+        matches = items_similar_to(
+            vector=vector,
+            model=model,
+            collection=options["collection"],
+            k=options["k"],
+            threshold=options["threshold"],
+            categories=options["category"],
+            min_price=options.get("min_price"),
+            max_price=options.get("max_price"),
+            exclude=item,
+            exact=options["exact"],
+        )
+        took_ms = round((time.perf_counter() - started) * 1000, 1)
+        return Response({"model": model, "took_ms": took_ms, "results": results_payload(matches, request)})

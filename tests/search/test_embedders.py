@@ -1,0 +1,78 @@
+"""The real models: loading paths, normalisation, and one preprocessing for index and query."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from catalog.fetch import image_fetch
+from search.embedders import WeightsMissing, get_embedder
+from tests import images
+
+
+@pytest.fixture
+def fresh_models():
+    get_embedder.cache_clear()
+    yield
+    get_embedder.cache_clear()
+
+
+@pytest.fixture
+def resnet18_weights(settings, tmp_path):
+    """A randomly initialised ResNet-18 state dict, saved the way torchvision ships its weights."""
+    path = tmp_path / "resnet18-random.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    settings.EMBEDDING_WEIGHTS = {"resnet18": str(path)}
+    return path
+
+
+def test_efficientnet_lite0_is_offline_normalised_and_stable():
+    embedder = get_embedder("efficientnet_lite0")
+    data = images.jpeg_bytes(320, 240, seed=4)
+    vectors = embedder.embed_bytes([data, data, images.png_bytes(320, 240, seed=40)])
+    assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert float(vectors[0] @ vectors[1]) >= 0.999
+    assert float(vectors[0] @ vectors[2]) < 0.99
+
+
+def test_upload_and_url_give_the_same_vector(local_server):
+    data = images.jpeg_bytes(300, 200, seed=8)
+    url = local_server.add_bytes("/photo.jpg", data, "image/jpeg")
+    embedder = get_embedder("efficientnet_lite0")
+    by_upload = embedder.embed_bytes([data])[0]
+    by_url = embedder.embed_bytes([image_fetch(url=url).data])[0]
+    assert float(by_upload @ by_url) >= 0.999
+
+
+def test_resnet_loads_weights_from_the_configured_file(fresh_models, resnet18_weights):
+    embedder = get_embedder("resnet18")
+    vectors = embedder.embed_bytes([images.png_bytes(seed=1), images.png_bytes(seed=1)])
+    assert vectors.shape == (2, 512)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert float(vectors[0] @ vectors[1]) >= 0.999
+    state = torch.load(resnet18_weights, weights_only=True)
+    assert torch.equal(embedder.network.conv1.weight.cpu(), state["conv1.weight"])
+
+
+def test_resnet_without_weights_says_how_to_provide_them(fresh_models, settings, monkeypatch, tmp_path):
+    settings.EMBEDDING_WEIGHTS = {}
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    with pytest.raises(WeightsMissing) as caught:
+        get_embedder("resnet50")
+    assert "RESNET50_WEIGHTS" in caught.value.message and "download" in caught.value.message
+    settings.EMBEDDING_WEIGHTS = {"resnet101": str(tmp_path / "nope.pth")}
+    with pytest.raises(WeightsMissing, match="does not exist"):
+        get_embedder("resnet101")
+
+
+def test_cpu_is_used_without_cuda(settings):
+    from search.embedders import embedding_device
+
+    settings.EMBEDDING_DEVICE = "auto"
+    assert embedding_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    settings.EMBEDDING_DEVICE = "cpu"
+    assert embedding_device().type == "cpu"
