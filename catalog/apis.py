@@ -245,7 +245,7 @@ class GalleryDeleteApi(APIView):
         return Response({"deleted": deleted})
 
 
-def _thumbnail_response(request: Request, image_name: str, sha256: str) -> HttpResponse:
+def thumbnail_response(request: Request, image_name: str, sha256: str) -> HttpResponse:
     etag = f'"{sha256}-thumb"'
     if request.headers.get("If-None-Match") == etag:
         response: HttpResponse = HttpResponseNotModified()
@@ -263,7 +263,7 @@ class ProductThumbnailApi(APIView):
     @extend_schema(responses={(200, "image/jpeg"): bytes})
     def get(self, request: Request, pk: int) -> HttpResponse:
         product = product_get(pk=pk)
-        return _thumbnail_response(request, product.image.name, product.sha256)
+        return thumbnail_response(request, product.image.name, product.sha256)
 
 
 class GalleryThumbnailApi(APIView):
@@ -274,4 +274,4 @@ class GalleryThumbnailApi(APIView):
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
         image = gallery_image_get(pk=pk)
-        return _thumbnail_response(request, image.file.name, image.sha256)
+        return thumbnail_response(request, image.file.name, image.sha256)

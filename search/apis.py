@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -12,18 +14,21 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.apis import GalleryImageOutput, ProductOutput
 from catalog.models import GalleryImage, Product
-from catalog.services import image_from_source
+from catalog.services import image_from_source, image_from_upload
 from search.models import Collection, Embedding, IndexJob
+from search.querying import item_vector, query_vectors
 from search.registry import model_spec
 from search.selectors import (
     Match,
     active_model_key,
+    duplicate_groups,
     embedding_model_list,
     gallery_with_embedded_flag,
     items_similar_to,
@@ -31,7 +36,7 @@ from search.selectors import (
     products_with_embedded_flag,
 )
 from search.services import active_model_set, index_job_cancel, index_job_create
-from simsite.errors import ServiceError
+from simsite.drf import PageNumberPagination
 
 
 class IndexJobOutput(serializers.ModelSerializer):
@@ -188,26 +193,6 @@ def results_payload(matches: list[Match], request: Request) -> list[dict[str, ob
     return results
 
 
-def query_vector(*, model: str, image_bytes: bytes | None = None, item: tuple[str, int] | None = None):
-    """The query's vector: the stored one for an item (embedding it if missing), else the image's."""
-    from search.embedders import get_embedder
-
-    if item is not None:
-        kind, pk = item
-        field = "product" if kind == "product" else "gallery_image"
-        model_class = Product if kind == "product" else GalleryImage
-        instance = model_class.objects.filter(pk=pk).first()
-        if instance is None:
-            raise ServiceError("not_found", f"No {kind.replace('_', ' ')} with id {pk}.", field=kind, status_code=404)
-        stored = Embedding.objects.filter(model=model, sha256=instance.sha256, **{field: instance}).first()
-        if stored is not None:
-            return stored.vector
-        file = instance.image if kind == "product" else instance.file
-        with file.open("rb") as handle:
-            image_bytes = handle.read()
-    return get_embedder(model).embed_bytes([image_bytes])[0]
-
-
 def form_data(request: Request, *, lists: tuple[str, ...]) -> dict[str, object]:
     """Request data as a plain dict; the named fields keep all their values (multipart)."""
     if hasattr(request.data, "getlist"):
@@ -219,25 +204,83 @@ def form_data(request: Request, *, lists: tuple[str, ...]) -> dict[str, object]:
     return dict(request.data)
 
 
+class SearchOptions(serializers.Serializer):
+    collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.ALL)
+    k = serializers.IntegerField(default=6, min_value=1, max_value=100)
+    threshold = serializers.FloatField(default=0.0, min_value=-1.0, max_value=1.0)
+    category = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+    min_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
+    max_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
+    model = serializers.CharField(required=False)
+    exact = serializers.BooleanField(default=False)
+
+    def validate(self, attrs: dict) -> dict:
+        attrs["model"] = model_spec(attrs.get("model") or active_model_key()).key
+        return attrs
+
+
+def search_matches(options: dict, vector: object, exclude: tuple[str, int] | None = None) -> list[Match]:
+    return items_similar_to(
+        vector=vector,
+        model=options["model"],
+        collection=options["collection"],
+        k=options["k"],
+        threshold=options["threshold"],
+        categories=options["category"],
+        min_price=options.get("min_price"),
+        max_price=options.get("max_price"),
+        exclude=exclude,
+        exact=options["exact"],
+    )
+
+
+_CSV_COLUMNS = ["query", "rank", "type", "id", "similarity", "sku", "name", "category", "price", "filename",
+                "image_url", "thumbnail_url"]  # fmt: skip
+
+
+def _csv_cell(value: object) -> object:
+    """Neutralise text a spreadsheet would run as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+class SearchCsvRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: object, accepted_media_type: str | None = None, renderer_context: dict | None = None):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        if isinstance(data, dict) and "error" in data:
+            writer.writerow(["code", "message", "field"])
+            writer.writerow([_csv_cell(data["error"].get(key)) for key in ("code", "message", "field")])
+            return buffer.getvalue().encode()
+        queries = data.get("queries") if isinstance(data, dict) else None
+        if queries is None:
+            queries = [{"filename": "", "results": (data or {}).get("results", [])}]
+        writer.writerow(_CSV_COLUMNS)
+        for query in queries:
+            for rank, result in enumerate(query["results"], start=1):
+                row = {**result, "query": query.get("filename", ""), "rank": rank}
+                writer.writerow([_csv_cell(row.get(column)) for column in _CSV_COLUMNS])
+        return buffer.getvalue().encode()
+
+
 class SearchApi(APIView):
-    """A read, though it is a POST (it carries an image): open to everyone."""
+    """A read, though it is a POST (it carries an image): open to everyone. ``?format=csv``
+    returns the rows as CSV."""
 
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer, SearchCsvRenderer]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(SearchOptions):
         image = serializers.FileField(required=False)
         image_url = serializers.URLField(required=False, max_length=2048)
         product = serializers.IntegerField(required=False, min_value=1)
         gallery_image = serializers.IntegerField(required=False, min_value=1)
-        collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.ALL)
-        k = serializers.IntegerField(default=6, min_value=1, max_value=100)
-        threshold = serializers.FloatField(default=0.0, min_value=-1.0, max_value=1.0)
-        category = serializers.ListField(child=serializers.CharField(), required=False, default=list)
-        min_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
-        max_price = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
-        model = serializers.CharField(required=False)
-        exact = serializers.BooleanField(default=False)
 
         def validate(self, attrs: dict) -> dict:
             sources = [name for name in ("image", "image_url", "product", "gallery_image") if attrs.get(name)]
@@ -245,7 +288,7 @@ class SearchApi(APIView):
                 raise serializers.ValidationError(
                     "Send exactly one query: image, image_url, product or gallery_image.", code="query_required"
                 )
-            return attrs
+            return super().validate(attrs)
 
     @extend_schema(
         request=InputSerializer,
@@ -263,27 +306,70 @@ class SearchApi(APIView):
         params = self.InputSerializer(data=form_data(request, lists=("category",)))
         params.is_valid(raise_exception=True)
         options = params.validated_data
-        model = model_spec(options.get("model") or active_model_key()).key
-        item = None
-        image_bytes = None
-        if options.get("product"):
-            item = ("product", options["product"])
-        elif options.get("gallery_image"):
-            item = ("gallery_image", options["gallery_image"])
+        item = next(((kind, options[kind]) for kind in ("product", "gallery_image") if options.get(kind)), None)
+        if item is not None:
+            vector = item_vector(model=options["model"], kind=item[0], pk=item[1])
         else:
-            image_bytes = image_from_source(file=options.get("image"), url=options.get("image_url")).data
-        vector = query_vector(model=model, image_bytes=image_bytes, item=item)
-        matches = items_similar_to(
-            vector=vector,
-            model=model,
-            collection=options["collection"],
-            k=options["k"],
-            threshold=options["threshold"],
-            categories=options["category"],
-            min_price=options.get("min_price"),
-            max_price=options.get("max_price"),
-            exclude=item,
-            exact=options["exact"],
-        )
+            image = image_from_source(file=options.get("image"), url=options.get("image_url"))
+            vector = query_vectors(model=options["model"], images=[image.data])[0]
+        results = results_payload(search_matches(options, vector, exclude=item), request)
         took_ms = round((time.perf_counter() - started) * 1000, 1)
-        return Response({"model": model, "took_ms": took_ms, "results": results_payload(matches, request)})
+        return Response({"model": options["model"], "took_ms": took_ms, "results": results})
+
+
+class SearchBatchApi(APIView):
+    """Several query images at once, embedded as one batch."""
+
+    parser_classes = [MultiPartParser]
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer, SearchCsvRenderer]
+
+    class InputSerializer(SearchOptions):
+        images = serializers.ListField(child=serializers.FileField(), allow_empty=False, max_length=64)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "BatchSearchResults",
+            {
+                "model": serializers.CharField(),
+                "took_ms": serializers.FloatField(),
+                "queries": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        started = time.perf_counter()
+        params = self.InputSerializer(data=form_data(request, lists=("category", "images")))
+        params.is_valid(raise_exception=True)
+        options = params.validated_data
+        images = [image_from_upload(file=file, field="images") for file in options["images"]]
+        vectors = query_vectors(model=options["model"], images=[image.data for image in images])
+        queries = [
+            {"filename": file.name, "results": results_payload(search_matches(options, vector), request)}
+            for file, vector in zip(options["images"], vectors, strict=True)
+        ]
+        took_ms = round((time.perf_counter() - started) * 1000, 1)
+        return Response({"model": options["model"], "took_ms": took_ms, "queries": queries})
+
+
+class DuplicateListApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.GALLERY)
+        threshold = serializers.FloatField(default=0.95, min_value=0.5, max_value=1.0)
+        model = serializers.CharField(required=False)
+
+    @extend_schema(parameters=[FilterSerializer])
+    def get(self, request: Request) -> Response:
+        params = self.FilterSerializer(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        options = params.validated_data
+        model = model_spec(options.get("model") or active_model_key()).key
+        groups = duplicate_groups(model=model, collection=options["collection"], threshold=options["threshold"])
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(groups, request, view=self)
+        payload = []
+        for group in page:
+            matches = [Match(kind, pk, group["similarity"]) for kind, pk in group["items"]]
+            payload.append({"similarity": group["similarity"], "items": results_payload(matches, request)})
+        return paginator.get_paginated_response(payload)

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
 
 from catalog.models import GalleryImage, Product
 from search.models import ActiveModel, Collection, Embedding
@@ -85,30 +86,24 @@ def _vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
-def items_similar_to(
+def _similar_query(
     *,
     vector: np.ndarray,
     model: str,
-    collection: str = Collection.ALL,
-    k: int = 6,
-    threshold: float | None = None,
-    categories: Sequence[str] = (),
-    min_price: Decimal | None = None,
-    max_price: Decimal | None = None,
-    exclude: tuple[str, int] | None = None,
-    exact: bool = False,
-) -> list[Match]:
-    """The ``k`` items nearest to ``vector`` under ``model``, most similar first.
-
-    One SQL statement ordered by cosine distance on the model's partial HNSW index, or an
-    exact scan when ``exact`` is set or the model has few vectors. Product filters restrict
-    the search to products; pgvector's iterative scan keeps filtered queries returning k rows.
-    """
+    collection: str,
+    k: int,
+    categories: Sequence[str],
+    min_price: Decimal | None,
+    max_price: Decimal | None,
+    exclude: tuple[str, int] | None,
+    exact: bool,
+) -> tuple[str, list[object], dict[str, str]] | None:
+    """The nearest-neighbour SQL, its parameters and the session settings it runs with."""
     spec = model_spec(model)
     dim = spec.dim
     filtered = bool(categories) or min_price is not None or max_price is not None
     if filtered and collection == Collection.GALLERY:
-        return []
+        return None  # product filters leave no gallery image
     where = ["e.model = %s"]
     params: list[object] = [spec.key]
     if filtered or collection == Collection.PRODUCTS:
@@ -134,17 +129,51 @@ def items_similar_to(
     distance = f"e.vector::vector({dim}) <=> %s::vector({dim})"
     # "+ 0" hides the distance from the index: the planner must scan exactly.
     order = f"({distance}) + 0" if exact else distance
-    # Only fixed SQL fragments are interpolated; every value is a bound parameter.
     conditions = " AND ".join(where)
     select = f"SELECT e.product_id, e.gallery_image_id, 1 - ({distance}) AS similarity FROM search_embedding e"  # noqa: S608
     sql = f"{select} {join} WHERE {conditions} ORDER BY {order} LIMIT %s"  # noqa: S608
     literal = _vector_literal(vector)
+    session: dict[str, str] = {}
+    if not exact:
+        # ef_search bounds how many candidates HNSW keeps: at least 2k of them.
+        session["hnsw.ef_search"] = str(max(40, min(1000, 2 * k)))
+        if filtered or exclude is not None or collection != Collection.ALL:
+            # Keep scanning the graph until k rows pass the filters (pgvector >= 0.8).
+            session["hnsw.iterative_scan"] = "relaxed_order"
+    return sql, [literal, *params, literal, k], session
+
+
+def items_similar_to(
+    *,
+    vector: np.ndarray,
+    model: str,
+    collection: str = Collection.ALL,
+    k: int = 6,
+    threshold: float | None = None,
+    categories: Sequence[str] = (),
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    exclude: tuple[str, int] | None = None,
+    exact: bool = False,
+) -> list[Match]:
+    """The ``k`` items nearest to ``vector`` under ``model``, most similar first.
+
+    One SQL statement ordered by cosine distance on the model's partial HNSW index, or an
+    exact scan when ``exact`` is set (the planner also scans exactly where that is cheaper,
+    as for small collections). Product filters restrict the search to products; pgvector's
+    iterative scan keeps filtered queries returning k rows.
+    """
+    query = _similar_query(
+        vector=vector, model=model, collection=collection, k=k, categories=categories,
+        min_price=min_price, max_price=max_price, exclude=exclude, exact=exact,
+    )  # fmt: skip
+    if query is None:
+        return []
+    sql, params, session = query
     with transaction.atomic(), connection.cursor() as cursor:
-        if not exact:
-            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(40, min(1000, 2 * k)))])
-            if filtered or exclude is not None or collection != Collection.ALL:
-                cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        cursor.execute(sql, [literal, *params, literal, k])
+        for name, value in session.items():
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     matches = [
         Match("product" if product_id else "gallery_image", product_id or gallery_id, round(float(similarity), 4))
@@ -155,3 +184,82 @@ def items_similar_to(
     if threshold is not None:
         matches = [match for match in matches if match.similarity >= threshold]
     return matches
+
+
+def items_similar_plan(**query: object) -> str:
+    """PostgreSQL's plan for the query ``items_similar_to`` would run with these arguments."""
+    built = _similar_query(**{"collection": Collection.ALL, "k": 6, "categories": (), "min_price": None,
+                              "max_price": None, "exclude": None, "exact": False, **query})  # fmt: skip
+    if built is None:
+        return ""
+    sql, params, session = built
+    with transaction.atomic(), connection.cursor() as cursor:
+        for name, value in session.items():
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[dict[str, object]]:
+    """Groups of items whose vectors are at least ``threshold`` similar, most similar first.
+
+    Each item's nearest neighbours come from the HNSW index in one SQL statement (a LATERAL
+    k-NN join: about n log n, never an n-squared loop); pairs above the threshold are joined
+    into groups (connected components). A group's similarity is its weakest joining pair.
+    Cached until the model's vectors change.
+    """
+    spec = model_spec(model)
+    dim = spec.dim
+    condition = {
+        Collection.PRODUCTS: "AND {t}.product_id IS NOT NULL",
+        Collection.GALLERY: "AND {t}.gallery_image_id IS NOT NULL",
+    }.get(collection, "")
+    stamp = Embedding.objects.filter(model=spec.key).aggregate(count=Count("id"), last=Max("id"))
+    key = f"duplicates:{spec.key}:{collection}:{threshold}:{stamp['count']}:{stamp['last']}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    sql = f"""
+        SELECT a.product_id, a.gallery_image_id, n.product_id, n.gallery_image_id, n.similarity
+        FROM search_embedding a
+        CROSS JOIN LATERAL (
+            SELECT b.product_id, b.gallery_image_id,
+                   1 - (b.vector::vector({dim}) <=> a.vector::vector({dim})) AS similarity
+            FROM search_embedding b
+            WHERE b.model = %s AND b.id <> a.id {condition.format(t="b")}
+            ORDER BY b.vector::vector({dim}) <=> a.vector::vector({dim})
+            LIMIT %s
+        ) n
+        WHERE a.model = %s {condition.format(t="a")} AND n.similarity >= %s
+    """  # noqa: S608 - only fixed fragments are interpolated
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        cursor.execute(sql, [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, threshold])
+        pairs = cursor.fetchall()
+    parent: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def root(node: tuple[str, int]) -> tuple[str, int]:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    weakest: dict[tuple[str, int], float] = {}
+    for a_product, a_gallery, b_product, b_gallery, similarity in pairs:
+        a = ("product", a_product) if a_product else ("gallery_image", a_gallery)
+        b = ("product", b_product) if b_product else ("gallery_image", b_gallery)
+        ra, rb = root(a), root(b)
+        joined = min(weakest.get(ra, 1.0), weakest.get(rb, 1.0), float(similarity))
+        parent[ra] = rb
+        weakest[rb] = min(weakest.get(rb, 1.0), joined)
+    members: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for node in parent:
+        members.setdefault(root(node), []).append(node)
+    groups = [
+        {"similarity": round(weakest.get(top, 1.0), 4), "items": sorted(items, key=lambda item: (item[0], item[1]))}
+        for top, items in members.items()
+    ]
+    groups.sort(key=lambda group: (-group["similarity"], -len(group["items"]), group["items"][0]))
+    cache.set(key, groups, 600)
+    return groups

@@ -33,3 +33,14 @@ def embed_batch(self, batch_id: int) -> None:
                 services.index_job_fail(job_id=job_id, error=f"batch {batch_id} kept failing: {error}")
             raise
         raise self.retry(exc=error, countdown=2**self.request.retries) from error
+
+
+@shared_task(queue="embed", soft_time_limit=60)
+def embed_query(model: str, images_b64: list[str]) -> list[list[float]]:
+    """Embed query images on an embed worker (``SEARCH_QUERY_EMBEDDER=worker``)."""
+    import base64
+
+    from search.querying import _embed_locally
+
+    vectors = _embed_locally(model=model, images=[base64.b64decode(data) for data in images_b64])
+    return vectors.tolist()

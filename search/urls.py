@@ -5,6 +5,8 @@ from search import apis
 app_name = "search"
 urlpatterns = [
     path("search/", apis.SearchApi.as_view(), name="search"),
+    path("search/batch/", apis.SearchBatchApi.as_view(), name="search-batch"),
+    path("duplicates/", apis.DuplicateListApi.as_view(), name="duplicates"),
     path("index/jobs/", apis.IndexJobCreateApi.as_view(), name="job-list"),
     path("index/jobs/<int:pk>/", apis.IndexJobDetailApi.as_view(), name="job-detail"),
     path("index/jobs/<int:pk>/events/", apis.IndexJobEventsApi.as_view(), name="job-events"),

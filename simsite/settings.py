@@ -152,12 +152,18 @@ CATALOG_IMPORT_ROOT = Path(_import_root).resolve() if _import_root else None
 CSV_IMPORT_MAX_BYTES = env_int("CSV_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
 CSV_IMPORT_FETCH_WORKERS = env_int("CSV_IMPORT_FETCH_WORKERS", 8, minimum=1, maximum=64)
 
+# The earlier Flask tools' routes take writes from anyone only when this is on.
+SEED_ROUTES_OPEN_WRITES = env_bool("SEED_ROUTES_OPEN_WRITES", False)
+
 # Embeddings.
 EMBEDDING_DEFAULT_MODEL = env_str("EMBEDDING_DEFAULT_MODEL", "efficientnet_lite0")
 EMBEDDING_DEVICE = env_choice("EMBEDDING_DEVICE", "auto", {"auto", "cpu", "cuda"})
 EMBEDDING_TORCH_THREADS = env_int("EMBEDDING_TORCH_THREADS", 0, minimum=0)  # 0: torch's default
 EMBEDDING_DECODE_THREADS = env_int("EMBEDDING_DECODE_THREADS", 4, minimum=1, maximum=64)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=1024)
+SEARCH_QUERY_EMBEDDER = env_choice("SEARCH_QUERY_EMBEDDER", "web", {"web", "worker"})
+SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
+DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
 JOB_EVENTS_POLL_SECONDS = 0.5
 JOB_EVENTS_TIMEOUT = env_int("JOB_EVENTS_TIMEOUT", 3600, minimum=1)
 # Weights files for the torchvision models, where they are not in the torch hub cache.

@@ -3,6 +3,9 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from catalog import seed_apis as catalog_seed
+from search import seed_apis as search_seed
+from search import views as search_views
 from simsite import apis, views
 
 api_v1 = [
@@ -14,9 +17,24 @@ api_v1 = [
     path("", include("search.urls")),
 ]
 
+# Routes of the earlier Flask tools (see API.md, "Seed-compatible routes").
+seed_routes = [
+    path("api/images", catalog_seed.SeedImageListApi.as_view()),
+    path("api/upload-image", catalog_seed.SeedImageUploadApi.as_view()),
+    path("api/delete-image/<path:filename>", catalog_seed.SeedImageDeleteApi.as_view()),
+    path("images/thumb/<path:filename>", catalog_seed.SeedThumbnailApi.as_view()),
+    path("images/<path:filename>", catalog_seed.SeedImageFileApi.as_view()),
+    path("api/search", search_seed.SeedSearchApi.as_view()),
+    path("api/generate-features", search_seed.SeedGenerateFeaturesApi.as_view()),
+    path("api/check-features", search_seed.SeedCheckFeaturesApi.as_view()),
+    path("search", search_views.catalog_search, name="catalog-search-post"),
+]
+
 urlpatterns = [
+    path("", search_views.catalog_search, name="catalog-search"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    *seed_routes,
 ]
 
 if settings.SERVE_MEDIA:

@@ -1,0 +1,99 @@
+"""Gallery routes of the earlier Flask tools, kept so their clients work unchanged.
+
+Images are addressed by file name as they were there: uploading a name that exists replaces
+that image. Reads are public; writes follow the API's rule (staff) unless
+``SEED_ROUTES_OPEN_WRITES`` is on for a trusted network, as the old tools assumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.apis import thumbnail_response
+from catalog.models import GalleryImage
+from catalog.services import gallery_image_create, gallery_images_delete, image_from_upload
+from search.services import items_index
+from simsite.drf import IsStaffOrReadOnly, error_body
+from simsite.errors import ServiceError
+
+
+class SeedWritePermission(BasePermission):
+    def has_permission(self, request: Request, view: object) -> bool:
+        return settings.SEED_ROUTES_OPEN_WRITES or IsStaffOrReadOnly().has_permission(request, view)
+
+
+def _image_named(filename: str) -> GalleryImage:
+    image = GalleryImage.objects.filter(original_filename=PurePath(filename).name).order_by("-pk").first()
+    if image is None:
+        raise ServiceError("not_found", f"No image named '{filename}'.", status_code=404)
+    return image
+
+
+@extend_schema(exclude=True)
+class SeedImageListApi(APIView):
+    def get(self, request: Request) -> Response:
+        names = GalleryImage.objects.order_by("uploaded_at", "pk").values_list("original_filename", flat=True)
+        return Response({"images": list(dict.fromkeys(names))})
+
+
+@extend_schema(exclude=True)
+class SeedImageUploadApi(APIView):
+    parser_classes = [MultiPartParser]
+    permission_classes = [SeedWritePermission]
+
+    def post(self, request: Request) -> Response:
+        file = request.FILES.get("file")
+        if file is None:
+            return Response({"success": False, **error_body("file_required", "Send the image as 'file'.", "file")}, 400)
+        try:
+            image = image_from_upload(file=file, field="file")
+        except ServiceError as error:
+            return Response({"success": False, **error_body(error.code, error.message, error.field)}, 400)
+        name = PurePath(file.name or f"{image.sha256}.{image.extension}").name
+        replaced = list(GalleryImage.objects.filter(original_filename=name).values_list("pk", flat=True))
+        created = gallery_image_create(image=image, original_filename=name)
+        if replaced:
+            gallery_images_delete(ids=replaced)
+        items_index(gallery_ids=[created.pk])
+        return Response({"success": True, "filename": name})
+
+
+@extend_schema(exclude=True)
+class SeedImageDeleteApi(APIView):
+    permission_classes = [SeedWritePermission]
+
+    def delete(self, request: Request, filename: str) -> Response:
+        image = _image_named(filename)
+        same_name = GalleryImage.objects.filter(original_filename=image.original_filename)
+        gallery_images_delete(ids=list(same_name.values_list("pk", flat=True)))
+        return Response({"success": True, "filename": image.original_filename})
+
+
+@extend_schema(exclude=True)
+class SeedImageFileApi(APIView):
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request, filename: str) -> HttpResponse:
+        image = _image_named(filename)
+        response = FileResponse(default_storage.open(image.file.name, "rb"))
+        response["Cache-Control"] = "public, max-age=3600"
+        return response
+
+
+@extend_schema(exclude=True)
+class SeedThumbnailApi(APIView):
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request, filename: str) -> HttpResponse:
+        image = _image_named(filename)
+        return thumbnail_response(request, image.file.name, image.sha256)

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from catalog.fetch import image_fetch
+from catalog.images import image_validate, read_limited
+from catalog.models import GalleryImage, Product
+from search.models import Collection
+from search.querying import query_vectors
+from search.registry import model_spec
+from search.selectors import active_model_key, items_similar_to
+from simsite.errors import ServiceError
+
+
+class Command(BaseCommand):
+    help = "Find the items most similar to an image file or URL and print them as a table."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("image", help="path to an image file, or an http(s) URL")
+        parser.add_argument("--k", type=int, default=6)
+        parser.add_argument("--collection", choices=Collection.values, default=Collection.ALL)
+        parser.add_argument("--threshold", type=float, default=None, help="minimum cosine similarity (-1..1)")
+        parser.add_argument("--category", action="append", default=[])
+        parser.add_argument("--model", help="embedding model (default: the active one)")
+        parser.add_argument("--exact", action="store_true", help="exact scan instead of the HNSW index")
+
+    def handle(self, *args: Any, image: str, k: int, collection: str, threshold: float | None, category: list[str],
+               model: str | None, exact: bool, **options: Any) -> None:  # fmt: skip
+        if not 1 <= k <= 100:
+            raise CommandError("--k must be between 1 and 100")
+        try:
+            key = model_spec(model or active_model_key()).key
+            if image.startswith(("http://", "https://")):
+                query = image_fetch(url=image)
+            else:
+                path = Path(image)
+                if not path.is_file():
+                    raise CommandError(f"{image} is not a file")
+                with path.open("rb") as handle:
+                    query = image_validate(data=read_limited(handle), filename=path.name)
+            vector = query_vectors(model=key, images=[query.data])[0]
+        except ServiceError as error:
+            raise CommandError(error.message) from None
+        matches = items_similar_to(
+            vector=vector, model=key, collection=collection, k=k, threshold=threshold, categories=category, exact=exact
+        )
+        products = Product.objects.in_bulk([m.id for m in matches if m.type == "product"])
+        gallery = GalleryImage.objects.in_bulk([m.id for m in matches if m.type == "gallery_image"])
+        self.stdout.write(f"{'rank':>4}  {'similarity':>10}  {'type':<13} {'id':>6}  item")
+        for rank, match in enumerate(matches, start=1):
+            if match.type == "product" and match.id in products:
+                product = products[match.id]
+                label = f"{product.sku}  {product.name}  [{product.category}]  {product.price}"
+            elif match.id in gallery:
+                label = gallery[match.id].original_filename
+            else:
+                continue
+            self.stdout.write(f"{rank:>4}  {match.similarity:>10.4f}  {match.type:<13} {match.id:>6}  {label}")
+        if not matches:
+            self.stdout.write(f"no match (model {key})")

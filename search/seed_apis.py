@@ -1,0 +1,96 @@
+"""Search routes of the earlier Flask tools, kept so their clients work unchanged."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.models import GalleryImage
+from catalog.seed_apis import SeedWritePermission
+from catalog.services import image_from_upload
+from search.models import Collection, IndexJob
+from search.querying import query_vectors
+from search.selectors import active_model_key, items_similar_to, model_coverage
+from search.services import index_job_create
+from simsite.errors import ServiceError
+
+
+@extend_schema(exclude=True)
+class SeedSearchApi(APIView):
+    """``file`` -> the 6 most similar gallery images."""
+
+    parser_classes = [MultiPartParser]
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request) -> Response:
+        file = request.FILES.get("file")
+        if file is None:
+            raise ServiceError("file_required", "Send the query image as 'file'.", field="file")
+        model = active_model_key()
+        vector = query_vectors(model=model, images=[image_from_upload(file=file, field="file").data])[0]
+        matches = items_similar_to(vector=vector, model=model, collection=Collection.GALLERY, k=6)
+        images = GalleryImage.objects.in_bulk([match.id for match in matches])
+        results = [
+            {
+                "filename": images[match.id].original_filename,
+                "similarity": match.similarity,
+                "image_url": request.build_absolute_uri(f"/images/{images[match.id].original_filename}"),
+            }
+            for match in matches
+            if match.id in images
+        ]
+        return Response({"results": results})
+
+
+def _feature_events(job_id: int) -> Iterator[str]:
+    deadline = time.monotonic() + settings.JOB_EVENTS_TIMEOUT
+    last = None
+    while time.monotonic() < deadline:
+        job = IndexJob.objects.filter(pk=job_id).first()
+        if job is None:
+            return
+        current = (job.done + job.failed, job.total)
+        if current != last:
+            last = current
+            event = {"progress": job.percent, "current": current[0], "total": job.total}
+            yield f"data: {json.dumps(event)}\n\n"
+        if job.state in IndexJob.TERMINAL:
+            payload = {"complete": job.state == IndexJob.State.SUCCEEDED, "count": job.done}
+            if job.state != IndexJob.State.SUCCEEDED:
+                payload["error"] = job.error or job.state
+            yield f"data: {json.dumps(payload)}\n\n"
+            return
+        time.sleep(settings.JOB_EVENTS_POLL_SECONDS)
+
+
+@extend_schema(exclude=True)
+class SeedGenerateFeaturesApi(APIView):
+    """Embed the gallery's images that lack vectors, streaming progress as the old tool did."""
+
+    permission_classes = [SeedWritePermission]
+
+    def post(self, request: Request) -> StreamingHttpResponse:
+        job = index_job_create(collection=Collection.GALLERY)
+        response = StreamingHttpResponse(_feature_events(job.pk), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+@extend_schema(exclude=True)
+class SeedCheckFeaturesApi(APIView):
+    """Whether every gallery image has a vector of the active model (and there is one)."""
+
+    def get(self, request: Request) -> Response:
+        gallery = next(row for row in model_coverage(model=active_model_key()) if row["collection"] == "gallery")
+        return Response({"exists": bool(gallery["items"]) and gallery["missing"] == 0})

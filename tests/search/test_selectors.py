@@ -1,0 +1,124 @@
+"""The nearest-neighbour SQL: which plan each case uses, and that HNSW agrees with exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from catalog.models import GalleryImage, Product
+from search.models import Embedding, hnsw_index_sql
+from search.selectors import items_similar_plan, items_similar_to
+
+pytestmark = pytest.mark.django_db
+
+MODEL, DIM = "resnet18", 512
+CATEGORIES = ["shoes", "bags", "hats", "belts", "socks", "ties", "scarves", "gloves", "caps", "rare"]
+
+
+@pytest.fixture(scope="module")
+def vectors(django_db_setup, django_db_blocker):
+    """3,000 products (10 categories, 'rare' holding 2%) and 1,000 gallery images, clustered
+    vectors; built once for the module (committed, removed at the end)."""
+    with django_db_blocker.unblock():
+        data = _build()
+        yield data
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS embedding_{MODEL}_hnsw")
+        Embedding.objects.filter(model=MODEL).delete()
+        Product.objects.all().delete()
+        GalleryImage.objects.all().delete()
+
+
+def _build() -> dict:
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((40, DIM))
+    data = centres[rng.integers(0, 40, 4000)] + 0.6 * rng.standard_normal((4000, DIM))
+    data = (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
+    category = ["rare" if i % 50 == 0 else CATEGORIES[i % 9] for i in range(3000)]
+    products = Product.objects.bulk_create(
+        Product(sku=f"S{i}", name=f"P{i}", category=category[i], price=i % 100, image=f"x/{i}.png",
+                sha256=f"{i:064d}", width=1, height=1)
+        for i in range(3000)
+    )  # fmt: skip
+    gallery = GalleryImage.objects.bulk_create(
+        GalleryImage(file=f"g/{i}.png", original_filename=f"{i}.png", sha256=f"{i:064x}", width=1, height=1)
+        for i in range(1000)
+    )
+    Embedding.objects.bulk_create(
+        [Embedding(product=p, model=MODEL, vector=data[i], sha256=p.sha256) for i, p in enumerate(products)]
+        + [
+            Embedding(gallery_image=g, model=MODEL, vector=data[3000 + i], sha256=g.sha256)
+            for i, g in enumerate(gallery)
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(hnsw_index_sql(MODEL, DIM))
+        cursor.execute("ANALYZE search_embedding")
+        cursor.execute("ANALYZE catalog_product")
+    return {"data": data, "products": products, "gallery": gallery, "category": category}
+
+
+def uses_hnsw(plan: str) -> bool:
+    return "embedding_resnet18_hnsw" in plan
+
+
+def test_plans(vectors):
+    query = vectors["data"][5]
+    assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10))
+    # 1,000 gallery vectors: sorting them all is cheaper than the graph, and PostgreSQL knows it.
+    small = items_similar_plan(vector=query, model=MODEL, k=10, collection="gallery")
+    assert not uses_hnsw(small) and "Sort" in small
+    assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, collection="products"))
+    # A selective filter (one category, ~11%): the matching rows are few, scanned exactly.
+    selective = items_similar_plan(vector=query, model=MODEL, k=10, categories=["shoes"])
+    assert not uses_hnsw(selective) and "category" in selective
+    # A broad filter (90% of products): the graph, scanned iteratively until k rows pass.
+    assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, max_price=89))
+    exact = items_similar_plan(vector=query, model=MODEL, k=10, exact=True)
+    assert not uses_hnsw(exact) and "Sort" in exact
+
+
+def test_hnsw_agrees_with_exact_scan(vectors):
+    recalls = []
+    for row in range(0, 4000, 80):
+        query = vectors["data"][row] + 0.05 * np.random.default_rng(row).standard_normal(DIM).astype(np.float32)
+        approximate = {(m.type, m.id) for m in items_similar_to(vector=query, model=MODEL, k=10)}
+        exact = {(m.type, m.id) for m in items_similar_to(vector=query, model=MODEL, k=10, exact=True)}
+        recalls.append(len(approximate & exact) / 10)
+    assert np.mean(recalls) >= 0.98
+
+
+def test_filtered_queries_still_return_k(vectors):
+    products = {p.pk: p for p in vectors["products"]}
+    for row in range(0, 3000, 300):
+        matches = items_similar_to(vector=vectors["data"][row], model=MODEL, k=20, categories=["rare"])
+        assert len(matches) == 20
+        assert all(products[m.id].category == "rare" for m in matches)
+        exact = items_similar_to(vector=vectors["data"][row], model=MODEL, k=20, categories=["rare"], exact=True)
+        assert len({m.id for m in matches} & {m.id for m in exact}) >= 18
+    for row in range(0, 3000, 500):  # broad filter: HNSW with the iterative scan
+        broad = items_similar_to(vector=vectors["data"][row], model=MODEL, k=50, max_price=89, collection="products")
+        assert len(broad) == 50 and all(products[m.id].price <= 89 for m in broad)
+        exact = items_similar_to(vector=vectors["data"][row], model=MODEL, k=50, max_price=89, exact=True)
+        assert len({m.id for m in broad} & {m.id for m in exact}) >= 45
+    priced = items_similar_to(vector=vectors["data"][0], model=MODEL, k=15, min_price=20, max_price=30)
+    assert len(priced) == 15 and all(20 <= products[m.id].price <= 30 for m in priced)
+
+
+def test_results_are_sorted_thresholded_and_exclude_the_query(vectors):
+    first = vectors["products"][0]
+    matches = items_similar_to(vector=vectors["data"][0], model=MODEL, k=10, exclude=("product", first.pk))
+    assert ("product", first.pk) not in {(m.type, m.id) for m in matches}
+    similarities = [m.similarity for m in matches]
+    assert similarities == sorted(similarities, reverse=True)
+    cut = similarities[4]
+    above = items_similar_to(vector=vectors["data"][0], model=MODEL, k=10, threshold=cut, exclude=("product", first.pk))
+    assert [m.similarity for m in above] == [s for s in similarities if s >= cut]
+    only_gallery = items_similar_to(vector=vectors["data"][0], model=MODEL, k=5, collection="gallery")
+    assert {m.type for m in only_gallery} == {"gallery_image"}
+    assert items_similar_to(vector=vectors["data"][0], model=MODEL, k=5, collection="gallery", categories=["x"]) == []
+
+
+def test_models_never_mix(vectors):
+    assert items_similar_to(vector=np.ones(1280, dtype=np.float32) / 1280**0.5, model="efficientnet_lite0", k=5) == []
