@@ -108,6 +108,9 @@ class Embedder:
         self.network = network.eval().to(device)
         if device.type == "cuda":
             self.network = self.network.to(memory_format=torch.channels_last)
+            self.forward_batch = settings.EMBEDDING_CUDA_FORWARD_BATCH
+        else:
+            self.forward_batch = settings.EMBEDDING_CPU_FORWARD_BATCH
         self.transform = v2.Compose(
             [
                 v2.PILToTensor(),
@@ -126,16 +129,24 @@ class Embedder:
 
     @torch.inference_mode()
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        """(N, 3, H, W) preprocessed batch -> (N, dim) float32, rows of unit length."""
-        batch = batch.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            batch = batch.to(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.float16):
-                features = self.network(batch)
-        else:
-            features = self.network(batch)
-        features = torch.nn.functional.normalize(features.float(), dim=1)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+        """(N, 3, H, W) preprocessed batch -> (N, dim) float32, rows of unit length.
+
+        Runs in chunks of ``forward_batch``: on CPU, 16 images a pass is faster per image
+        than larger passes (cache-bound); on CUDA the chunk is large.
+        """
+        outputs = []
+        for chunk in torch.split(batch, self.forward_batch):
+            chunk = chunk.to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                chunk = chunk.to(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.float16):
+                    features = self.network(chunk)
+            else:
+                features = self.network(chunk)
+            outputs.append(torch.nn.functional.normalize(features.float(), dim=1).cpu())
+        if not outputs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return torch.cat(outputs).numpy().astype(np.float32, copy=False)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -153,6 +164,8 @@ def get_embedder(key: str) -> Embedder:
     threads = settings.EMBEDDING_TORCH_THREADS
     if threads:
         torch.set_num_threads(threads)
+    # Denormal floats from real images slow CPU convolutions by about a third.
+    torch.set_flush_denormal(True)
     builders = {"efficientnet_lite0": _efficientnet_lite0}
     network = builders[key]() if key in builders else _resnet(key)
     device = embedding_device()

@@ -65,7 +65,10 @@ def _feature_events(job_id: int) -> Iterator[str]:
             event = {"progress": job.percent, "current": current[0], "total": job.total}
             yield f"data: {json.dumps(event)}\n\n"
         if job.state in IndexJob.TERMINAL:
-            payload = {"complete": job.state == IndexJob.State.SUCCEEDED, "count": job.done}
+            # As the old tool reported it: how many gallery images now have features.
+            coverage = model_coverage(model=job.model)
+            count = next(row["embedded"] for row in coverage if row["collection"] == "gallery")
+            payload = {"complete": job.state == IndexJob.State.SUCCEEDED, "count": count}
             if job.state != IndexJob.State.SUCCEEDED:
                 payload["error"] = job.error or job.state
             yield f"data: {json.dumps(payload)}\n\n"
