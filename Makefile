@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test manage lint venv clean
+.PHONY: run test manage bench-indexing bench-search lint venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ test: venv
 # make manage ARGS="import_products products.csv": a manage.py command on the run services
 manage: venv
 	$(PY) scripts/stack.py manage $(ARGS)
+
+# Benchmarks print figures (ratios against baselines measured in the same run).
+bench-indexing: venv
+	$(PY) scripts/stack.py bench benchmarks/indexing.py $(ARGS)
+
+bench-search: venv
+	$(PY) scripts/stack.py bench benchmarks/search.py $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check --fix .

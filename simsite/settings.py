@@ -160,7 +160,7 @@ EMBEDDING_DEFAULT_MODEL = env_str("EMBEDDING_DEFAULT_MODEL", "efficientnet_lite0
 EMBEDDING_DEVICE = env_choice("EMBEDDING_DEVICE", "auto", {"auto", "cpu", "cuda"})
 EMBEDDING_TORCH_THREADS = env_int("EMBEDDING_TORCH_THREADS", 0, minimum=0)  # 0: torch's default
 EMBEDDING_DECODE_THREADS = env_int("EMBEDDING_DECODE_THREADS", 4, minimum=1, maximum=64)
-EMBEDDING_CPU_FORWARD_BATCH = env_int("EMBEDDING_CPU_FORWARD_BATCH", 16, minimum=1, maximum=1024)
+EMBEDDING_CPU_FORWARD_BATCH = env_int("EMBEDDING_CPU_FORWARD_BATCH", 4, minimum=1, maximum=1024)
 EMBEDDING_CUDA_FORWARD_BATCH = env_int("EMBEDDING_CUDA_FORWARD_BATCH", 128, minimum=1, maximum=4096)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=1024)
 SEARCH_QUERY_EMBEDDER = env_choice("SEARCH_QUERY_EMBEDDER", "web", {"web", "worker"})

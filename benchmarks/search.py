@@ -1,0 +1,254 @@
+"""Search latency and recall on 100,000 vectors in pgvector, against the ways one could do it.
+
+    make bench-search                      # 100,000 vectors, 50 queries
+    make bench-search ARGS="--n 20000"     # quicker
+
+Vectors: real embeddings of the vehicle photos (../shared/data) with the active model,
+repeated with noise to N, unit length; products in 10 categories. In one run it measures
+the selector (search/selectors.py) with HNSW and with an exact scan, NumPy brute force as
+the earlier tools did it (features loaded per query) and preloaded, FAISS IndexFlatIP,
+filtered queries, the end-to-end API with a 1024x768 JPEG upload against the bare model, and
+the HNSW index build for `vector` and `halfvec`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (
+    corpus_source,
+    django_setup,
+    percentile,
+    real_images,
+    temporary_media,
+    throwaway_database,
+)
+
+CATEGORIES = [f"category-{i}" for i in range(10)]
+
+
+def timed(function, repeat: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = function()
+        times.append(1000 * (time.perf_counter() - started))
+    return times, result
+
+
+def load_vectors(n: int, base: object, rng: object) -> object:
+    """N unit vectors: the real ones repeated, each copy moved by noise."""
+    import numpy as np
+
+    picks = rng.integers(0, len(base), n)
+    noise = rng.standard_normal((n, base.shape[1])).astype(np.float32) * (0.35 / np.sqrt(base.shape[1]))
+    data = base[picks] + noise
+    return (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
+
+
+def copy_into_database(data: object, model: str) -> None:
+    """Products and their vectors, by binary COPY (pgvector's psycopg adapter)."""
+    import numpy as np
+    from django.db import connection
+    from django.utils import timezone
+    from pgvector.psycopg import register_vector
+
+    connection.ensure_connection()
+    raw = connection.connection
+    register_vector(raw)
+    now = timezone.now()
+    with raw.cursor() as cursor:
+        with cursor.copy(
+            "COPY catalog_product (id, sku, name, category, price, image, source_url, sha256, width, height, "
+            "created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for i in range(len(data)):
+                copy.write_row([i + 1, f"S{i}", f"product {i}", CATEGORIES[i % 10], i % 500, f"x/{i}.jpg", "",
+                                f"{i:064x}", 1, 1, now, now])  # fmt: skip
+        with cursor.copy(
+            "COPY search_embedding (product_id, model, vector, sha256, created_at) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "varchar", "vector", "varchar", "timestamptz"])
+            for i, vector in enumerate(data):
+                copy.write_row([i + 1, model, np.asarray(vector), f"{i:064x}", now])
+        cursor.execute("SELECT setval('catalog_product_id_seq', %s)", [len(data) + 1])
+    raw.commit()
+
+
+def build_index(sql: str, name: str) -> tuple[float, float]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '3GB'")
+        started = time.perf_counter()
+        cursor.execute(sql)
+        seconds = time.perf_counter() - started
+        cursor.execute("SELECT pg_relation_size(%s)", [name])
+        size_mb = cursor.fetchone()[0] / 2**20
+    return seconds, size_mb
+
+
+def run(args: argparse.Namespace) -> None:
+    import faiss
+    import numpy as np
+    import torch
+    from django.db import connection
+    from django.test import Client
+
+    from search.embedders import get_embedder
+    from search.models import hnsw_index_name, hnsw_index_sql
+    from search.registry import model_spec
+    from search.selectors import active_model_key, items_similar_plan, items_similar_to
+    from tests.images import encode, picture
+
+    rng = np.random.default_rng(0)
+    model = active_model_key()
+    dim = model_spec(model).dim
+    embedder = get_embedder(model)
+    photos = list(real_images(args.base))
+    base = embedder.embed_bytes(photos)
+    data = load_vectors(args.n, base, rng)
+    print(f"{args.n:,} x {dim}-d vectors of {model} from {corpus_source()}", flush=True)
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
+    started = time.perf_counter()
+    copy_into_database(data, model)
+    print(f"loaded in {time.perf_counter() - started:.1f}s; building indexes...", flush=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE search_embedding")
+        cursor.execute("ANALYZE catalog_product")
+    build_vector = build_index(hnsw_index_sql(model, dim), hnsw_index_name(model))
+    halfvec_name = f"embedding_{model}_halfvec_hnsw"
+    build_halfvec = build_index(
+        f"CREATE INDEX {halfvec_name} ON search_embedding USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops) "
+        f"WITH (m = 16, ef_construction = 64) WHERE model = '{model}'",
+        halfvec_name,
+    )
+
+    queries = load_vectors(args.queries, base, rng)
+    rows: list[tuple[str, list[float], str]] = []
+
+    hnsw_ids, exact_ids = [], []
+    hnsw_times, exact_times = [], []
+    for query in queries:
+        t, matches = timed(lambda q=query: items_similar_to(vector=q, model=model, k=10), 1)
+        hnsw_times += t
+        hnsw_ids.append({m.id for m in matches})
+        t, matches = timed(lambda q=query: items_similar_to(vector=q, model=model, k=10, exact=True), 1)
+        exact_times += t
+        exact_ids.append({m.id for m in matches})
+    recall = statistics.mean(len(a & b) / 10 for a, b in zip(hnsw_ids, exact_ids, strict=True))
+    rows.append(("selector, HNSW (pgvector)", hnsw_times, f"recall@10 {recall:.3f}"))
+    rows.append(("selector, exact SQL scan", exact_times, "ground truth"))
+
+    halfvec_sql = (
+        f"SELECT product_id FROM search_embedding WHERE model = %s "
+        f"ORDER BY vector::halfvec({dim}) <=> %s::halfvec({dim}) LIMIT 10"
+    )
+    half_times, half_recall = [], []
+    for query, truth in zip(queries, exact_ids, strict=True):
+        literal = "[" + ",".join(f"{x:.7g}" for x in query) + "]"
+        with connection.cursor() as cursor:
+            started = time.perf_counter()
+            cursor.execute(halfvec_sql, [model, literal])
+            found = {row[0] for row in cursor.fetchall()}
+            half_times.append(1000 * (time.perf_counter() - started))
+        half_recall.append(len(found & truth) / 10)
+    rows.append(("HNSW on halfvec (same SQL shape)", half_times, f"recall@10 {statistics.mean(half_recall):.3f}"))
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "features.npy"
+        np.save(path, data)
+
+        def per_query_load(q: np.ndarray) -> np.ndarray:
+            matrix = np.load(path)
+            return np.argsort(-(matrix @ q))[:10]
+
+        t, _ = timed(lambda: per_query_load(queries[0]), min(5, args.queries))
+        rows.append(("NumPy brute force, features loaded per query (earlier tools)", t, ""))
+
+    def preloaded(q: np.ndarray) -> np.ndarray:
+        scores = data @ q
+        top = np.argpartition(-scores, 10)[:10]
+        return top[np.argsort(-scores[top])]
+
+    numpy_times = [timed(lambda q=q: preloaded(q), 1)[0][0] for q in queries]
+    rows.append(("NumPy brute force, preloaded matrix", numpy_times, ""))
+    index = faiss.IndexFlatIP(dim)
+    index.add(data)
+    faiss_times = [timed(lambda q=q: index.search(q[None, :], 10), 1)[0][0] for q in queries]
+    rows.append(("FAISS IndexFlatIP, preloaded", faiss_times, "exact"))
+
+    filtered_times, filtered_recall, filtered_counts = [], [], []
+    for i, query in enumerate(queries):
+        category = [CATEGORIES[i % 10]]
+        t, found = timed(lambda q=query, c=category: items_similar_to(vector=q, model=model, k=10, categories=c), 1)
+        truth = items_similar_to(vector=query, model=model, k=10, categories=category, exact=True)
+        filtered_times += t
+        filtered_counts.append(len(found))
+        filtered_recall.append(len({m.id for m in found} & {m.id for m in truth}) / 10)
+    plan = items_similar_plan(vector=queries[0], model=model, k=10, categories=[CATEGORIES[0]])
+    plan_name = "HNSW, iterative scan" if hnsw_index_name(model) in plan else "exact scan of the category"
+    rows.append((
+        "selector, filtered by category (10%)",
+        filtered_times,
+        f"recall@10 {statistics.mean(filtered_recall):.3f}, k returned {min(filtered_counts)}-{max(filtered_counts)}, "
+        f"plan: {plan_name}",
+    ))  # fmt: skip
+
+    upload = encode(picture(1024, 768, seed=3), "JPEG", quality=90)
+    client = Client()
+    api_times = []
+    for _ in range(args.api_requests):
+        started = time.perf_counter()
+        response = client.post(
+            "/api/v1/search/", {"image": ("query.jpg", io.BytesIO(upload)), "k": 10}, format="multipart"
+        )
+        api_times.append(1000 * (time.perf_counter() - started))
+        assert response.status_code == 200, response.content[:300]
+    tensor = embedder.preprocess_bytes(upload).unsqueeze(0)
+    forward_times = timed(lambda: embedder.embed_tensors(tensor), args.api_requests)[0]
+
+    print()
+    print(f"{'method':<62} {'p50 ms':>9} {'p95 ms':>9}  notes")
+    for name, times, note in rows:
+        print(f"{name:<62} {percentile(times, 50):>9.2f} {percentile(times, 95):>9.2f}  {note}")
+    ratio = percentile(numpy_times, 50) / percentile(hnsw_times, 50)
+    print(
+        f"\nHNSW p50 is {ratio:.1f}x faster than preloaded NumPy (goal >= 10x); recall@10 {recall:.3f} (goal >= 0.95)"
+    )
+    api_ratio = percentile(api_times, 50) / percentile(forward_times, 50)
+    print(
+        f"POST /api/v1/search/ with a 1024x768 JPEG: p50 {percentile(api_times, 50):.1f} ms; bare model forward "
+        f"of one image p50 {percentile(forward_times, 50):.1f} ms; ratio {api_ratio:.2f} (goal <= 2)"
+    )
+    print(
+        f"HNSW index build ({args.n:,} vectors): vector {build_vector[0]:.1f}s, {build_vector[1]:.0f} MB; "
+        f"halfvec {build_halfvec[0]:.1f}s, {build_halfvec[1]:.0f} MB"
+    )
+    print(f"device {embedder.device}, torch threads {torch.get_num_threads()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--base", type=int, default=512, help="real images embedded as the seed vectors")
+    parser.add_argument("--api-requests", type=int, default=20)
+    args = parser.parse_args()
+    django_setup()
+    with tempfile.TemporaryDirectory() as media, temporary_media(Path(media)), throwaway_database():
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
