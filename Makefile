@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test manage bench-indexing bench-search lint venv clean
+.PHONY: run test manage bench-indexing bench-search lint venv browser clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,15 @@ $(STAMP): requirements.txt
 run: venv
 	$(PY) scripts/stack.py run
 
-test: venv
+# Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "[simsite] installing Debian's chromium for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "[simsite] chromium not found: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
+
+test: venv browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) scripts/stack.py test $(PYTEST_ARGS)

@@ -245,6 +245,8 @@ def test(args: list[str]) -> int:
     # Tests run with DEBUG off, as production does, over plain http.
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+    # Live-server request threads must not keep connections the test database teardown waits on.
+    os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
     with postgres("test"), redis_server("test"):
         return subprocess.run([PYTHON, "-m", "pytest", *args], cwd=ROOT).returncode
 

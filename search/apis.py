@@ -359,7 +359,14 @@ class DuplicateListApi(APIView):
         threshold = serializers.FloatField(default=0.95, min_value=0.5, max_value=1.0)
         model = serializers.CharField(required=False)
 
-    @extend_schema(parameters=[FilterSerializer])
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses=inline_serializer(
+            "DuplicateGroup",
+            {"similarity": serializers.FloatField(), "items": serializers.ListField(child=serializers.DictField())},
+            many=True,
+        ),
+    )
     def get(self, request: Request) -> Response:
         params = self.FilterSerializer(data=request.query_params.dict())
         params.is_valid(raise_exception=True)

@@ -149,10 +149,14 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return torch.cat(outputs).numpy().astype(np.float32, copy=False)
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
+    def embed_preprocessed(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
+        """Vectors for tensors made by ``preprocess``."""
+        if not tensors:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.embed_tensors(torch.stack([self.preprocess(image) for image in images]))
+        return self.embed_tensors(torch.stack(list(tensors)))
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_preprocessed([self.preprocess(image) for image in images])
 
     def embed_bytes(self, datas: Sequence[bytes]) -> np.ndarray:
         return self.embed_images([image_open_rgb(data) for data in datas])

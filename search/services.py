@@ -149,6 +149,10 @@ def index_job_fail(*, job_id: int, error: str) -> None:
     )
 
 
+def _item_key(item: Product | GalleryImage) -> tuple[str, int]:
+    return ("product", item.pk) if isinstance(item, Product) else ("gallery_image", item.pk)
+
+
 def _load(item: Product | GalleryImage) -> bytes:
     field = item.image if isinstance(item, Product) else item.file
     with default_storage.open(field.name, "rb") as handle:
@@ -177,16 +181,14 @@ def index_batch_run(*, batch_id: int) -> None:
         *GalleryImage.objects.filter(pk__in=batch.gallery_ids),
     ]
     if job.mode == IndexJob.Mode.MISSING:
-        have = set(
-            Embedding.objects.filter(model=job.model)
-            .filter(Q(product__in=batch.product_ids) | Q(gallery_image__in=batch.gallery_ids))
-            .values_list("product_id", "gallery_image_id", "sha256")
+        existing = Embedding.objects.filter(model=job.model).filter(
+            Q(product__in=batch.product_ids) | Q(gallery_image__in=batch.gallery_ids)
         )
-        items = [
-            item
-            for item in items
-            if ((item.pk, None, item.sha256) if isinstance(item, Product) else (None, item.pk, item.sha256)) not in have
-        ]
+        current = {
+            ("product", product) if product else ("gallery_image", gallery): sha256
+            for product, gallery, sha256 in existing.values_list("product_id", "gallery_image_id", "sha256")
+        }
+        items = [item for item in items if current.get(_item_key(item)) != item.sha256]
 
     def prepare(item: Product | GalleryImage) -> object:
         try:
@@ -197,12 +199,12 @@ def index_batch_run(*, batch_id: int) -> None:
     with ThreadPoolExecutor(max_workers=settings.EMBEDDING_DECODE_THREADS) as pool:
         prepared = list(pool.map(prepare, items))
     failures = [
-        {"type": "product" if isinstance(item, Product) else "gallery_image", "id": item.pk, "error": str(result)[:300]}
+        {"type": _item_key(item)[0], "id": item.pk, "error": str(result)[:300]}
         for item, result in zip(items, prepared, strict=True)
         if isinstance(result, Exception)
     ]
     good = [(item, tensor) for item, tensor in zip(items, prepared, strict=True) if not isinstance(tensor, Exception)]
-    vectors = embedder.embed_tensors(__import__("torch").stack([t for _, t in good])) if good else []
+    vectors = embedder.embed_preprocessed([tensor for _, tensor in good])
     rows = [
         Embedding(
             product=item if isinstance(item, Product) else None,

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
 from search import services
+from simsite.errors import ServiceError
 
 _TRANSIENT = (DatabaseError, InterfaceError, OSError)
 
@@ -18,11 +19,9 @@ def index_job_plan(job_id: int) -> None:
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, queue="embed", max_retries=3, soft_time_limit=600)
 def embed_batch(self, batch_id: int) -> None:
     """Embed one batch (queue ``embed``: GPU workers). Safe to run twice."""
-    from search.embedders import WeightsMissing
-
     try:
         services.index_batch_run(batch_id=batch_id)
-    except WeightsMissing as error:
+    except ServiceError as error:  # weights missing, no CUDA, ...: retrying will not help
         job_id = services.IndexBatch.objects.filter(pk=batch_id).values_list("job_id", flat=True).first()
         if job_id:
             services.index_job_fail(job_id=job_id, error=error.message)

@@ -62,11 +62,11 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
         image = image_from_source(
             file=request.FILES.get("file"), url=(request.POST.get("image_url") or "").strip() or None, field="file"
         )
+        model = active_model_key()
+        vector = query_vectors(model=model, images=[image.data])[0]
     except ServiceError as error:
         context["error"] = error.message
         return render(request, "search/catalog_search.html", context, status=error.status_code)
-    model = active_model_key()
-    vector = query_vectors(model=model, images=[image.data])[0]
     matches = items_similar_to(
         vector=vector, model=model, collection=Collection.PRODUCTS, k=RESULT_LIMIT, threshold=threshold / 100,
         categories=categories, min_price=min_price, max_price=max_price,

@@ -1,0 +1,76 @@
+"""The catalog search page in a real browser (Debian's Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from tests import images
+from tests.search.helpers import add_product, index_now
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
+]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls here stay synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        yield page
+        browser.close()
+    # The live server's request threads close their database connections when the browser's
+    # keep-alive sockets close; give them that moment before the test database goes.
+    time.sleep(1)
+
+
+def test_find_similar_products_by_photo(live_server, browser_page, tmp_path):
+    products = [
+        add_product(images.jpeg_bytes(256, 256, seed=i), f"SKU{i}", category="shoes" if i % 2 else "bags",
+                    name=f"Product {i}")
+        for i in range(4)
+    ]  # fmt: skip
+    index_now(product_ids=[p.pk for p in products])
+    query = tmp_path / "query.jpg"
+    query.write_bytes(images.jpeg_bytes(256, 256, seed=1))
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(images.TEXT)
+
+    page = browser_page
+    page.goto(live_server.url + "/")
+    assert page.input_value("#threshold") == "70"
+    page.set_input_files("#file", str(query))
+    page.click("button[type=submit]")
+    page.wait_for_selector("#results")
+    cards = page.locator(".card.result")
+    assert cards.count() >= 1
+    first = cards.nth(0)
+    assert "Product 1" in first.inner_text() and "SKU1" in first.inner_text()
+    assert "% similar" in first.locator(".similarity").inner_text()
+    width = first.locator(".bar > span").evaluate("e => e.getBoundingClientRect().width")
+    assert width > 0
+    thumbnail = first.locator("img")
+    assert thumbnail.evaluate("img => img.complete && img.naturalWidth") == 200
+    page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
+
+    page.select_option("#category", "bags")
+    page.set_input_files("#file", str(query))
+    page.click("button[type=submit]")
+    page.wait_for_selector("#results")
+    assert "SKU1" not in page.locator("#results").inner_text()
+
+    page.set_input_files("#file", str(bad))
+    page.click("button[type=submit]")
+    page.wait_for_selector("#search-error")
+    assert "not a PNG, JPEG" in page.locator("#search-error").inner_text()
