@@ -160,28 +160,19 @@ def products_import_csv(*, data: bytes, progress: Callable[[], None] | None = No
 
 
 def _upsert(row: _Row, image: IntakeImage, report: ImportReport) -> None:
-    source_url = row.image_ref if "://" in row.image_ref else ""
+    fields = {
+        "name": row.name,
+        "category": row.category,
+        "price": row.price,
+        "image": image,
+        "source_url": row.image_ref if "://" in row.image_ref else "",
+        "index": False,  # the whole import is indexed by one job at the end
+    }
     existing = Product.objects.filter(sku=row.sku).first()
     if existing is None:
-        product = product_create(
-            sku=row.sku,
-            name=row.name,
-            category=row.category,
-            price=row.price,
-            image=image,
-            source_url=source_url,
-            index=False,
-        )
+        product = product_create(sku=row.sku, **fields)
         report.created += 1
     else:
-        product = product_update(
-            product=existing,
-            name=row.name,
-            category=row.category,
-            price=row.price,
-            image=image,
-            source_url=source_url,
-            index=False,
-        )
+        product = product_update(product=existing, **fields)
         report.updated += 1
     report.product_ids.append(product.pk)

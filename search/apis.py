@@ -32,6 +32,7 @@ from search.selectors import (
     embedding_model_list,
     gallery_with_embedded_flag,
     items_similar_to,
+    job_updates,
     model_coverage,
     products_with_embedded_flag,
 )
@@ -88,34 +89,20 @@ class IndexJobCancelApi(APIView):
         return Response(IndexJobOutput(index_job_cancel(job=IndexJob.objects.get(pk=pk))).data)
 
 
-def job_events(job_id: int, *, poll_seconds: float, timeout_seconds: float) -> Iterator[str]:
+def job_events(job_id: int) -> Iterator[str]:
     """Server-sent events: the job object on every change, ending with its final state."""
-    last = None
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        job = IndexJob.objects.filter(pk=job_id).first()
-        if job is None:
-            return
-        payload = IndexJobOutput(job).data
-        if payload != last:
-            last = payload
-            yield f"data: {json.dumps(payload, default=str)}\n\n"
-        if job.state in IndexJob.TERMINAL:
-            return
-        if time.monotonic() > deadline:
-            yield "event: timeout\ndata: {}\n\n"
-            return
-        time.sleep(poll_seconds)
+    updates = job_updates(
+        job_id, poll_seconds=settings.JOB_EVENTS_POLL_SECONDS, timeout_seconds=settings.JOB_EVENTS_TIMEOUT
+    )
+    for job in updates:
+        yield f"data: {json.dumps(IndexJobOutput(job).data, default=str)}\n\n"
 
 
 class IndexJobEventsApi(APIView):
     @extend_schema(responses={(200, "text/event-stream"): str})
     def get(self, request: Request, pk: int) -> StreamingHttpResponse:
         IndexJob.objects.get(pk=pk)
-        response = StreamingHttpResponse(
-            job_events(pk, poll_seconds=settings.JOB_EVENTS_POLL_SECONDS, timeout_seconds=settings.JOB_EVENTS_TIMEOUT),
-            content_type="text/event-stream",
-        )
+        response = StreamingHttpResponse(job_events(pk), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response

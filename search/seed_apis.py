@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -20,7 +19,7 @@ from catalog.seed_apis import SeedWritePermission
 from catalog.services import image_from_upload
 from search.models import Collection, IndexJob
 from search.querying import query_vectors
-from search.selectors import active_model_key, items_similar_to, model_coverage
+from search.selectors import active_model_key, items_similar_to, job_updates, model_coverage
 from search.services import index_job_create
 from simsite.errors import ServiceError
 
@@ -53,17 +52,12 @@ class SeedSearchApi(APIView):
 
 
 def _feature_events(job_id: int) -> Iterator[str]:
-    deadline = time.monotonic() + settings.JOB_EVENTS_TIMEOUT
-    last = None
-    while time.monotonic() < deadline:
-        job = IndexJob.objects.filter(pk=job_id).first()
-        if job is None:
-            return
-        current = (job.done + job.failed, job.total)
-        if current != last:
-            last = current
-            event = {"progress": job.percent, "current": current[0], "total": job.total}
-            yield f"data: {json.dumps(event)}\n\n"
+    updates = job_updates(
+        job_id, poll_seconds=settings.JOB_EVENTS_POLL_SECONDS, timeout_seconds=settings.JOB_EVENTS_TIMEOUT
+    )
+    for job in updates:
+        event: dict[str, object] = {"progress": job.percent, "current": job.done + job.failed, "total": job.total}
+        yield f"data: {json.dumps(event)}\n\n"
         if job.state in IndexJob.TERMINAL:
             # As the old tool reported it: how many gallery images now have features.
             coverage = model_coverage(model=job.model)
@@ -72,8 +66,6 @@ def _feature_events(job_id: int) -> Iterator[str]:
             if job.state != IndexJob.State.SUCCEEDED:
                 payload["error"] = job.error or job.state
             yield f"data: {json.dumps(payload)}\n\n"
-            return
-        time.sleep(settings.JOB_EVENTS_POLL_SECONDS)
 
 
 @extend_schema(exclude=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
 
 from catalog.models import GalleryImage, Product
-from search.models import ActiveModel, Collection, Embedding
+from search.models import ActiveModel, Collection, Embedding, IndexJob
 from search.registry import MODELS, model_spec
 
 
@@ -33,6 +34,23 @@ def products_with_embedded_flag(queryset: QuerySet[Product], *, model: str | Non
 
 def gallery_with_embedded_flag(queryset: QuerySet[GalleryImage], *, model: str | None = None) -> QuerySet[GalleryImage]:
     return queryset.annotate(embedded=Exists(_current_vectors(model or active_model_key(), "gallery_image")))
+
+
+def job_updates(job_id: int, *, poll_seconds: float, timeout_seconds: float) -> Iterator[IndexJob]:
+    """The job each time its progress or state changes, until it ends (or the timeout)."""
+    last = None
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        job = IndexJob.objects.filter(pk=job_id).first()
+        if job is None:
+            return
+        current = (job.state, job.total, job.done, job.failed)
+        if current != last:
+            last = current
+            yield job
+        if job.state in IndexJob.TERMINAL:
+            return
+        time.sleep(poll_seconds)
 
 
 def model_coverage(*, model: str) -> list[dict[str, object]]:
