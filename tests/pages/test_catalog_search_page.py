@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
@@ -20,28 +19,30 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 
 @pytest.fixture
-def browser_page(monkeypatch):
+def products():
+    """Made before the browser starts: Playwright's sync API switches contexts, and ORM work
+    done inside it would open a second connection that nothing closes."""
+    made = [
+        add_product(images.jpeg_bytes(256, 256, seed=i), f"SKU{i}", category="shoes" if i % 2 else "bags",
+                    name=f"Product {i}")
+        for i in range(4)
+    ]  # fmt: skip
+    index_now(product_ids=[p.pk for p in made])
+    return made
+
+
+@pytest.fixture
+def browser_page():
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API runs an event loop in this thread; the ORM calls here stay synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         yield page
         browser.close()
-    # The live server's request threads close their database connections when the browser's
-    # keep-alive sockets close; give them that moment before the test database goes.
-    time.sleep(1)
 
 
-def test_find_similar_products_by_photo(live_server, browser_page, tmp_path):
-    products = [
-        add_product(images.jpeg_bytes(256, 256, seed=i), f"SKU{i}", category="shoes" if i % 2 else "bags",
-                    name=f"Product {i}")
-        for i in range(4)
-    ]  # fmt: skip
-    index_now(product_ids=[p.pk for p in products])
+def test_find_similar_products_by_photo(products, live_server, browser_page, tmp_path):
     query = tmp_path / "query.jpg"
     query.write_bytes(images.jpeg_bytes(256, 256, seed=1))
     bad = tmp_path / "notes.jpg"
