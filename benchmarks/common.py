@@ -24,6 +24,9 @@ def django_setup() -> None:
     import django
 
     django.setup()
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()  # the test client's host, in-memory email
 
 
 @contextmanager

@@ -1,0 +1,38 @@
+"""SEARCH_QUERY_EMBEDDER=worker: query images embedded on the embed queue, with a local fallback."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from search.querying import _embed_locally, query_vectors
+from tests import images
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_query_embedded_on_a_worker_matches_local(settings, workers, caplog):
+    settings.SEARCH_QUERY_EMBEDDER = "worker"
+    settings.SEARCH_QUERY_TIMEOUT = 60
+    workers.start()
+    data = [images.jpeg_bytes(200, 150, seed=3), images.png_bytes(120, 120, seed=4)]
+    remote = query_vectors(model="efficientnet_lite0", images=data)
+    local = _embed_locally(model="efficientnet_lite0", images=data)
+    assert remote.shape == (2, 1280)
+    assert np.allclose(remote, local, atol=1e-4)
+    assert "embedding the query here" not in caplog.text
+
+
+def test_falls_back_to_the_web_process_when_no_worker_answers(settings, caplog):
+    from simsite.celery import app
+
+    app.control.purge()
+    settings.SEARCH_QUERY_EMBEDDER = "worker"
+    settings.SEARCH_QUERY_TIMEOUT = 1
+    started = time.monotonic()
+    vectors = query_vectors(model="efficientnet_lite0", images=[images.jpeg_bytes(seed=5)])
+    assert vectors.shape == (1, 1280) and time.monotonic() - started < 30
+    assert "embedding the query here" in caplog.text
+    app.control.purge()  # the unanswered request must not linger for later tests' workers
