@@ -154,11 +154,18 @@ def _similar_query(
     session: dict[str, str] = {}
     if not exact:
         # ef_search bounds how many candidates HNSW keeps: at least 2k of them.
-        session["hnsw.ef_search"] = str(max(40, min(1000, 2 * k)))
+        session["hnsw.ef_search"] = str(max(settings.SEARCH_HNSW_EF_SEARCH, min(1000, 2 * k)))
         if filtered or exclude is not None or collection != Collection.ALL:
             # Keep scanning the graph until k rows pass the filters (pgvector >= 0.8).
             session["hnsw.iterative_scan"] = "relaxed_order"
     return sql, [literal, *params, literal, k], session
+
+
+def _set_locally(cursor: object, session: dict[str, str]) -> None:
+    """Transaction-local settings, in one round trip."""
+    if session:
+        calls = ", ".join("set_config(%s, %s, true)" for _ in session)
+        cursor.execute(f"SELECT {calls}", [part for item in session.items() for part in item])  # noqa: S608
 
 
 def items_similar_to(
@@ -189,8 +196,7 @@ def items_similar_to(
         return []
     sql, params, session = query
     with transaction.atomic(), connection.cursor() as cursor:
-        for name, value in session.items():
-            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+        _set_locally(cursor, session)
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     matches = [
@@ -212,8 +218,7 @@ def items_similar_plan(**query: object) -> str:
         return ""
     sql, params, session = built
     with transaction.atomic(), connection.cursor() as cursor:
-        for name, value in session.items():
-            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+        _set_locally(cursor, session)
         cursor.execute("EXPLAIN " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())
 
