@@ -85,8 +85,11 @@ def copy_into_database(data: object, model: str) -> None:
 def build_index(sql: str, name: str) -> tuple[float, float]:
     from django.db import connection
 
+    from search.models import HNSW_BUILD_SETTING
+
     with connection.cursor() as cursor:
         cursor.execute("SET maintenance_work_mem = '3GB'")
+        cursor.execute(HNSW_BUILD_SETTING)
         started = time.perf_counter()
         cursor.execute(sql)
         seconds = time.perf_counter() - started

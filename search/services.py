@@ -13,7 +13,15 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.models import GalleryImage, Product
-from search.models import ActiveModel, Collection, Embedding, IndexBatch, IndexJob, hnsw_index_sql
+from search.models import (
+    HNSW_BUILD_SETTING,
+    ActiveModel,
+    Collection,
+    Embedding,
+    IndexBatch,
+    IndexJob,
+    hnsw_index_sql,
+)
 from search.registry import model_spec
 from search.selectors import active_model_key, model_coverage
 from simsite.errors import ServiceError
@@ -30,7 +38,9 @@ def embedding_index_ensure(*, model: str) -> None:
     """
     spec = model_spec(model)
     with connection.cursor() as cursor:
+        cursor.execute(HNSW_BUILD_SETTING)
         cursor.execute(hnsw_index_sql(spec.key, spec.dim, concurrently=True))
+        cursor.execute("RESET max_parallel_maintenance_workers")
 
 
 def _collections(collection: str) -> list[str]:
