@@ -145,8 +145,9 @@ def _similar_query(
         where.append(f"{column} IS DISTINCT FROM %s")
         params.append(exclude[1])
     distance = f"e.vector::vector({dim}) <=> %s::vector({dim})"
-    # "+ 0" hides the distance from the index: the planner must scan exactly.
-    order = f"({distance}) + 0" if exact else distance
+    # The index orders by half-precision distance; "+ 0" hides the full-precision one from
+    # it, so an exact request is a real exact scan. Similarities are always full precision.
+    order = f"({distance}) + 0" if exact else f"e.vector::halfvec({dim}) <=> %s::halfvec({dim})"
     conditions = " AND ".join(where)
     select = f"SELECT e.product_id, e.gallery_image_id, 1 - ({distance}) AS similarity FROM search_embedding e"  # noqa: S608
     sql = f"{select} {join} WHERE {conditions} ORDER BY {order} LIMIT %s"  # noqa: S608
@@ -250,7 +251,7 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
                    1 - (b.vector::vector({dim}) <=> a.vector::vector({dim})) AS similarity
             FROM search_embedding b
             WHERE b.model = %s AND b.id <> a.id {condition.format(t="b")}
-            ORDER BY b.vector::vector({dim}) <=> a.vector::vector({dim})
+            ORDER BY b.vector::halfvec({dim}) <=> a.vector::halfvec({dim})
             LIMIT %s
         ) n
         WHERE a.model = %s {condition.format(t="a")} AND n.similarity >= %s

