@@ -167,7 +167,7 @@ class ProductImportApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
-        if upload.size > 0 and not (upload.name or "").lower().endswith((".csv", ".txt")):
+        if not (upload.name or "").lower().endswith((".csv", ".txt")):
             raise ServiceError("unsupported_extension", "The import file must be a .csv file.", field="file")
         report = products_import_csv(data=upload.read())
         body = {"created": report.created, "updated": report.updated, "failed": report.failed, "job": report.job_id}

@@ -21,7 +21,7 @@ from simsite.errors import ServiceError
 logger = logging.getLogger(__name__)
 
 
-def _embed_locally(*, model: str, images: Sequence[bytes]) -> np.ndarray:
+def embed_locally(*, model: str, images: Sequence[bytes]) -> np.ndarray:
     from search.embedders import get_embedder
 
     return get_embedder(model).embed_bytes(list(images))
@@ -42,7 +42,7 @@ def query_vectors(*, model: str, images: Sequence[bytes]) -> np.ndarray:
             logger.warning("no embed worker answered in %ss; embedding the query here", settings.SEARCH_QUERY_TIMEOUT)
         except Exception:  # broker down and the like: the web process can still answer
             logger.exception("query embedding on the worker failed; embedding the query here")
-    return _embed_locally(model=model, images=images)
+    return embed_locally(model=model, images=images)
 
 
 def item_vector(*, model: str, kind: str, pk: int) -> np.ndarray:
@@ -55,5 +55,13 @@ def item_vector(*, model: str, kind: str, pk: int) -> np.ndarray:
     if stored is not None:
         return np.asarray(stored.vector, dtype=np.float32)
     file = instance.image if isinstance(instance, Product) else instance.file
-    with file.open("rb") as handle:
-        return query_vectors(model=model, images=[handle.read()])[0]
+    try:
+        with file.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise ServiceError(
+            "image_missing",
+            f"The image file of {kind.replace('_', ' ')} {pk} is missing from storage.",
+            status_code=409,
+        ) from None
+    return query_vectors(model=model, images=[data])[0]

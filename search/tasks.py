@@ -39,7 +39,7 @@ def embed_query(model: str, images_b64: list[str]) -> list[list[float]]:
     """Embed query images on an embed worker (``SEARCH_QUERY_EMBEDDER=worker``)."""
     import base64
 
-    from search.querying import _embed_locally
+    from search.querying import embed_locally
 
-    vectors = _embed_locally(model=model, images=[base64.b64decode(data) for data in images_b64])
+    vectors = embed_locally(model=model, images=[base64.b64decode(data) for data in images_b64])
     return vectors.tolist()

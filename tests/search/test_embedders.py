@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from catalog.fetch import image_fetch
 from search.embedders import WeightsMissing, get_embedder
@@ -17,16 +16,6 @@ def fresh_models():
     get_embedder.cache_clear()
     yield
     get_embedder.cache_clear()
-
-
-@pytest.fixture
-def resnet18_weights(settings, tmp_path):
-    """A randomly initialised ResNet-18 state dict, saved the way torchvision ships its weights."""
-    path = tmp_path / "resnet18-random.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    settings.EMBEDDING_WEIGHTS = {"resnet18": str(path)}
-    return path
 
 
 def test_efficientnet_lite0_is_offline_normalised_and_stable():
@@ -48,7 +37,7 @@ def test_upload_and_url_give_the_same_vector(local_server):
     assert float(by_upload @ by_url) >= 0.999
 
 
-def test_resnet_loads_weights_from_the_configured_file(fresh_models, resnet18_weights):
+def test_resnet_loads_weights_from_the_configured_file(resnet18_weights):
     embedder = get_embedder("resnet18")
     vectors = embedder.embed_bytes([images.png_bytes(seed=1), images.png_bytes(seed=1)])
     assert vectors.shape == (2, 512)

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torchvision
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from catalog.images import image_validate
@@ -139,23 +137,10 @@ def test_job_api_validation_and_permissions(api_client, staff_client):
     assert staff_client.get("/api/v1/index/jobs/99999/").status_code == 404
 
 
-@pytest.fixture
-def resnet18_file(tmp_path, settings) -> Path:
-    from search.embedders import get_embedder
-
-    path = tmp_path / "resnet18-random.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    settings.EMBEDDING_WEIGHTS = {"resnet18": str(path)}
-    get_embedder.cache_clear()
-    yield path
-    get_embedder.cache_clear()
-
-
 def test_second_model_is_built_beside_the_first_and_switched_on_complete(
-    staff_client, api_client, workers, resnet18_file
+    staff_client, api_client, workers, resnet18_weights
 ):
-    workers.env["RESNET18_WEIGHTS"] = str(resnet18_file)
+    workers.env["RESNET18_WEIGHTS"] = str(resnet18_weights)
     files = [SimpleUploadedFile(name, data, "image/jpeg") for name, data in real_photos(6)]
     job_id = staff_client.post("/api/v1/gallery/", {"files": files}, format="multipart").json()["job"]
     workers.start()

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from search.querying import _embed_locally, query_vectors
+from search.querying import embed_locally, query_vectors
 from tests import images
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,7 +19,7 @@ def test_query_embedded_on_a_worker_matches_local(settings, workers, caplog):
     workers.start()
     data = [images.jpeg_bytes(200, 150, seed=3), images.png_bytes(120, 120, seed=4)]
     remote = query_vectors(model="efficientnet_lite0", images=data)
-    local = _embed_locally(model="efficientnet_lite0", images=data)
+    local = embed_locally(model="efficientnet_lite0", images=data)
     assert remote.shape == (2, 1280)
     assert np.allclose(remote, local, atol=1e-4)
     assert "embedding the query here" not in caplog.text

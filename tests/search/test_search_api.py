@@ -163,3 +163,10 @@ def test_search_command(catalog, tmp_path):
     lines = out.getvalue().splitlines()
     assert lines[0].split()[:2] == ["rank", "similarity"]
     assert "SKU3" in lines[1] and len(lines) == 3
+
+
+def test_query_item_whose_file_is_gone_is_a_409(api_client, catalog, media_root):
+    orphan = add_product(images.jpeg_bytes(64, 64, seed=99), "GONE")  # not embedded yet
+    (media_root / orphan.image.name).unlink()
+    response = search(api_client, product=orphan.pk)
+    assert response.status_code == 409 and response.json()["error"]["code"] == "image_missing"
