@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from catalog.csv_import import products_import_csv
+from catalog.csv_import import product_import_create
 from catalog.forms import ProductAdminForm, ProductImportForm
-from catalog.models import GalleryImage, Product
+from catalog.models import GalleryImage, Product, ProductImport, ProductImportFailure
+from catalog.selectors import product_get
 from catalog.services import gallery_images_delete, product_create, product_delete, product_update
 from simsite.errors import ServiceError
 
@@ -47,7 +48,7 @@ class ProductAdmin(admin.ModelAdmin):
         url = form.cleaned_data.get("image_url") or ""
         image = form.intake_image
         if change:
-            product = Product.objects.get(pk=obj.pk)
+            product = product_get(pk=obj.pk)
             product_update(product=product, image=image, source_url=url if image else None, **values)
         else:
             product = product_create(**values, image=image, source_url=url)
@@ -67,21 +68,16 @@ class ProductAdmin(admin.ModelAdmin):
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
             return HttpResponse(status=403)
-        report = None
         form = ProductImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                report = products_import_csv(data=form.cleaned_data["file"].read())
+                job = product_import_create(upload=form.cleaned_data["file"])
             except ServiceError as error:
                 form.add_error("file", error.message)
             else:
-                level = messages.WARNING if report.failed else messages.SUCCESS
-                self.message_user(
-                    request,
-                    f"{report.created} created, {report.updated} updated, {len(report.failed)} failed.",
-                    level,
-                )
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form, "report": report}
+                self.message_user(request, f"Import {job.pk} of {job.filename} queued; its report follows below.")
+                return HttpResponseRedirect(reverse("admin:catalog_productimport_change", args=[job.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form}
         context["title"] = "Import products from CSV"
         return TemplateResponse(request, "admin/catalog/product/import.html", context)
 
@@ -104,3 +100,40 @@ class GalleryImageAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         gallery_images_delete(ids=list(queryset.values_list("pk", flat=True)))
+
+
+class ProductImportFailureInline(admin.TabularInline):
+    model = ProductImportFailure
+    fields = ["row", "code", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(ProductImport)
+class ProductImportAdmin(admin.ModelAdmin):
+    """CSV imports with their progress and per-row report (read-only: imports are made
+    from the product list's *Import CSV* page)."""
+
+    list_display = ["id", "filename", "state", "progress", "created", "updated", "failure_count", "created_at"]
+    list_filter = ["state"]
+    readonly_fields = ["filename", "state", "progress", "created", "updated", "failure_count", "error",
+                       "created_at", "started_at", "finished_at"]  # fmt: skip
+    fields = readonly_fields
+    inlines = [ProductImportFailureInline]
+
+    @admin.display(description="Progress")
+    def progress(self, obj: ProductImport) -> str:
+        total = "?" if obj.total is None else obj.total
+        return f"{obj.done} / {total} rows ({obj.percent}%)"
+
+    @admin.display(description="Failed rows")
+    def failure_count(self, obj: ProductImport) -> int:
+        return obj.failures.count()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -15,9 +15,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.csv_import import products_import_csv
-from catalog.models import GalleryImage, Product
-from catalog.selectors import category_list, gallery_image_get, gallery_image_list, product_get, product_list
+from catalog.csv_import import product_import_create
+from catalog.models import GalleryImage, Product, ProductImport
+from catalog.selectors import (
+    category_list,
+    gallery_image_get,
+    gallery_image_list,
+    gallery_images_by_id,
+    product_get,
+    product_import_failures,
+    product_import_get,
+    product_import_updates,
+    product_list,
+    products_by_id,
+)
 from catalog.services import (
     gallery_images_delete,
     gallery_images_upload,
@@ -27,8 +38,10 @@ from catalog.services import (
     product_update,
 )
 from catalog.storage import thumbnail_get
+from search.selectors import gallery_with_embedded_flag, index_job_for_items, products_with_embedded_flag
 from simsite.drf import error_body, paginated_response
 from simsite.errors import ServiceError
+from simsite.sse import event_stream_response
 
 MULTIPART = [MultiPartParser, FormParser, JSONParser]
 
@@ -73,6 +86,15 @@ class GalleryImageOutput(serializers.ModelSerializer):
         return _absolute(self.context["request"], reverse("catalog:gallery-thumbnail", args=[obj.pk]))
 
 
+def _product(pk: int) -> Product:
+    """One product with its ``embedded`` flag (404 if there is none)."""
+    return products_with_embedded_flag(products_by_id(ids=[pk])).get()
+
+
+def _gallery_image(pk: int) -> GalleryImage:
+    return gallery_with_embedded_flag(gallery_images_by_id(ids=[pk])).get()
+
+
 class ProductListApi(APIView):
     parser_classes = MULTIPART
 
@@ -96,7 +118,7 @@ class ProductListApi(APIView):
         filters = self.FilterSerializer(data=params)
         filters.is_valid(raise_exception=True)
         return paginated_response(
-            queryset=product_list(**filters.validated_data),
+            queryset=products_with_embedded_flag(product_list(**filters.validated_data)),
             serializer_class=ProductOutput,
             request=request,
             view=self,
@@ -110,7 +132,7 @@ class ProductListApi(APIView):
         url = values.pop("image_url", None)
         image = image_from_source(file=values.pop("image", None), url=url)
         product = product_create(**values, image=image, source_url=url or "")
-        return Response(ProductOutput(product_get(pk=product.pk), context={"request": request}).data, status=201)
+        return Response(ProductOutput(_product(product.pk), context={"request": request}).data, status=201)
 
 
 class ProductDetailApi(APIView):
@@ -126,7 +148,7 @@ class ProductDetailApi(APIView):
 
     @extend_schema(responses=ProductOutput)
     def get(self, request: Request, pk: int) -> Response:
-        return Response(ProductOutput(product_get(pk=pk), context={"request": request}).data)
+        return Response(ProductOutput(_product(pk), context={"request": request}).data)
 
     @extend_schema(request=UpdateSerializer, responses=ProductOutput)
     def patch(self, request: Request, pk: int) -> Response:
@@ -137,7 +159,7 @@ class ProductDetailApi(APIView):
         file, url = values.pop("image", None), values.pop("image_url", None)
         image = image_from_source(file=file, url=url) if file is not None or url else None
         product_update(product=product, image=image, source_url=(url or "") if image else None, **values)
-        return Response(ProductOutput(product_get(pk=pk), context={"request": request}).data)
+        return Response(ProductOutput(_product(pk), context={"request": request}).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
@@ -145,33 +167,68 @@ class ProductDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class ProductImportFailureOutput(serializers.Serializer):
+    row = serializers.IntegerField(help_text="CSV record number; the header is 1")
+    code = serializers.CharField()
+    error = serializers.CharField()
+
+
+class ProductImportOutput(serializers.ModelSerializer):
+    percent = serializers.FloatField(read_only=True)
+    failed_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProductImport
+        fields = [
+            "id", "filename", "state", "total", "done", "created", "updated", "failed_count", "percent",
+            "created_at", "started_at", "finished_at", "error",
+        ]  # fmt: skip
+
+    def get_failed_count(self, obj: ProductImport) -> int:
+        return obj.failures.count()
+
+
+class ProductImportDetailOutput(ProductImportOutput):
+    failed = serializers.SerializerMethodField()
+
+    class Meta(ProductImportOutput.Meta):
+        fields = [*ProductImportOutput.Meta.fields, "failed"]
+
+    @extend_schema_field(ProductImportFailureOutput(many=True))
+    def get_failed(self, obj: ProductImport) -> list[dict[str, object]]:
+        return product_import_failures(product_import=obj, limit=self.context.get("failure_limit"))
+
+
 class ProductImportApi(APIView):
+    """Upload a CSV: checked at once (size, encoding, header), imported in the background."""
+
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField()
 
-    @extend_schema(
-        request=InputSerializer,
-        responses=inline_serializer(
-            "ImportReport",
-            {
-                "created": serializers.IntegerField(),
-                "updated": serializers.IntegerField(),
-                "failed": serializers.ListField(child=serializers.DictField()),
-                "job": serializers.IntegerField(allow_null=True),
-            },
-        ),
-    )
+    @extend_schema(request=InputSerializer, responses={202: ProductImportOutput})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        if not (upload.name or "").lower().endswith((".csv", ".txt")):
-            raise ServiceError("unsupported_extension", "The import file must be a .csv file.", field="file")
-        report = products_import_csv(data=upload.read())
-        body = {"created": report.created, "updated": report.updated, "failed": report.failed, "job": report.job_id}
-        return Response(body, status=200)
+        job = product_import_create(upload=data.validated_data["file"])
+        return Response(ProductImportOutput(job).data, status=202)
+
+
+class ProductImportDetailApi(APIView):
+    @extend_schema(responses=ProductImportDetailOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ProductImportDetailOutput(product_import_get(pk=pk)).data)
+
+
+class ProductImportEventsApi(APIView):
+    @extend_schema(responses={(200, "text/event-stream"): ProductImportDetailOutput})
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        product_import_get(pk=pk)
+        context = {"failure_limit": 100}
+        return event_stream_response(
+            ProductImportDetailOutput(job, context=context).data for job in product_import_updates(pk)
+        )
 
 
 class CategoryListApi(APIView):
@@ -193,7 +250,10 @@ class GalleryListApi(APIView):
     @extend_schema(responses=GalleryImageOutput(many=True))
     def get(self, request: Request) -> Response:
         return paginated_response(
-            queryset=gallery_image_list(), serializer_class=GalleryImageOutput, request=request, view=self
+            queryset=gallery_with_embedded_flag(gallery_image_list()),
+            serializer_class=GalleryImageOutput,
+            request=request,
+            view=self,
         )
 
     @extend_schema(request=InputSerializer, responses={201: GalleryImageOutput(many=True)})
@@ -201,14 +261,17 @@ class GalleryListApi(APIView):
         files = request.FILES.getlist("files")
         if not files:
             raise ServiceError("files_required", "Send one or more image files in the 'files' field.", field="files")
-        created, rejected, job = gallery_images_upload(files=files)
+        created, rejected = gallery_images_upload(files=files)
         if not created:
             first = rejected[0]
             body = error_body(first["code"], f"{first['filename']}: {first['error']}", "files")
             return Response({**body, "created": [], "rejected": rejected}, status=400)
         ids = [image.pk for image in created]
+        job = index_job_for_items(kind="gallery_image", ids=ids)
         output = GalleryImageOutput(
-            gallery_image_list().filter(pk__in=ids).order_by("id"), many=True, context={"request": request}
+            gallery_with_embedded_flag(gallery_images_by_id(ids=ids)).order_by("id"),
+            many=True,
+            context={"request": request},
         )
         return Response({"created": output.data, "rejected": rejected, "job": job.pk if job else None}, status=201)
 
@@ -216,7 +279,7 @@ class GalleryListApi(APIView):
 class GalleryDetailApi(APIView):
     @extend_schema(responses=GalleryImageOutput)
     def get(self, request: Request, pk: int) -> Response:
-        return Response(GalleryImageOutput(gallery_image_get(pk=pk), context={"request": request}).data)
+        return Response(GalleryImageOutput(_gallery_image(pk), context={"request": request}).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:

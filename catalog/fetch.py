@@ -98,10 +98,16 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 def _get_once(url: str, *, field: str) -> tuple[int, str | None, bytes]:
     """One GET without following redirects: (status, Location, body capped at the limit)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:
+        raise _refuse("url_invalid", "The URL is malformed.", field) from None
+    if "\x00" in url or any(ord(char) < 32 for char in url):
+        raise _refuse("url_invalid", "The URL contains control characters.", field)
     if parts.scheme not in ("http", "https"):
         raise _refuse("url_scheme_not_allowed", f"Only http and https URLs are accepted, got '{parts.scheme}:'.", field)
-    if not parts.hostname:
+    if not hostname:
         raise _refuse("url_invalid", f"URL '{url}' has no host.", field)
     if parts.username or parts.password:
         raise _refuse("url_invalid", "URLs with credentials are not accepted.", field)
@@ -146,16 +152,17 @@ def _cache_key(url: str) -> str:
     return "image-url:" + hashlib.sha256(url.encode()).hexdigest()
 
 
-def image_fetch(*, url: str, field: str = "image_url") -> IntakeImage:
+def image_fetch(*, url: str, field: str = "image_url", use_cache: bool = True) -> IntakeImage:
     """Download ``url`` and return it as a validated image, or raise ImageRejected.
 
     Results are cached by URL (``IMAGE_URL_CACHE_SECONDS``): a URL fetched before whose
-    content is still stored is not fetched again.
+    content is still stored is not fetched again, unless ``use_cache`` is off (imports: the
+    image behind a URL may have changed since).
     """
     url = url.strip()
     if len(url) > 2048:
         raise _refuse("url_invalid", "URL is longer than 2048 characters.", field)
-    cached = cache.get(_cache_key(url)) if settings.IMAGE_URL_CACHE_SECONDS else None
+    cached = cache.get(_cache_key(url)) if settings.IMAGE_URL_CACHE_SECONDS and use_cache else None
     if cached:
         name = image_name_for(sha256=cached["sha256"], extension=cached["extension"])
         if default_storage.exists(name):
@@ -168,7 +175,10 @@ def image_fetch(*, url: str, field: str = "image_url") -> IntakeImage:
             raise _refuse("url_http_error", f"The URL answered HTTP {status} without a Location.", field)
         if location is None:
             break
-        current = urljoin(current, location)
+        try:
+            current = urljoin(current, location)
+        except ValueError:
+            raise _refuse("url_invalid", "The URL redirected to a malformed address.", field) from None
     else:
         raise _refuse("url_too_many_redirects", f"More than {settings.IMAGE_FETCH_MAX_REDIRECTS} redirects.", field)
     try:

@@ -22,7 +22,6 @@ from simsite.errors import ServiceError
 # Pillow format name -> the extension a stored file gets.
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
 ALLOWED_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "bmp", "webp"}
-CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "bmp": "image/bmp", "webp": "image/webp"}
 _MARKUP_PREFIXES = (b"<", b"\xef\xbb\xbf<")
 
 
@@ -41,10 +40,6 @@ class IntakeImage:
     @property
     def extension(self) -> str:
         return FORMAT_EXTENSIONS[self.format]
-
-    @property
-    def content_type(self) -> str:
-        return CONTENT_TYPES[self.extension]
 
 
 def read_limited(stream: IO[bytes], *, field: str = "image") -> bytes:

@@ -41,3 +41,65 @@ class GalleryImage(models.Model):
 
     def __str__(self) -> str:
         return self.original_filename
+
+
+class ProductImport(models.Model):
+    """A CSV import: the stored file, its progress and the per-row report.
+
+    Runs on the ``default`` queue (``catalog.tasks.product_import_run``). The runner holds a
+    lease it renews with every chunk, so an import whose worker died is resumed (from
+    ``done``) by the reconciler, never run twice at once.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    TERMINAL = (State.SUCCEEDED, State.FAILED)
+
+    file = models.FileField(max_length=255)
+    filename = models.CharField(max_length=255)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    total = models.PositiveIntegerField(null=True, blank=True)  # data rows, once counted
+    done = models.PositiveIntegerField(default=0)  # data rows processed
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    runner = models.CharField(max_length=32, blank=True)  # the lease holder's token
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.filename} ({self.state})"
+
+    @property
+    def percent(self) -> float:
+        if self.state == self.State.SUCCEEDED:
+            return 100.0
+        if not self.total:
+            return 0.0
+        return round(100.0 * self.done / self.total, 1)
+
+
+class ProductImportFailure(models.Model):
+    """One CSV record that was not imported, and why."""
+
+    product_import = models.ForeignKey(ProductImport, on_delete=models.CASCADE, related_name="failures")
+    row = models.PositiveIntegerField()  # the CSV record number; the header is 1
+    code = models.CharField(max_length=64)
+    error = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ["row"]
+        constraints = [models.UniqueConstraint(fields=["product_import", "row"], name="import_failure_row")]
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.error}"

@@ -21,8 +21,8 @@ from rest_framework.views import APIView
 
 from catalog.apis import thumbnail_response
 from catalog.models import GalleryImage
-from catalog.services import gallery_image_create, gallery_images_delete, image_from_upload
-from search.services import items_index
+from catalog.selectors import gallery_filenames, gallery_image_named
+from catalog.services import gallery_image_replace, gallery_images_delete_named, image_from_upload
 from simsite.drf import IsStaffOrReadOnly, error_body
 from simsite.errors import ServiceError
 
@@ -33,7 +33,7 @@ class SeedWritePermission(BasePermission):
 
 
 def _image_named(filename: str) -> GalleryImage:
-    image = GalleryImage.objects.filter(original_filename=PurePath(filename).name).order_by("-pk").first()
+    image = gallery_image_named(filename=filename)
     if image is None:
         raise ServiceError("not_found", f"No image named '{filename}'.", status_code=404)
     return image
@@ -42,8 +42,7 @@ def _image_named(filename: str) -> GalleryImage:
 @extend_schema(exclude=True)
 class SeedImageListApi(APIView):
     def get(self, request: Request) -> Response:
-        names = GalleryImage.objects.order_by("uploaded_at", "pk").values_list("original_filename", flat=True)
-        return Response({"images": list(dict.fromkeys(names))})
+        return Response({"images": gallery_filenames()})
 
 
 @extend_schema(exclude=True)
@@ -60,11 +59,7 @@ class SeedImageUploadApi(APIView):
         except ServiceError as error:
             return Response({"success": False, **error_body(error.code, error.message, error.field)}, 400)
         name = PurePath(file.name or f"{image.sha256}.{image.extension}").name
-        replaced = list(GalleryImage.objects.filter(original_filename=name).values_list("pk", flat=True))
-        created = gallery_image_create(image=image, original_filename=name)
-        if replaced:
-            gallery_images_delete(ids=replaced)
-        items_index(gallery_ids=[created.pk])
+        gallery_image_replace(image=image, filename=name)
         return Response({"success": True, "filename": name})
 
 
@@ -74,8 +69,7 @@ class SeedImageDeleteApi(APIView):
 
     def delete(self, request: Request, filename: str) -> Response:
         image = _image_named(filename)
-        same_name = GalleryImage.objects.filter(original_filename=image.original_filename)
-        gallery_images_delete(ids=list(same_name.values_list("pk", flat=True)))
+        gallery_images_delete_named(filename=image.original_filename)
         return Response({"success": True, "filename": image.original_filename})
 
 

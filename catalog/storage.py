@@ -7,9 +7,11 @@ import io
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import connection, transaction
 from PIL import Image
 
 from catalog.images import IntakeImage, image_open_rgb
+from catalog.models import GalleryImage, Product
 
 
 def image_name_for(*, sha256: str, extension: str) -> str:
@@ -20,8 +22,23 @@ def thumbnail_name_for(*, sha256: str) -> str:
     return f"thumbs/{sha256[:2]}/{sha256}.jpg"
 
 
+def content_lock(*, sha256: str) -> None:
+    """Hold a transaction-scoped lock on one content hash.
+
+    Files are shared by every row with the same bytes. A writer takes this lock before it
+    stores the file and keeps it until its row commits; ``image_discard`` takes it before it
+    checks for users. So a file is never deleted between being stored for a new row and
+    that row becoming visible. Must run inside a transaction.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"content:{sha256}"])
+
+
 def image_store(*, image: IntakeImage) -> str:
-    """Store the bytes under their sha256 (once) and return the storage name."""
+    """Store the bytes under their sha256 (once) and return the storage name.
+
+    Call it under ``content_lock`` in the transaction that saves the row using the file.
+    """
     name = image_name_for(sha256=image.sha256, extension=image.extension)
     if not default_storage.exists(name):
         saved = default_storage.save(name, ContentFile(image.data))
@@ -32,13 +49,13 @@ def image_store(*, image: IntakeImage) -> str:
 
 def image_discard(*, name: str, sha256: str) -> None:
     """Delete a stored image and its thumbnail unless another row still uses them."""
-    from catalog.models import GalleryImage, Product
-
-    if Product.objects.filter(image=name).exists() or GalleryImage.objects.filter(file=name).exists():
-        return
-    for path in (name, thumbnail_name_for(sha256=sha256)):
-        if default_storage.exists(path):
-            default_storage.delete(path)
+    with transaction.atomic():
+        content_lock(sha256=sha256)
+        if Product.objects.filter(image=name).exists() or GalleryImage.objects.filter(file=name).exists():
+            return
+        for path in (name, thumbnail_name_for(sha256=sha256)):
+            if default_storage.exists(path):
+                default_storage.delete(path)
 
 
 def thumbnail_get(*, name: str, sha256: str) -> str:

@@ -1,6 +1,6 @@
 """Start what simsite needs on one machine, then run the app or the tests on it.
 
-    python scripts/stack.py run            # services, migrate, superuser, Celery worker, web
+    python scripts/stack.py run            # services, migrate, superuser, Celery worker and beat, web
     python scripts/stack.py test [ARGS]    # services, then pytest ARGS
     python scripts/stack.py manage ARGS    # manage.py ARGS on the `run` services
     python scripts/stack.py bench SCRIPT   # a benchmark script on its own services
@@ -213,7 +213,7 @@ def run() -> int:
                 "simsite",
                 "worker",
                 "-Q",
-                "embed,default",
+                "query,embed,default",
                 "--pool",
                 "solo",
                 "--loglevel",
@@ -225,11 +225,17 @@ def run() -> int:
             ],
             cwd=ROOT,
         )
+        # Celery beat runs the reconciler (lost messages, dead workers, stuck jobs, old jobs).
+        beat = subprocess.Popen(
+            [PYTHON, "-m", "celery", "-A", "simsite", "beat", "--loglevel", "WARNING",
+             "--schedule", str(RUN_DIR / "dev" / "celerybeat-schedule")],
+            cwd=ROOT,
+        )  # fmt: skip
         web = subprocess.Popen([PYTHON, "manage.py", "runserver", f"{host}:{port}", "--noreload"], cwd=ROOT)
         _say(f"simsite at http://{host}:{port}/  (admin: /admin/, API docs: /api/v1/docs/); Ctrl-C stops it")
         try:
             while True:
-                for process, label in ((web, "web server"), (worker, "Celery worker")):
+                for process, label in ((web, "web server"), (worker, "Celery worker"), (beat, "Celery beat")):
                     if process.poll() is not None:
                         raise StackError(f"the {label} exited with code {process.returncode}")
                 time.sleep(0.5)
@@ -238,6 +244,7 @@ def run() -> int:
             return 0
         finally:
             _stop(web, "web server")
+            _stop(beat, "Celery beat")
             _stop(worker, "Celery worker")
 
 

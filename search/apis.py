@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
-from collections.abc import Iterator
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -20,9 +17,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.apis import GalleryImageOutput, ProductOutput
-from catalog.models import GalleryImage, Product
 from catalog.services import image_from_source, image_from_upload
-from search.models import Collection, Embedding, IndexJob
+from search.items import GALLERY_IMAGE, PRODUCT, ItemRef
+from search.models import Collection, IndexJob
 from search.querying import item_vector, query_vectors
 from search.registry import model_spec
 from search.selectors import (
@@ -30,14 +27,20 @@ from search.selectors import (
     active_model_key,
     duplicate_groups,
     embedding_model_list,
-    gallery_with_embedded_flag,
+    index_job_failures,
+    index_job_get,
+    index_job_list,
+    index_job_updates,
+    index_status,
+    items_by_ref,
     items_similar_to,
-    job_updates,
-    model_coverage,
-    products_with_embedded_flag,
 )
 from search.services import active_model_set, index_job_cancel, index_job_create
 from simsite.drf import PageNumberPagination
+from simsite.sse import event_stream_response
+
+# How each kind of item is written in results.
+ITEM_OUTPUTS = {PRODUCT.name: ProductOutput, GALLERY_IMAGE.name: GalleryImageOutput}
 
 
 class IndexJobOutput(serializers.ModelSerializer):
@@ -52,10 +55,7 @@ class IndexJobOutput(serializers.ModelSerializer):
 
 
 def job_payload(job: IndexJob) -> dict[str, object]:
-    data = dict(IndexJobOutput(job).data)
-    failures = [f for batch in job.batches.exclude(failures=[]).values_list("failures", flat=True)[:20] for f in batch]
-    data["failures"] = failures[:50]
-    return data
+    return {**IndexJobOutput(job).data, "failures": index_job_failures(job=job)}
 
 
 class IndexJobCreateApi(APIView):
@@ -73,39 +73,26 @@ class IndexJobCreateApi(APIView):
 
     @extend_schema(responses=IndexJobOutput(many=True))
     def get(self, request: Request) -> Response:
-        jobs = IndexJob.objects.all()[:50]
-        return Response(IndexJobOutput(jobs, many=True).data)
+        return Response(IndexJobOutput(index_job_list(), many=True).data)
 
 
 class IndexJobDetailApi(APIView):
     @extend_schema(responses=IndexJobOutput)
     def get(self, request: Request, pk: int) -> Response:
-        return Response(job_payload(IndexJob.objects.get(pk=pk)))
+        return Response(job_payload(index_job_get(pk=pk)))
 
 
 class IndexJobCancelApi(APIView):
     @extend_schema(request=None, responses=IndexJobOutput)
     def post(self, request: Request, pk: int) -> Response:
-        return Response(IndexJobOutput(index_job_cancel(job=IndexJob.objects.get(pk=pk))).data)
-
-
-def job_events(job_id: int) -> Iterator[str]:
-    """Server-sent events: the job object on every change, ending with its final state."""
-    updates = job_updates(
-        job_id, poll_seconds=settings.JOB_EVENTS_POLL_SECONDS, timeout_seconds=settings.JOB_EVENTS_TIMEOUT
-    )
-    for job in updates:
-        yield f"data: {json.dumps(IndexJobOutput(job).data, default=str)}\n\n"
+        return Response(IndexJobOutput(index_job_cancel(job=index_job_get(pk=pk))).data)
 
 
 class IndexJobEventsApi(APIView):
     @extend_schema(responses={(200, "text/event-stream"): str})
     def get(self, request: Request, pk: int) -> StreamingHttpResponse:
-        IndexJob.objects.get(pk=pk)
-        response = StreamingHttpResponse(job_events(pk), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        index_job_get(pk=pk)
+        return event_stream_response(IndexJobOutput(job).data for job in index_job_updates(pk))
 
 
 class IndexStatusApi(APIView):
@@ -123,9 +110,7 @@ class IndexStatusApi(APIView):
         )
     )
     def get(self, request: Request) -> Response:
-        keys = [active_model_key(), *sorted(set(Embedding.objects.values_list("model", flat=True).distinct()))]
-        rows = [row for key in dict.fromkeys(keys) for row in model_coverage(model=key)]
-        return Response(rows)
+        return Response(index_status())
 
 
 class ModelListApi(APIView):
@@ -163,21 +148,17 @@ class ModelActivateApi(APIView):
 
 def results_payload(matches: list[Match], request: Request) -> list[dict[str, object]]:
     """Matches with their items' fields, in match order (items deleted meanwhile are dropped)."""
-    product_ids = [m.id for m in matches if m.type == "product"]
-    gallery_ids = [m.id for m in matches if m.type == "gallery_image"]
-    products = {p.pk: p for p in products_with_embedded_flag(Product.objects.filter(pk__in=product_ids))}
-    gallery = {g.pk: g for g in gallery_with_embedded_flag(GalleryImage.objects.filter(pk__in=gallery_ids))}
+    items = items_by_ref([match.ref for match in matches])
     context = {"request": request}
-    results = []
-    for match in matches:
-        if match.type == "product" and match.id in products:
-            item = dict(ProductOutput(products[match.id], context=context).data)
-        elif match.type == "gallery_image" and match.id in gallery:
-            item = dict(GalleryImageOutput(gallery[match.id], context=context).data)
-        else:
-            continue
-        results.append({"type": match.type, "similarity": match.similarity, **item})
-    return results
+    return [
+        {
+            "type": match.ref.kind,
+            "similarity": match.similarity,
+            **ITEM_OUTPUTS[match.ref.kind](items[match.ref], context=context).data,
+        }
+        for match in matches
+        if match.ref in items
+    ]
 
 
 def form_data(request: Request, *, lists: tuple[str, ...]) -> dict[str, object]:
@@ -206,7 +187,7 @@ class SearchOptions(serializers.Serializer):
         return attrs
 
 
-def search_matches(options: dict, vector: object, exclude: tuple[str, int] | None = None) -> list[Match]:
+def search_matches(options: dict, vector: object, exclude: ItemRef | None = None) -> list[Match]:
     return items_similar_to(
         vector=vector,
         model=options["model"],
@@ -293,9 +274,9 @@ class SearchApi(APIView):
         params = self.InputSerializer(data=form_data(request, lists=("category",)))
         params.is_valid(raise_exception=True)
         options = params.validated_data
-        item = next(((kind, options[kind]) for kind in ("product", "gallery_image") if options.get(kind)), None)
+        item = next((ItemRef(kind, options[kind]) for kind in ITEM_OUTPUTS if options.get(kind)), None)
         if item is not None:
-            vector = item_vector(model=options["model"], kind=item[0], pk=item[1])
+            vector = item_vector(model=options["model"], ref=item)
         else:
             image = image_from_source(file=options.get("image"), url=options.get("image_url"))
             vector = query_vectors(model=options["model"], images=[image.data])[0]
@@ -364,6 +345,6 @@ class DuplicateListApi(APIView):
         page = paginator.paginate_queryset(groups, request, view=self)
         payload = []
         for group in page:
-            matches = [Match(kind, pk, group["similarity"]) for kind, pk in group["items"]]
+            matches = [Match(ref, group["similarity"]) for ref in group["items"]]
             payload.append({"similarity": group["similarity"], "items": results_payload(matches, request)})
         return paginator.get_paginated_response(payload)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 from pgvector.django import VectorField
 
 # The offline default model, whose HNSW index the migrations create.
@@ -119,9 +120,12 @@ class IndexJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last time a batch of the job finished; the reconciler ends jobs stalled past a deadline.
+    progressed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["finished_at"], name="index_job_finished")]
 
     def __str__(self) -> str:
         return f"index job {self.pk}: {self.collection} with {self.model} ({self.state})"
@@ -143,9 +147,48 @@ class IndexBatch(models.Model):
     done = models.BooleanField(default=False)
     # Items that could not be embedded: [{"type", "id", "error"}].
     failures = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # When the message was last handed to the broker (null: never, e.g. the broker was down).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # Deliveries that reached a worker; past EMBEDDING_BATCH_MAX_ATTEMPTS the items fail.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "number"], name="index_batch_job_number")]
+        indexes = [models.Index(fields=["done"], name="index_batch_pending", condition=models.Q(done=False))]
 
     def __str__(self) -> str:
         return f"batch {self.number} of job {self.job_id}"
+
+    @property
+    def size(self) -> int:
+        return len(self.product_ids) + len(self.gallery_ids)
+
+    def ids_of(self, kind: str) -> list[int]:
+        return self.product_ids if kind == "product" else self.gallery_ids
+
+
+class EmbeddingFailure(models.Model):
+    """An item whose current image could not be embedded with a model, and why.
+
+    The reconciler's sweep skips it until the image changes (a corrupt file is not retried
+    every minute); an explicit index job still tries again, and a vector written clears it.
+    """
+
+    product = models.ForeignKey("catalog.Product", null=True, blank=True, on_delete=models.CASCADE)
+    gallery_image = models.ForeignKey("catalog.GalleryImage", null=True, blank=True, on_delete=models.CASCADE)
+    model = models.CharField(max_length=64)
+    sha256 = models.CharField(max_length=64)
+    error = models.CharField(max_length=500)
+    failed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "model"], name="embedding_failure_product_model"),
+            models.UniqueConstraint(fields=["gallery_image", "model"], name="embedding_failure_gallery_model"),
+        ]
+
+    def __str__(self) -> str:
+        item = f"product {self.product_id}" if self.product_id else f"gallery image {self.gallery_image_id}"
+        return f"{self.model} failed on {item}: {self.error}"

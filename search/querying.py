@@ -1,8 +1,9 @@
 """Turning a query (image bytes or a stored item) into a vector of the search model.
 
 Query images are embedded in the web process by default (model cached per process); with
-``SEARCH_QUERY_EMBEDDER=worker`` they go to the ``embed`` queue and fall back to the web
-process when no worker answers within ``SEARCH_QUERY_TIMEOUT`` seconds.
+``SEARCH_QUERY_EMBEDDER=worker`` they go to the ``query`` queue (never behind a reindex on
+``embed``) with an expiry, and fall back to the web process when no worker answers within
+``SEARCH_QUERY_TIMEOUT`` seconds; an expired query is dropped, never computed later.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 from django.conf import settings
 
-from catalog.models import GalleryImage, Product
+from search.items import ItemRef
 from search.models import Embedding
+from simsite.celery import app as celery_app
 from simsite.errors import ServiceError
 
 logger = logging.getLogger(__name__)
+
+QUERY_TASK = "search.tasks.embed_query"
 
 
 def embed_locally(*, model: str, images: Sequence[bytes]) -> np.ndarray:
@@ -32,36 +36,33 @@ def query_vectors(*, model: str, images: Sequence[bytes]) -> np.ndarray:
     if settings.SEARCH_QUERY_EMBEDDER == "worker":
         from celery.exceptions import TimeoutError as CeleryTimeout
 
-        from search.tasks import embed_query
-
+        timeout = settings.SEARCH_QUERY_TIMEOUT
         encoded = [base64.b64encode(data).decode("ascii") for data in images]
         try:
-            result = embed_query.apply_async(args=[model, encoded], queue="embed")
-            return np.asarray(result.get(timeout=settings.SEARCH_QUERY_TIMEOUT), dtype=np.float32)
+            result = celery_app.send_task(QUERY_TASK, args=[model, encoded], expires=timeout)
+            return np.asarray(result.get(timeout=timeout), dtype=np.float32)
         except CeleryTimeout:
-            logger.warning("no embed worker answered in %ss; embedding the query here", settings.SEARCH_QUERY_TIMEOUT)
-        except Exception:  # broker down and the like: the web process can still answer
+            logger.warning("no query worker answered in %ss; embedding the query here", timeout)
+        except Exception:  # noqa: BLE001 - broker down and the like: the web process can still answer
             logger.exception("query embedding on the worker failed; embedding the query here")
     return embed_locally(model=model, images=images)
 
 
-def item_vector(*, model: str, kind: str, pk: int) -> np.ndarray:
+def item_vector(*, model: str, ref: ItemRef) -> np.ndarray:
     """The stored vector of a product or gallery image, embedding its image if it has none."""
-    model_class = Product if kind == "product" else GalleryImage
-    instance = model_class.objects.filter(pk=pk).first()
+    kind = ref.item_kind
+    label = kind.name.replace("_", " ")
+    instance = kind.model.objects.filter(pk=ref.id).first()
     if instance is None:
-        raise ServiceError("not_found", f"No {kind.replace('_', ' ')} with id {pk}.", field=kind, status_code=404)
-    stored = Embedding.objects.filter(model=model, sha256=instance.sha256, **{kind: instance}).first()
+        raise ServiceError("not_found", f"No {label} with id {ref.id}.", field=kind.name, status_code=404)
+    stored = Embedding.objects.filter(model=model, sha256=instance.sha256, **{kind.name: instance}).first()
     if stored is not None:
         return np.asarray(stored.vector, dtype=np.float32)
-    file = instance.image if isinstance(instance, Product) else instance.file
     try:
-        with file.open("rb") as handle:
+        with kind.file_of(instance).open("rb") as handle:
             data = handle.read()
     except FileNotFoundError:
         raise ServiceError(
-            "image_missing",
-            f"The image file of {kind.replace('_', ' ')} {pk} is missing from storage.",
-            status_code=409,
+            "image_missing", f"The image file of {label} {ref.id} is missing from storage.", status_code=409
         ) from None
     return query_vectors(model=model, images=[data])[0]

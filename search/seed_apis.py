@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import MultiPartParser
@@ -14,14 +12,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.models import GalleryImage
 from catalog.seed_apis import SeedWritePermission
 from catalog.services import image_from_upload
 from search.models import Collection, IndexJob
 from search.querying import query_vectors
-from search.selectors import active_model_key, items_similar_to, job_updates, model_coverage
+from search.selectors import active_model_key, index_job_updates, items_by_ref, items_similar_to, model_coverage
 from search.services import index_job_create
 from simsite.errors import ServiceError
+from simsite.sse import event_stream_response
 
 
 @extend_schema(exclude=True)
@@ -38,26 +36,22 @@ class SeedSearchApi(APIView):
         model = active_model_key()
         vector = query_vectors(model=model, images=[image_from_upload(file=file, field="file").data])[0]
         matches = items_similar_to(vector=vector, model=model, collection=Collection.GALLERY, k=6)
-        images = GalleryImage.objects.in_bulk([match.id for match in matches])
+        images = items_by_ref([match.ref for match in matches], model=model)
         results = [
             {
-                "filename": images[match.id].original_filename,
+                "filename": images[match.ref].original_filename,
                 "similarity": match.similarity,
-                "image_url": request.build_absolute_uri(f"/images/{images[match.id].original_filename}"),
+                "image_url": request.build_absolute_uri(f"/images/{images[match.ref].original_filename}"),
             }
             for match in matches
-            if match.id in images
+            if match.ref in images
         ]
         return Response({"results": results})
 
 
-def _feature_events(job_id: int) -> Iterator[str]:
-    updates = job_updates(
-        job_id, poll_seconds=settings.JOB_EVENTS_POLL_SECONDS, timeout_seconds=settings.JOB_EVENTS_TIMEOUT
-    )
-    for job in updates:
-        event: dict[str, object] = {"progress": job.percent, "current": job.done + job.failed, "total": job.total}
-        yield f"data: {json.dumps(event)}\n\n"
+def _feature_events(job_id: int) -> Iterator[dict[str, object]]:
+    for job in index_job_updates(job_id):
+        yield {"progress": job.percent, "current": job.done + job.failed, "total": job.total}
         if job.state in IndexJob.TERMINAL:
             # As the old tool reported it: how many gallery images now have features.
             coverage = model_coverage(model=job.model)
@@ -65,7 +59,7 @@ def _feature_events(job_id: int) -> Iterator[str]:
             payload = {"complete": job.state == IndexJob.State.SUCCEEDED, "count": count}
             if job.state != IndexJob.State.SUCCEEDED:
                 payload["error"] = job.error or job.state
-            yield f"data: {json.dumps(payload)}\n\n"
+            yield payload
 
 
 @extend_schema(exclude=True)
@@ -76,10 +70,7 @@ class SeedGenerateFeaturesApi(APIView):
 
     def post(self, request: Request) -> StreamingHttpResponse:
         job = index_job_create(collection=Collection.GALLERY)
-        response = StreamingHttpResponse(_feature_events(job.pk), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        return event_stream_response(_feature_events(job.pk))
 
 
 @extend_schema(exclude=True)

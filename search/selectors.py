@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,8 +13,18 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
 
 from catalog.models import GalleryImage, Product
-from search.models import ActiveModel, Collection, Embedding, IndexJob
+from search.items import GALLERY_IMAGE, KINDS, PRODUCT, ItemRef, kinds_of
+from search.models import ActiveModel, Collection, Embedding, IndexBatch, IndexJob
 from search.registry import MODELS, model_spec
+from simsite.sse import row_updates
+
+
+def pgvector_version() -> str | None:
+    """The installed pgvector extension's version (None: not installed)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def active_model_key() -> str:
@@ -29,42 +38,82 @@ def _current_vectors(model: str, field: str) -> QuerySet[Embedding]:
 
 
 def products_with_embedded_flag(queryset: QuerySet[Product], *, model: str | None = None) -> QuerySet[Product]:
-    return queryset.annotate(embedded=Exists(_current_vectors(model or active_model_key(), "product")))
+    return queryset.annotate(embedded=Exists(_current_vectors(model or active_model_key(), PRODUCT.name)))
 
 
 def gallery_with_embedded_flag(queryset: QuerySet[GalleryImage], *, model: str | None = None) -> QuerySet[GalleryImage]:
-    return queryset.annotate(embedded=Exists(_current_vectors(model or active_model_key(), "gallery_image")))
+    return queryset.annotate(embedded=Exists(_current_vectors(model or active_model_key(), GALLERY_IMAGE.name)))
 
 
-def job_updates(job_id: int, *, poll_seconds: float, timeout_seconds: float) -> Iterator[IndexJob]:
-    """The job each time its progress or state changes, until it ends (or the timeout)."""
-    last = None
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        job = IndexJob.objects.filter(pk=job_id).first()
-        if job is None:
-            return
-        current = (job.state, job.total, job.done, job.failed)
-        if current != last:
-            last = current
-            yield job
-        if job.state in IndexJob.TERMINAL:
-            return
-        time.sleep(poll_seconds)
+def models_being_indexed() -> set[str]:
+    """The active model plus every model a job is building right now."""
+    building = IndexJob.objects.exclude(state__in=IndexJob.TERMINAL).values_list("model", flat=True).distinct()
+    return {active_model_key(), *building}
+
+
+def index_job_get(*, pk: int) -> IndexJob:
+    return IndexJob.objects.get(pk=pk)
+
+
+def index_job_list(*, limit: int = 50) -> QuerySet[IndexJob]:
+    return IndexJob.objects.all()[:limit]
+
+
+def index_job_failures(*, job: IndexJob, limit: int = 50) -> list[dict[str, object]]:
+    """The first failed items of a job: [{"type", "id", "error"}]."""
+    failures: list[dict[str, object]] = []
+    for batch in job.batches.exclude(failures=[]).order_by("number").values_list("failures", flat=True):
+        failures.extend(batch)
+        if len(failures) >= limit:
+            break
+    return failures[:limit]
+
+
+def index_job_for_items(*, kind: str, ids: list[int]) -> IndexJob | None:
+    """The newest job of the active model that embeds any of these items."""
+    if not ids:
+        return None
+    column = "product_ids" if kind == PRODUCT.name else "gallery_ids"
+    batches = IndexBatch.objects.filter(**{f"{column}__overlap": ids}, job__model=active_model_key())
+    return IndexJob.objects.filter(pk__in=batches.values("job_id")).order_by("-pk").first()
+
+
+def index_status() -> list[dict[str, object]]:
+    """Coverage per collection for the active model and every model with vectors."""
+    keys = [active_model_key(), *sorted(set(Embedding.objects.values_list("model", flat=True).distinct()))]
+    return [row for key in dict.fromkeys(keys) for row in model_coverage(model=key)]
+
+
+def index_job_updates(job_id: int) -> Iterator[IndexJob]:
+    """The job each time its progress or state changes, until it ends."""
+    return row_updates(
+        lambda: IndexJob.objects.filter(pk=job_id).first(),
+        is_finished=lambda job: job.state in IndexJob.TERMINAL,
+        signature=lambda job: (job.state, job.total, job.done, job.failed),
+    )
+
+
+def items_by_ref(refs: Sequence[ItemRef], *, model: str | None = None) -> dict[ItemRef, object]:
+    """The products and gallery images named, with their ``embedded`` flag (missing ones left out)."""
+    key = model or active_model_key()
+    found: dict[ItemRef, object] = {}
+    for kind in KINDS.values():
+        ids = [ref.id for ref in refs if ref.kind == kind.name]
+        if ids:
+            queryset = kind.model.objects.filter(pk__in=ids).annotate(embedded=Exists(_current_vectors(key, kind.name)))
+            found.update({ItemRef(kind.name, item.pk): item for item in queryset})
+    return found
 
 
 def model_coverage(*, model: str) -> list[dict[str, object]]:
     """Per collection: items, items with a current vector of ``model``, and the difference."""
     rows = []
-    for collection, model_class, field in (
-        ("products", Product, "product"),
-        ("gallery", GalleryImage, "gallery_image"),
-    ):
-        items = model_class.objects.count()
-        embedded = Embedding.objects.filter(model=model, **{f"{field}__sha256": F("sha256")}).count()
+    for kind in KINDS.values():
+        items = kind.model.objects.count()
+        embedded = Embedding.objects.filter(model=model, **{f"{kind.name}__sha256": F("sha256")}).count()
         rows.append(
             {
-                "collection": collection,
+                "collection": kind.collection,
                 "model": model,
                 "items": items,
                 "embedded": embedded,
@@ -95,8 +144,7 @@ def embedding_model_list() -> list[dict[str, object]]:
 
 @dataclass(frozen=True)
 class Match:
-    type: str  # "product" | "gallery_image"
-    id: int
+    ref: ItemRef
     similarity: float
 
 
@@ -113,7 +161,7 @@ def _similar_query(
     categories: Sequence[str],
     min_price: Decimal | None,
     max_price: Decimal | None,
-    exclude: tuple[str, int] | None,
+    exclude: ItemRef | None,
     exact: bool,
 ) -> tuple[str, list[object], dict[str, str]] | None:
     """The nearest-neighbour SQL, its parameters and the session settings it runs with."""
@@ -124,13 +172,13 @@ def _similar_query(
         return None  # product filters leave no gallery image
     where = ["e.model = %s"]
     params: list[object] = [spec.key]
-    if filtered or collection == Collection.PRODUCTS:
-        where.append("e.product_id IS NOT NULL")
-    elif collection == Collection.GALLERY:
-        where.append("e.gallery_image_id IS NOT NULL")
+    if filtered:
+        where.append(f"e.{PRODUCT.column} IS NOT NULL")
+    elif collection != Collection.ALL:
+        where.append(f"e.{kinds_of(collection)[0].column} IS NOT NULL")
     join = ""
     if filtered:
-        join = "JOIN catalog_product p ON p.id = e.product_id"
+        join = f"JOIN {PRODUCT.table} p ON p.id = e.{PRODUCT.column}"
         if categories:
             where.append("p.category = ANY(%s)")
             params.append(list(categories))
@@ -141,9 +189,8 @@ def _similar_query(
             where.append("p.price <= %s")
             params.append(max_price)
     if exclude is not None:
-        column = "e.product_id" if exclude[0] == "product" else "e.gallery_image_id"
-        where.append(f"{column} IS DISTINCT FROM %s")
-        params.append(exclude[1])
+        where.append(f"e.{exclude.item_kind.column} IS DISTINCT FROM %s")
+        params.append(exclude.id)
     distance = f"e.vector::vector({dim}) <=> %s::vector({dim})"
     # The index orders by half-precision distance; "+ 0" hides the full-precision one from
     # it, so an exact request is a real exact scan. Similarities are always full precision.
@@ -179,7 +226,7 @@ def items_similar_to(
     categories: Sequence[str] = (),
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
-    exclude: tuple[str, int] | None = None,
+    exclude: ItemRef | None = None,
     exact: bool = False,
 ) -> list[Match]:
     """The ``k`` items nearest to ``vector`` under ``model``, most similar first.
@@ -201,7 +248,7 @@ def items_similar_to(
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     matches = [
-        Match("product" if product_id else "gallery_image", product_id or gallery_id, round(float(similarity), 4))
+        Match(ItemRef.from_columns(product_id, gallery_id), round(float(similarity), 4))
         for product_id, gallery_id, similarity in rows
     ]
     # relaxed_order may return near-ties slightly out of order; the contract is sorted.
@@ -234,10 +281,7 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     """
     spec = model_spec(model)
     dim = spec.dim
-    condition = {
-        Collection.PRODUCTS: "AND {t}.product_id IS NOT NULL",
-        Collection.GALLERY: "AND {t}.gallery_image_id IS NOT NULL",
-    }.get(collection, "")
+    condition = "" if collection == Collection.ALL else f"AND {{t}}.{kinds_of(collection)[0].column} IS NOT NULL"
     stamp = Embedding.objects.filter(model=spec.key).aggregate(count=Count("id"), last=Max("id"))
     key = f"duplicates:{spec.key}:{collection}:{threshold}:{stamp['count']}:{stamp['last']}"
     cached = cache.get(key)
@@ -260,30 +304,26 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
         cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         cursor.execute(sql, [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, threshold])
         pairs = cursor.fetchall()
-    parent: dict[tuple[str, int], tuple[str, int]] = {}
+    parent: dict[ItemRef, ItemRef] = {}
 
-    def root(node: tuple[str, int]) -> tuple[str, int]:
+    def root(node: ItemRef) -> ItemRef:
         parent.setdefault(node, node)
         while parent[node] != node:
             parent[node] = parent[parent[node]]
             node = parent[node]
         return node
 
-    weakest: dict[tuple[str, int], float] = {}
+    weakest: dict[ItemRef, float] = {}
     for a_product, a_gallery, b_product, b_gallery, similarity in pairs:
-        a = ("product", a_product) if a_product else ("gallery_image", a_gallery)
-        b = ("product", b_product) if b_product else ("gallery_image", b_gallery)
+        a, b = ItemRef.from_columns(a_product, a_gallery), ItemRef.from_columns(b_product, b_gallery)
         ra, rb = root(a), root(b)
         joined = min(weakest.get(ra, 1.0), weakest.get(rb, 1.0), float(similarity))
         parent[ra] = rb
         weakest[rb] = min(weakest.get(rb, 1.0), joined)
-    members: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    members: dict[ItemRef, list[ItemRef]] = {}
     for node in parent:
         members.setdefault(root(node), []).append(node)
-    groups = [
-        {"similarity": round(weakest.get(top, 1.0), 4), "items": sorted(items, key=lambda item: (item[0], item[1]))}
-        for top, items in members.items()
-    ]
+    groups = [{"similarity": round(weakest.get(top, 1.0), 4), "items": sorted(items)} for top, items in members.items()]
     groups.sort(key=lambda group: (-group["similarity"], -len(group["items"]), group["items"][0]))
     cache.set(key, groups, 600)
     return groups

@@ -1,10 +1,13 @@
-"""Writes for the search engine: index jobs, vectors, the active model."""
+"""Writes for the search engine: index jobs and batches, vectors, the active model, and the
+reconciler that makes lost messages, dead workers and stuck jobs harmless."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -12,46 +15,74 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from catalog.models import GalleryImage, Product
+from catalog.csv_import import product_imports_prune, product_imports_reconcile
+from search.items import KINDS, ItemRef, kinds_of
 from search.models import (
     HNSW_BUILD_SETTING,
     ActiveModel,
     Collection,
     Embedding,
+    EmbeddingFailure,
     IndexBatch,
     IndexJob,
+    hnsw_index_name,
     hnsw_index_sql,
 )
-from search.registry import model_spec
-from search.selectors import active_model_key, model_coverage
+from search.registry import ModelSpec, model_spec
+from search.selectors import active_model_key, model_coverage, models_being_indexed
+from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
-_COLLECTIONS = {"products": (Product, "product"), "gallery": (GalleryImage, "gallery_image")}
+PLAN_TASK = "search.tasks.index_job_plan"
+BATCH_TASK = "search.tasks.embed_batch"
+# Work recorded less than this long ago may still be on its way to the broker (on_commit).
+_GRACE = timedelta(seconds=10)
+
+
+@contextmanager
+def _session_lock(name: str) -> Iterator[bool]:
+    """A PostgreSQL session-level advisory lock, if free: yields whether it was taken."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name])
+        taken = cursor.fetchone()[0]
+    try:
+        yield taken
+    finally:
+        if taken:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
 
 
 def embedding_index_ensure(*, model: str) -> None:
-    """Create the model's HNSW index if missing, without locking writers (CONCURRENTLY).
-
-    Must run outside a transaction.
-    """
+    """Make sure the model's HNSW index exists and is valid, building it without locking
+    writers (CONCURRENTLY). An INVALID index left by a failed concurrent build is dropped
+    and built again; a build under way in another process is left alone. Must run outside
+    a transaction."""
     spec = model_spec(model)
+    name = hnsw_index_name(spec.key)
+    with _session_lock(f"hnsw-build:{spec.key}") as taken:
+        if taken:
+            _index_build(spec, name)
+
+
+def _index_build(spec: ModelSpec, name: str) -> None:
     with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", [name]
+        )
+        row = cursor.fetchone()
+        if row is not None and row[0]:
+            return
+        if row is not None:
+            logger.warning("index %s is INVALID (a concurrent build failed); rebuilding it", name)
+            cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         cursor.execute(HNSW_BUILD_SETTING)
-        cursor.execute(hnsw_index_sql(spec.key, spec.dim, concurrently=True))
-        cursor.execute("RESET max_parallel_maintenance_workers")
-
-
-def _collections(collection: str) -> list[str]:
-    return ["products", "gallery"] if collection == Collection.ALL else [collection]
-
-
-def _dispatch_batches(job: IndexJob) -> None:
-    from search.tasks import embed_batch
-
-    for batch_id in job.batches.filter(done=False).values_list("pk", flat=True):
-        embed_batch.delay(batch_id)
+        try:
+            cursor.execute(hnsw_index_sql(spec.key, spec.dim, concurrently=True))
+        finally:
+            cursor.execute("RESET max_parallel_maintenance_workers")
 
 
 def _create_batches(job: IndexJob, *, product_ids: Sequence[int], gallery_ids: Sequence[int]) -> int:
@@ -69,6 +100,23 @@ def _create_batches(job: IndexJob, *, product_ids: Sequence[int], gallery_ids: S
     return len(product_ids) + len(gallery_ids)
 
 
+def index_job_dispatch(*, job_id: int) -> int:
+    """Send the job's batches that were never sent; stops at the first broker failure
+    (the reconciler sends the rest later). Returns how many were sent."""
+    sent: list[int] = []
+    pending = IndexBatch.objects.filter(job_id=job_id, done=False, dispatched_at__isnull=True).order_by("number")
+    for batch_id in pending.values_list("pk", flat=True):
+        if not task_send(BATCH_TASK, batch_id):
+            break
+        sent.append(batch_id)
+    IndexBatch.objects.filter(pk__in=sent).update(dispatched_at=timezone.now())
+    return len(sent)
+
+
+def _plan_dispatch(job_id: int) -> None:
+    task_send(PLAN_TASK, job_id)
+
+
 def index_job_create(*, collection: str, model: str | None = None, mode: str = IndexJob.Mode.MISSING) -> IndexJob:
     """Queue a job that embeds a collection's items with ``model`` (default: the active one)."""
     if collection not in Collection.values:
@@ -76,71 +124,68 @@ def index_job_create(*, collection: str, model: str | None = None, mode: str = I
     if mode not in IndexJob.Mode.values:
         raise ServiceError("invalid_mode", f"mode must be one of {IndexJob.Mode.values}.", field="mode")
     key = model_spec(model or active_model_key()).key
-    job = IndexJob.objects.create(collection=collection, model=key, mode=mode)
-    from search.tasks import index_job_plan
-
-    index_job_plan.delay_on_commit(job.pk)
+    with transaction.atomic():
+        job = IndexJob.objects.create(collection=collection, model=key, mode=mode)
+        transaction.on_commit(lambda: _plan_dispatch(job.pk))
     return job
 
 
-def models_being_indexed() -> set[str]:
-    """The active model plus every model a collection job is building right now."""
-    building = IndexJob.objects.exclude(state__in=IndexJob.TERMINAL).values_list("model", flat=True)
-    return {active_model_key(), *building}
+def _jobs_for_items(model: str, product_ids: Sequence[int], gallery_ids: Sequence[int]) -> IndexJob:
+    collection = Collection.PRODUCTS if not gallery_ids else Collection.GALLERY if not product_ids else Collection.ALL
+    job = IndexJob.objects.create(collection=collection, model=model, mode=IndexJob.Mode.MISSING)
+    job.total = _create_batches(job, product_ids=list(product_ids), gallery_ids=list(gallery_ids))
+    job.save(update_fields=["total"])
+    transaction.on_commit(lambda: index_job_dispatch(job_id=job.pk))
+    return job
 
 
 def items_index(*, product_ids: Sequence[int] = (), gallery_ids: Sequence[int] = ()) -> IndexJob | None:
     """Embed these new or changed items in the background, with every model in use.
 
-    Returns the job for the active model (the one searches wait for).
+    The jobs and batches commit with the caller's transaction; their messages are sent after
+    the commit, and if the broker is down the reconciler sends them later. Returns the job
+    for the active model (the one searches wait for).
     """
     if not product_ids and not gallery_ids:
         return None
-    collection = Collection.PRODUCTS if not gallery_ids else Collection.GALLERY if not product_ids else Collection.ALL
     active = active_model_key()
     result = None
-    for key in sorted(models_being_indexed()):
-        job = IndexJob.objects.create(collection=collection, model=key, mode=IndexJob.Mode.MISSING)
-        job.total = _create_batches(job, product_ids=list(product_ids), gallery_ids=list(gallery_ids))
-        job.save(update_fields=["total"])
-        transaction.on_commit(lambda job=job: _dispatch_batches(job))
-        if key == active:
-            result = job
+    with transaction.atomic():
+        for key in sorted(models_being_indexed()):
+            job = _jobs_for_items(key, product_ids, gallery_ids)
+            if key == active:
+                result = job
     return result
 
 
 def index_job_plan(*, job_id: int) -> None:
     """Enumerate a queued job's items into batches and send them to the embed queue."""
-    claimed = IndexJob.objects.filter(pk=job_id, state=IndexJob.State.QUEUED, total=0, batches__isnull=True)
-    job = claimed.first()
+    job = IndexJob.objects.filter(pk=job_id, state=IndexJob.State.QUEUED, total=0, batches__isnull=True).first()
     if job is None:
         return
     try:
         embedding_index_ensure(model=job.model)
     except Exception as error:
-        IndexJob.objects.filter(pk=job_id).update(
-            state=IndexJob.State.FAILED, error=f"could not create the vector index: {error}", finished_at=timezone.now()
-        )
+        index_job_fail(job_id=job_id, error=f"could not create the vector index: {type(error).__name__}")
         raise
-    ids: dict[str, list[int]] = {"products": [], "gallery": []}
-    for name in _collections(job.collection):
-        model_class, field = _COLLECTIONS[name]
-        items = model_class.objects.order_by("pk")
+    ids: dict[str, list[int]] = {name: [] for name in KINDS}
+    for kind in kinds_of(job.collection):
+        items = kind.model.objects.order_by("pk")
         if job.mode == IndexJob.Mode.MISSING:
-            current = Embedding.objects.filter(model=job.model, sha256=F(f"{field}__sha256"))
-            items = items.exclude(pk__in=current.values(field))
-        ids[name] = list(items.values_list("pk", flat=True))
+            current = Embedding.objects.filter(model=job.model, sha256=F(f"{kind.name}__sha256"))
+            items = items.exclude(pk__in=current.values(kind.name))
+        ids[kind.name] = list(items.values_list("pk", flat=True))
     with transaction.atomic():
         job = IndexJob.objects.select_for_update().get(pk=job_id)
         if job.state != IndexJob.State.QUEUED or job.batches.exists():
             return
-        job.total = _create_batches(job, product_ids=ids["products"], gallery_ids=ids["gallery"])
+        job.total = _create_batches(job, product_ids=ids["product"], gallery_ids=ids["gallery_image"])
         job.state = IndexJob.State.RUNNING if job.total else IndexJob.State.SUCCEEDED
         job.started_at = timezone.now()
         if not job.total:
             job.finished_at = job.started_at
         job.save()
-        transaction.on_commit(lambda: _dispatch_batches(job))
+        transaction.on_commit(lambda: index_job_dispatch(job_id=job_id))
 
 
 def index_job_cancel(*, job: IndexJob) -> IndexJob:
@@ -154,102 +199,174 @@ def index_job_cancel(*, job: IndexJob) -> IndexJob:
 
 
 def index_job_fail(*, job_id: int, error: str) -> None:
+    """End a job as failed (a problem no retry fixes, such as missing weights)."""
     IndexJob.objects.filter(pk=job_id).exclude(state__in=IndexJob.TERMINAL).update(
         state=IndexJob.State.FAILED, error=error[:2000], finished_at=timezone.now()
     )
 
 
-def _item_key(item: Product | GalleryImage) -> tuple[str, int]:
-    return ("product", item.pk) if isinstance(item, Product) else ("gallery_image", item.pk)
+def index_batch_job_fail(*, batch_id: int, error: str) -> None:
+    """End the job of a batch as failed (the batch met a problem no retry fixes)."""
+    job_id = IndexBatch.objects.filter(pk=batch_id).values_list("job_id", flat=True).first()
+    if job_id:
+        index_job_fail(job_id=job_id, error=error)
 
 
-def _load(item: Product | GalleryImage) -> bytes:
-    field = item.image if isinstance(item, Product) else item.file
+def _job_settle(job_id: int) -> None:
+    """End a running job whose batches are all done: succeeded, or failed if nothing was
+    embedded and something failed."""
+    if IndexBatch.objects.filter(job_id=job_id, done=False).exists():
+        return
+    now = timezone.now()
+    running = IndexJob.objects.filter(pk=job_id, state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING])
+    running.filter(Q(done__gt=0) | Q(failed=0)).update(state=IndexJob.State.SUCCEEDED, finished_at=now)
+    running.filter(done=0, failed__gt=0).update(
+        state=IndexJob.State.FAILED, finished_at=now, error="every item failed; see the failures"
+    )
+
+
+def _load(item: object, kind_name: str) -> bytes:
+    field = KINDS[kind_name].file_of(item)
     with default_storage.open(field.name, "rb") as handle:
         return handle.read()
+
+
+def _batch_begin(batch_id: int) -> tuple[IndexBatch | None, bool]:
+    """Count a delivery of the batch; (batch, over the attempt limit), or (None, _) if there
+    is nothing to do (gone, done, or its job ended)."""
+    with transaction.atomic():
+        batch = IndexBatch.objects.select_for_update().select_related("job").filter(pk=batch_id).first()
+        if batch is None or batch.done or batch.job.state in IndexJob.TERMINAL:
+            return None, False
+        batch.attempts += 1
+        batch.started_at = timezone.now()
+        batch.save(update_fields=["attempts", "started_at"])
+    IndexJob.objects.filter(pk=batch.job_id, state=IndexJob.State.QUEUED).update(
+        state=IndexJob.State.RUNNING, started_at=timezone.now()
+    )
+    return batch, batch.attempts > settings.EMBEDDING_BATCH_MAX_ATTEMPTS
 
 
 def index_batch_run(*, batch_id: int) -> None:
     """Embed one batch and record it, exactly once however often it is delivered.
 
     Items whose current image already has a vector for the model are skipped (mode
-    ``missing``); items that cannot be decoded are recorded as failed, not the job. The
-    vectors, the batch's ``done`` flag and the job's counters commit together.
+    ``missing``); items that cannot be decoded fail alone. The vectors, the batch's ``done``
+    flag and the job's counters commit together. A batch delivered more than
+    ``EMBEDDING_BATCH_MAX_ATTEMPTS`` times (its worker died each time) fails its items.
     """
     from search.embedders import get_embedder  # torch stays out of the web process until needed
 
-    batch = IndexBatch.objects.select_related("job").filter(pk=batch_id).first()
-    if batch is None or batch.done or batch.job.state in IndexJob.TERMINAL:
+    batch, over_limit = _batch_begin(batch_id)
+    if batch is None:
+        return
+    if over_limit:
+        index_batch_fail(
+            batch_id=batch_id,
+            error=f"given up after {settings.EMBEDDING_BATCH_MAX_ATTEMPTS} attempts: the worker stopped each time "
+            "(out of memory or killed?)",
+        )
         return
     job = batch.job
-    IndexJob.objects.filter(pk=job.pk, state=IndexJob.State.QUEUED).update(
-        state=IndexJob.State.RUNNING, started_at=timezone.now()
-    )
     embedder = get_embedder(job.model)
-    items: list[Product | GalleryImage] = [
-        *Product.objects.filter(pk__in=batch.product_ids),
-        *GalleryImage.objects.filter(pk__in=batch.gallery_ids),
+    items: list[tuple[str, object]] = [
+        (kind.name, item)
+        for kind in KINDS.values()
+        for item in kind.model.objects.filter(pk__in=batch.ids_of(kind.name))
     ]
     if job.mode == IndexJob.Mode.MISSING:
         existing = Embedding.objects.filter(model=job.model).filter(
             Q(product__in=batch.product_ids) | Q(gallery_image__in=batch.gallery_ids)
         )
         current = {
-            ("product", product) if product else ("gallery_image", gallery): sha256
+            ItemRef.from_columns(product, gallery): sha256
             for product, gallery, sha256 in existing.values_list("product_id", "gallery_image_id", "sha256")
         }
-        items = [item for item in items if current.get(_item_key(item)) != item.sha256]
+        items = [(kind, item) for kind, item in items if current.get(ItemRef(kind, item.pk)) != item.sha256]
 
-    def prepare(item: Product | GalleryImage) -> object:
+    def prepare(entry: tuple[str, object]) -> object:
         try:
-            return embedder.preprocess_bytes(_load(item))
+            return embedder.preprocess_bytes(_load(entry[1], entry[0]))
         except Exception as error:  # noqa: BLE001 - a bad file fails its item, not the job
             return error
 
     with ThreadPoolExecutor(max_workers=settings.EMBEDDING_DECODE_THREADS) as pool:
         prepared = list(pool.map(prepare, items))
-    failures = [
-        {"type": _item_key(item)[0], "id": item.pk, "error": str(result)[:300]}
-        for item, result in zip(items, prepared, strict=True)
-        if isinstance(result, Exception)
-    ]
-    good = [(item, tensor) for item, tensor in zip(items, prepared, strict=True) if not isinstance(tensor, Exception)]
+    failed = [(entry, str(result)[:300]) for entry, result in zip(items, prepared, strict=True)
+              if isinstance(result, Exception)]  # fmt: skip
+    good = [(entry, tensor) for entry, tensor in zip(items, prepared, strict=True) if not isinstance(tensor, Exception)]
     vectors = embedder.embed_preprocessed([tensor for _, tensor in good])
     rows = [
-        Embedding(
-            product=item if isinstance(item, Product) else None,
-            gallery_image=item if isinstance(item, GalleryImage) else None,
-            model=job.model,
-            vector=vector,
-            sha256=item.sha256,
-        )
-        for (item, _), vector in zip(good, vectors, strict=True)
+        Embedding(**{kind: item}, model=job.model, vector=vector, sha256=item.sha256)
+        for ((kind, item), _), vector in zip(good, vectors, strict=True)
     ]
     with transaction.atomic():
         locked = IndexBatch.objects.select_for_update().filter(pk=batch_id, done=False).first()
         if locked is None:
             return  # another delivery of this batch got here first
         embedding_upsert(rows=rows)
-        locked.done, locked.failures = True, failures
-        locked.save(update_fields=["done", "failures"])
-        size = len(batch.product_ids) + len(batch.gallery_ids)
-        IndexJob.objects.filter(pk=job.pk).update(
-            done=F("done") + size - len(failures), failed=F("failed") + len(failures)
-        )
-        IndexJob.objects.filter(pk=job.pk, state=IndexJob.State.RUNNING, done__gte=F("total") - F("failed")).update(
-            state=IndexJob.State.SUCCEEDED, finished_at=timezone.now()
-        )
+        _batch_finish(locked, [(ItemRef(kind, item.pk), item.sha256, error) for (kind, item), error in failed])
 
 
-def embedding_upsert(*, rows: Sequence[Embedding]) -> None:
-    """Insert or replace vectors, keyed by (item, model)."""
-    products = [row for row in rows if row.product is not None]
-    gallery = [row for row in rows if row.gallery_image is not None]
-    for subset, field in ((products, "product"), (gallery, "gallery_image")):
-        if subset:
+def _batch_finish(batch: IndexBatch, failures: list[tuple[ItemRef, str, str]]) -> None:
+    """Mark a locked batch done with its failures and count it in its job (in a transaction)."""
+    batch.done = True
+    batch.failures = [{"type": ref.kind, "id": ref.id, "error": error} for ref, _, error in failures]
+    batch.save(update_fields=["done", "failures"])
+    for ref, sha256, error in failures:
+        EmbeddingFailure.objects.update_or_create(
+            **{ref.kind + "_id": ref.id, "model": batch.job.model},
+            defaults={"sha256": sha256, "error": error[:500]},
+        )
+    IndexJob.objects.filter(pk=batch.job_id).update(
+        done=F("done") + batch.size - len(failures), failed=F("failed") + len(failures), progressed_at=timezone.now()
+    )
+    _job_settle(batch.job_id)
+
+
+def index_batch_fail(*, batch_id: int, error: str) -> None:
+    """Fail every item of a batch that cannot be embedded (an unexpected exception, a time
+    limit, a worker that keeps dying); its job moves on and ends."""
+    with transaction.atomic():
+        batch = IndexBatch.objects.select_for_update().select_related("job").filter(pk=batch_id, done=False).first()
+        if batch is None:
+            return
+        shas = {}
+        for kind in KINDS.values():
+            for pk, sha256 in kind.model.objects.filter(pk__in=batch.ids_of(kind.name)).values_list("pk", "sha256"):
+                shas[ItemRef(kind.name, pk)] = sha256
+        refs = [ItemRef(kind, pk) for kind in KINDS for pk in batch.ids_of(kind)]
+        failures = [(ref, shas[ref], error) for ref in refs if ref in shas]
+        deleted = len(refs) - len(failures)
+        _batch_finish(batch, failures)
+        if deleted:  # items deleted meanwhile count as done, as in a normal run
+            logger.info("batch %s: %s items were deleted before they failed", batch_id, deleted)
+
+
+def embedding_upsert(*, rows: Sequence[Embedding]) -> int:
+    """Insert or replace vectors, keyed by (item, model), for items whose image is still the
+    one embedded. The items' rows are locked while writing, so a vector of an old image that
+    arrives after the new image's vector is dropped rather than written over it. Returns the
+    number of vectors written. Must run inside a transaction."""
+    written = 0
+    for kind in KINDS.values():
+        subset = [row for row in rows if getattr(row, kind.column) is not None]
+        if not subset:
+            continue
+        ids = sorted({getattr(row, kind.column) for row in subset})
+        locked = kind.model.objects.filter(pk__in=ids).order_by("pk").select_for_update(no_key=True)
+        current = dict(locked.values_list("pk", "sha256"))
+        fresh = [row for row in subset if current.get(getattr(row, kind.column)) == row.sha256]
+        if fresh:
             Embedding.objects.bulk_create(
-                subset, update_conflicts=True, unique_fields=[field, "model"], update_fields=["vector", "sha256"]
+                fresh, update_conflicts=True, unique_fields=[kind.name, "model"], update_fields=["vector", "sha256"]
             )
+            model = fresh[0].model
+            EmbeddingFailure.objects.filter(
+                model=model, **{f"{kind.column}__in": [getattr(r, kind.column) for r in fresh]}
+            ).delete()
+        written += len(fresh)
+    return written
 
 
 def active_model_set(*, model: str, force: bool = False) -> str:
@@ -266,3 +383,100 @@ def active_model_set(*, model: str, force: bool = False) -> str:
     embedding_index_ensure(model=key)
     ActiveModel.objects.update_or_create(pk=1, defaults={"key": key})
     return key
+
+
+def _resend(batches: Sequence[int]) -> int:
+    sent = [batch_id for batch_id in batches if task_send(BATCH_TASK, batch_id)]
+    IndexBatch.objects.filter(pk__in=sent).update(dispatched_at=timezone.now())
+    return len(sent)
+
+
+def _sweep(model: str) -> int:
+    """Queue items that lack a current vector of ``model`` and are not on their way to one."""
+    limit = settings.RECONCILE_SWEEP_LIMIT
+    live = IndexJob.objects.filter(model=model).exclude(state__in=IndexJob.TERMINAL)
+    if live.filter(batches__isnull=True).exists():
+        return 0  # a job is being planned: it will cover these items
+    pending = IndexBatch.objects.filter(job__in=live, done=False).values_list("product_ids", "gallery_ids")
+    covered: dict[str, set[int]] = {name: set() for name in KINDS}
+    for product_ids, gallery_ids in pending:
+        covered["product"].update(product_ids)
+        covered["gallery_image"].update(gallery_ids)
+    missing: dict[str, list[int]] = {}
+    for kind in KINDS.values():
+        current = Embedding.objects.filter(model=model, sha256=F(f"{kind.name}__sha256")).values(kind.name)
+        failed = EmbeddingFailure.objects.filter(model=model, sha256=F(f"{kind.name}__sha256")).values(kind.name)
+        ids = (
+            kind.model.objects.exclude(pk__in=current)
+            .exclude(pk__in=failed)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        missing[kind.name] = [pk for pk in ids[: limit + len(covered[kind.name])] if pk not in covered[kind.name]][
+            :limit
+        ]
+    if not missing["product"] and not missing["gallery_image"]:
+        return 0
+    with transaction.atomic():
+        _jobs_for_items(model, missing["product"], missing["gallery_image"])
+    return len(missing["product"]) + len(missing["gallery_image"])
+
+
+def index_reconcile() -> dict[str, int]:
+    """The periodic sweep (Celery beat, every RECONCILE_INTERVAL_SECONDS) that makes lost
+    messages, dead workers and stuck jobs harmless. Safe to run at any time, twice at once
+    included (one run at a time; the other returns at once)."""
+    with _session_lock("search-reconcile") as taken:
+        if not taken:
+            return {}
+        return _reconcile()
+
+
+def _reconcile() -> dict[str, int]:
+    now = timezone.now()
+    report = {"planned": 0, "resent": 0, "stalled": 0, "swept": 0, "pruned": 0, "imports_resent": 0}
+    models = sorted(models_being_indexed())
+    for key in models:
+        embedding_index_ensure(model=key)
+    unplanned = IndexJob.objects.filter(
+        state=IndexJob.State.QUEUED, total=0, batches__isnull=True, created_at__lt=now - _GRACE
+    )
+    for job_id in unplanned.values_list("pk", flat=True):
+        index_job_plan(job_id=job_id)
+        report["planned"] += 1
+
+    pending = IndexBatch.objects.filter(done=False, job__state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING])
+    lost = Q(dispatched_at__isnull=True, created_at__lt=now - _GRACE)
+    # Redis gives a dead worker's batch to another worker after the visibility timeout; a
+    # batch started long before that and still not done lost its message (e.g. Redis restarted).
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    lost |= Q(attempts__gt=0, started_at__lt=now - timedelta(seconds=visibility * 2))
+    if queue_length("embed") == 0:
+        # Sent, never started, and nothing waits in the queue: the message is gone.
+        resend_after = timedelta(seconds=settings.EMBEDDING_BATCH_RESEND_SECONDS)
+        lost |= Q(attempts=0, dispatched_at__lt=now - resend_after)
+    report["resent"] = _resend(list(pending.filter(lost).order_by("pk").values_list("pk", flat=True)))
+
+    stall = now - timedelta(seconds=settings.INDEX_JOB_STALL_SECONDS)
+    stalled = IndexJob.objects.filter(state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]).filter(
+        Q(progressed_at__lt=stall) | Q(progressed_at__isnull=True, created_at__lt=stall)
+    )
+    for job in stalled:
+        reason = f"the job made no progress for {settings.INDEX_JOB_STALL_SECONDS} s"
+        for batch_id in job.batches.filter(done=False).values_list("pk", flat=True):
+            index_batch_fail(batch_id=batch_id, error=reason)
+        index_job_fail(job_id=job.pk, error=reason)
+        report["stalled"] += 1
+
+    for key in models:
+        report["swept"] += _sweep(key)
+
+    before = now - timedelta(days=settings.JOB_RETENTION_DAYS)
+    report["pruned"] = (
+        IndexJob.objects.filter(state__in=IndexJob.TERMINAL, finished_at__lt=before)
+        .delete()[1]
+        .get(IndexJob._meta.label, 0)
+    )
+    report["pruned"] += product_imports_prune(before=before)
+    report["imports_resent"] = product_imports_reconcile()
+    return report

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import logging
+
 from celery import shared_task
-from django.db import DatabaseError, InterfaceError
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 
 from search import services
+from search.querying import embed_locally
 from simsite.errors import ServiceError
 
-_TRANSIENT = (DatabaseError, InterfaceError, OSError)
+logger = logging.getLogger(__name__)
+
+# Errors a later try may not meet: the database restarting, a dropped connection.
+_TRANSIENT = (InterfaceError, DatabaseError)
 
 
 @shared_task(acks_late=True, autoretry_for=_TRANSIENT, max_retries=3, retry_backoff=True)
@@ -16,30 +24,52 @@ def index_job_plan(job_id: int) -> None:
     services.index_job_plan(job_id=job_id)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, queue="embed", max_retries=3, soft_time_limit=600)
+@shared_task(
+    bind=True, acks_late=True, reject_on_worker_lost=True, queue="embed", max_retries=3,
+    soft_time_limit=settings.EMBEDDING_BATCH_SOFT_TIME_LIMIT, time_limit=settings.EMBEDDING_BATCH_SOFT_TIME_LIMIT + 60,
+)  # fmt: skip
 def embed_batch(self, batch_id: int) -> None:
-    """Embed one batch (queue ``embed``: GPU workers). Safe to run twice."""
+    """Embed one batch (queue ``embed``: GPU workers). Safe to run twice; always ends.
+
+    Weights missing or no CUDA: the job fails (no retry helps). A database hiccup: retried a
+    few times. Anything else (a time limit, CUDA out of memory, a bug): the batch's items
+    fail with the reason and the job moves on. A worker that dies is bounded by the attempt
+    count in ``services.index_batch_run``.
+    """
     try:
         services.index_batch_run(batch_id=batch_id)
-    except ServiceError as error:  # weights missing, no CUDA, ...: retrying will not help
-        job_id = services.IndexBatch.objects.filter(pk=batch_id).values_list("job_id", flat=True).first()
-        if job_id:
-            services.index_job_fail(job_id=job_id, error=error.message)
+    except ServiceError as error:
+        _after_error()
+        services.index_batch_job_fail(batch_id=batch_id, error=error.message)
     except _TRANSIENT as error:
-        if self.request.retries >= self.max_retries:
-            job_id = services.IndexBatch.objects.filter(pk=batch_id).values_list("job_id", flat=True).first()
-            if job_id:
-                services.index_job_fail(job_id=job_id, error=f"batch {batch_id} kept failing: {error}")
-            raise
-        raise self.retry(exc=error, countdown=2**self.request.retries) from error
+        _after_error()
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=error, countdown=2**self.request.retries) from error
+        services.index_batch_fail(batch_id=batch_id, error=f"database error: {type(error).__name__}")
+    except Exception as error:  # noqa: BLE001 - every failure must end the batch, whatever it is
+        logger.exception("batch %s failed", batch_id)
+        _after_error()
+        services.index_batch_fail(batch_id=batch_id, error=f"{type(error).__name__}: {error}"[:300])
 
 
-@shared_task(queue="embed", soft_time_limit=60)
+def _after_error() -> None:
+    """Leave the connection usable for recording the failure (a broken one is reopened)."""
+    if connection.connection is not None and (connection.needs_rollback or not connection.is_usable()):
+        connection.close()
+    close_old_connections()
+
+
+@shared_task(queue="query", ignore_result=False, soft_time_limit=60)
 def embed_query(model: str, images_b64: list[str]) -> list[list[float]]:
-    """Embed query images on an embed worker (``SEARCH_QUERY_EMBEDDER=worker``)."""
-    import base64
-
-    from search.querying import embed_locally
-
+    """Embed query images on a worker (``SEARCH_QUERY_EMBEDDER=worker``)."""
     vectors = embed_locally(model=model, images=[base64.b64decode(data) for data in images_b64])
     return vectors.tolist()
+
+
+@shared_task(queue="default", soft_time_limit=600)
+def reconcile() -> dict[str, int]:
+    """Periodic (Celery beat): see ``services.index_reconcile``."""
+    report = services.index_reconcile()
+    if any(report.values()):
+        logger.info("reconcile: %s", report)
+    return report

@@ -9,12 +9,11 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from catalog.models import Product
 from catalog.selectors import category_list
 from catalog.services import image_from_source
 from search.models import Collection
 from search.querying import query_vectors
-from search.selectors import active_model_key, items_similar_to, products_with_embedded_flag
+from search.selectors import active_model_key, items_by_ref, items_similar_to
 from simsite.errors import ServiceError
 
 DEFAULT_THRESHOLD_PERCENT = 70
@@ -71,14 +70,14 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
         vector=vector, model=model, collection=Collection.PRODUCTS, k=RESULT_LIMIT, threshold=threshold / 100,
         categories=categories, min_price=min_price, max_price=max_price,
     )  # fmt: skip
-    products = products_with_embedded_flag(Product.objects.filter(pk__in=[m.id for m in matches])).in_bulk()
+    products = items_by_ref([match.ref for match in matches], model=model)
     context.update(
         threshold=threshold,
         searched=True,
         results=[
-            {"product": products[m.id], "similarity": m.similarity, "percent": round(m.similarity * 100, 1)}
+            {"product": products[m.ref], "similarity": m.similarity, "percent": round(m.similarity * 100, 1)}
             for m in matches
-            if m.id in products
+            if m.ref in products
         ],
     )
     return render(request, "search/catalog_search.html", context)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from search.selectors import active_model_key
+from search.selectors import active_model_key, pgvector_version
 from simsite.celery import app as celery_app
 
 
@@ -49,11 +49,8 @@ class HealthApi(APIView):
         body: dict[str, object] = {"database": "ok", "pgvector": None}
         status_code = 200
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-                row = cursor.fetchone()
-            body["pgvector"] = row[0] if row else None
-            if row is None:
+            body["pgvector"] = pgvector_version()
+            if body["pgvector"] is None:
                 body["database"], status_code = "pgvector extension missing", 503
         except DatabaseError:
             body["database"], status_code = "down", 503

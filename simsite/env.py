@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -54,3 +55,12 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def redis_url_with_db(url: str, *, offset: int) -> str:
+    """The same Redis server with the database number moved by ``offset`` (db 0 -> 1)."""
+    parts = urlsplit(url)
+    current = parts.path.strip("/") or "0"
+    if not current.isdigit():
+        raise ImproperlyConfigured(f"the Redis URL's database must be a number, got {current!r}")
+    return urlunsplit(parts._replace(path=f"/{int(current) + offset}"))

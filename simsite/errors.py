@@ -15,6 +15,3 @@ class ServiceError(Exception):
         self.field = field
         if status_code is not None:
             self.status_code = status_code
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "field": self.field}

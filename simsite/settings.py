@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from simsite.env import env_bool, env_choice, env_int, env_list, env_str
+from simsite.env import env_bool, env_choice, env_int, env_list, env_str, redis_url_with_db
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -82,24 +82,40 @@ DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The cache lives in its own Redis database (REDIS_URL's database + 1 unless CACHE_URL is
+# set), so that clearing the cache never drops queued tasks. A cache that cannot be reached
+# is a miss, not an error: uploads and searches keep answering while Redis is down.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": env_str("CACHE_URL") or redis_url_with_db(REDIS_URL, offset=1),
         "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "simsite"),
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2, "IGNORE_EXCEPTIONS": True},
     }
 }
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 
-# Celery: `embed` carries model work (GPU nodes), `default` the rest.
+# Celery: `embed` carries model work (GPU nodes), `query` the embedding of search queries
+# (short-lived, never behind a reindex), `default` the rest.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"search.tasks.embed_*": {"queue": "embed"}}
+CELERY_TASK_ROUTES = {
+    "search.tasks.embed_batch": {"queue": "embed"},
+    "search.tasks.embed_query": {"queue": "query"},
+}
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 30 * 60, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 25 * 60, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A request that queues work must not hang on a broker that is down: try briefly, then
+# leave the work to the reconciler (the rows that describe it are already committed).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+}
 # A task whose worker died is redelivered after this many seconds (it must exceed the
 # longest task: an embed batch takes seconds).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -107,6 +123,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # How often a worker looks for such abandoned tasks (seconds x throttle).
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10, minimum=1),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10, minimum=1),
+    "socket_connect_timeout": 2,
+}
+# The reconciler (search.tasks.reconcile) runs on Celery beat: it re-sends work whose
+# message was lost, ends stuck jobs, embeds items that lack vectors and prunes old jobs.
+RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {
+        "task": "search.tasks.reconcile",
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+    }
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
@@ -146,11 +173,17 @@ IMAGE_FETCH_READ_TIMEOUT = env_int("IMAGE_FETCH_READ_TIMEOUT", 15, minimum=1)
 IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3, minimum=0, maximum=10)
 IMAGE_URL_CACHE_SECONDS = env_int("IMAGE_URL_CACHE_SECONDS", 24 * 3600, minimum=0)
 
-# CSV import.
+# CSV import (a job on the `default` queue; the uploaded file is kept until the job is pruned).
 _import_root = env_str("CATALOG_IMPORT_ROOT")
 CATALOG_IMPORT_ROOT = Path(_import_root).resolve() if _import_root else None
 CSV_IMPORT_MAX_BYTES = env_int("CSV_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
 CSV_IMPORT_FETCH_WORKERS = env_int("CSV_IMPORT_FETCH_WORKERS", 8, minimum=1, maximum=64)
+# Rows between progress writes; the products of each chunk are queued for embedding at once.
+CSV_IMPORT_CHUNK_ROWS = env_int("CSV_IMPORT_CHUNK_ROWS", 50, minimum=1, maximum=10_000)
+# An import whose runner stops renewing its lease this long is resumed by another worker.
+CSV_IMPORT_LEASE_SECONDS = env_int("CSV_IMPORT_LEASE_SECONDS", 300, minimum=5)
+# Imports fetch every URL again (a changed image behind the same URL is picked up).
+CSV_IMPORT_URL_CACHE = env_bool("CSV_IMPORT_URL_CACHE", False)
 
 # The earlier Flask tools' routes take writes from anyone only when this is on.
 SEED_ROUTES_OPEN_WRITES = env_bool("SEED_ROUTES_OPEN_WRITES", False)
@@ -163,6 +196,17 @@ EMBEDDING_DECODE_THREADS = env_int("EMBEDDING_DECODE_THREADS", 4, minimum=1, max
 EMBEDDING_CPU_FORWARD_BATCH = env_int("EMBEDDING_CPU_FORWARD_BATCH", 4, minimum=1, maximum=1024)
 EMBEDDING_CUDA_FORWARD_BATCH = env_int("EMBEDDING_CUDA_FORWARD_BATCH", 128, minimum=1, maximum=4096)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=1024)
+# A batch whose worker died this many times fails its items, so the queue moves on.
+EMBEDDING_BATCH_MAX_ATTEMPTS = env_int("EMBEDDING_BATCH_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
+EMBEDDING_BATCH_SOFT_TIME_LIMIT = env_int("EMBEDDING_BATCH_SOFT_TIME_LIMIT", 600, minimum=1)
+# The reconciler re-sends a batch not started this long after it was sent, when its queue is empty.
+EMBEDDING_BATCH_RESEND_SECONDS = env_int("EMBEDDING_BATCH_RESEND_SECONDS", 60, minimum=1)
+# A job with no progress for this long is ended, its remaining items failed.
+INDEX_JOB_STALL_SECONDS = env_int("INDEX_JOB_STALL_SECONDS", 6 * 3600, minimum=10)
+# Finished index and import jobs are deleted after this many days.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
+# Items the reconciler queues per run when they lack a vector of a model in use.
+RECONCILE_SWEEP_LIMIT = env_int("RECONCILE_SWEEP_LIMIT", 5000, minimum=1)
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
 # 160: recall@10 0.96 on 100,000 clustered real embeddings at the latency of 80 (benchmarks/search.py).
 SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 160, minimum=10, maximum=1000)
@@ -198,6 +242,7 @@ SPECTACULAR_SETTINGS = {
         "Collection": "search.models.Collection",
         "JobState": "search.models.IndexJob.State",
         "JobMode": "search.models.IndexJob.Mode",
+        "ImportState": "catalog.models.ProductImport.State",
     },
 }
 

@@ -143,16 +143,20 @@ class Workers:
         }
         self.processes: list[subprocess.Popen] = []
 
-    def start(self, name: str = "w1") -> subprocess.Popen:
+    def start(self, name: str = "w1", *, wait: bool = True) -> subprocess.Popen:
+        """Start a worker; with ``wait`` return once it answers a ping (a solo worker busy
+        with a task answers only after it)."""
         from simsite.celery import app
 
         hostname = f"{name}-{os.getpid()}@test"
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "simsite", "worker", "-Q", "embed,default", "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "simsite", "worker", "-Q", "query,embed,default", "--pool", "solo",
              "--hostname", hostname, "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
             cwd=ROOT, env=self.env,
         )  # fmt: skip
         self.processes.append(process)
+        if not wait:
+            return process
         deadline = time.monotonic() + 60
         while not app.control.ping(destination=[hostname], timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:

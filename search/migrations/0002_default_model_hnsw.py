@@ -1,14 +1,16 @@
 from django.db import migrations
 
-from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, hnsw_index_name, hnsw_index_sql
+# Frozen SQL: migrations must not change when live helpers do.
+CREATE = (
+    "CREATE INDEX IF NOT EXISTS embedding_efficientnet_lite0_hnsw ON search_embedding USING hnsw "
+    "((vector::vector(1280)) vector_cosine_ops) WITH (m = 16, ef_construction = 64) "
+    "WHERE model = 'efficientnet_lite0'"
+)
 
 
 class Migration(migrations.Migration):
     dependencies = [("search", "0001_initial")]
 
     operations = [
-        migrations.RunSQL(
-            hnsw_index_sql(DEFAULT_MODEL_KEY, DEFAULT_MODEL_DIM),
-            reverse_sql=f"DROP INDEX IF EXISTS {hnsw_index_name(DEFAULT_MODEL_KEY)}",
-        )
+        migrations.RunSQL(CREATE, reverse_sql="DROP INDEX IF EXISTS embedding_efficientnet_lite0_hnsw"),
     ]

@@ -1,12 +1,16 @@
 from django.db import migrations
 
-from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, hnsw_index_name, hnsw_index_sql
-
-NAME = hnsw_index_name(DEFAULT_MODEL_KEY)
+# Frozen SQL: migrations must not change when live helpers do.
+NAME = "embedding_efficientnet_lite0_hnsw"
 VECTOR_INDEX = (
     f"CREATE INDEX IF NOT EXISTS {NAME} ON search_embedding USING hnsw "
-    f"((vector::vector({DEFAULT_MODEL_DIM})) vector_cosine_ops) WITH (m = 16, ef_construction = 64) "
-    f"WHERE model = '{DEFAULT_MODEL_KEY}'"
+    "((vector::vector(1280)) vector_cosine_ops) WITH (m = 16, ef_construction = 64) "
+    "WHERE model = 'efficientnet_lite0'"
+)
+HALFVEC_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS {NAME} ON search_embedding USING hnsw "
+    "((vector::halfvec(1280)) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64) "
+    "WHERE model = 'efficientnet_lite0'"
 )
 
 
@@ -17,7 +21,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunSQL(
-            [f"DROP INDEX IF EXISTS {NAME}", hnsw_index_sql(DEFAULT_MODEL_KEY, DEFAULT_MODEL_DIM)],
+            [f"DROP INDEX IF EXISTS {NAME}", HALFVEC_INDEX],
             reverse_sql=[f"DROP INDEX IF EXISTS {NAME}", VECTOR_INDEX],
         )
     ]

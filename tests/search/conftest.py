@@ -18,3 +18,13 @@ def resnet18_weights(settings, tmp_path):
     get_embedder.cache_clear()
     yield path
     get_embedder.cache_clear()
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch):
+    """Every model key answers with one FakeEmbedder (in this process)."""
+    from tests.search.helpers import FakeEmbedder
+
+    embedder = FakeEmbedder()
+    monkeypatch.setattr("search.embedders.get_embedder", lambda key: embedder)
+    return embedder

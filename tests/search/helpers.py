@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
+
 from catalog.images import image_validate
 from catalog.models import GalleryImage, Product
 from catalog.services import gallery_image_create, product_create
@@ -17,8 +21,38 @@ def index_now(*, product_ids=(), gallery_ids=()) -> IndexJob | None:
 
 def add_product(data: bytes, sku: str, *, category: str = "misc", price: str = "10.00", name: str = "") -> Product:
     image = image_validate(data=data, filename=f"{sku}.jpg")
-    return product_create(sku=sku, name=name or sku, category=category, price=price, image=image, index=False)
+    return product_create(sku=sku, name=name or sku, category=category, price=price, image=image, notify=False)
 
 
 def add_gallery_image(data: bytes, filename: str) -> GalleryImage:
-    return gallery_image_create(image=image_validate(data=data, filename=filename), original_filename=filename)
+    return gallery_image_create(
+        image=image_validate(data=data, filename=filename), original_filename=filename, notify=False
+    )
+
+
+class FakeEmbedder:
+    """A deterministic stand-in for the model where the model is not what is tested: the
+    vector is a pseudo-random unit vector seeded by the image's bytes."""
+
+    def __init__(self, key: str = "efficientnet_lite0", dim: int = 1280, fail: Exception | None = None):
+        self.key, self.dim, self.fail = key, dim, fail
+        self.before_embed = None  # a test's hook, run inside embed_preprocessed
+
+    def preprocess_bytes(self, data: bytes) -> bytes:
+        image_validate(data=data)  # undecodable files fail as they would with the model
+        return data
+
+    def embed_preprocessed(self, items: list[bytes]) -> np.ndarray:
+        if self.before_embed is not None:
+            self.before_embed()
+        if self.fail is not None:
+            raise self.fail
+        rows = []
+        for data in items:
+            seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+            vector = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            rows.append(vector / np.linalg.norm(vector))
+        return np.asarray(rows, dtype=np.float32).reshape(len(items), self.dim)
+
+    def embed_bytes(self, datas: list[bytes]) -> np.ndarray:
+        return self.embed_preprocessed(list(datas))

@@ -71,8 +71,8 @@ def test_transformed_copies_find_their_original(api_client):
     crops = [data for _, transform, data in queries if transform == "crop80"]
     agreement = []
     for vector in query_vectors(model="efficientnet_lite0", images=crops):
-        approximate = {m.id for m in items_similar_to(vector=vector, model="efficientnet_lite0", k=10)}
-        exact = {m.id for m in items_similar_to(vector=vector, model="efficientnet_lite0", k=10, exact=True)}
+        approximate = {m.ref.id for m in items_similar_to(vector=vector, model="efficientnet_lite0", k=10)}
+        exact = {m.ref.id for m in items_similar_to(vector=vector, model="efficientnet_lite0", k=10, exact=True)}
         agreement.append(len(approximate & exact) / 10)
 
     everything = np.array([rank for values in ranks.values() for rank in values])

@@ -36,3 +36,17 @@ def test_falls_back_to_the_web_process_when_no_worker_answers(settings, caplog):
     assert vectors.shape == (1, 1280) and time.monotonic() - started < 30
     assert "embedding the query here" in caplog.text
     app.control.purge()  # the unanswered request must not linger for later tests' workers
+
+
+def test_queries_have_their_own_queue_and_an_abandoned_query_is_never_computed(settings, workers):
+    from simsite.celery import app
+
+    assert app.amqp.router.route({}, "search.tasks.embed_query")["queue"].name == "query"
+    assert app.amqp.router.route({}, "search.tasks.embed_batch")["queue"].name == "embed"
+    result = app.send_task("search.tasks.embed_query", args=["efficientnet_lite0", []], expires=1)
+    time.sleep(2)  # nobody was listening: the asker has given up and embedded it itself
+    workers.start()
+    deadline = time.monotonic() + 60
+    while result.state == "PENDING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert result.state == "REVOKED"  # expired: dropped by the worker, not computed

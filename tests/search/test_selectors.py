@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 
 from catalog.models import GalleryImage, Product
+from search.items import ItemRef
 from search.models import Embedding, hnsw_index_sql
 from search.selectors import items_similar_plan, items_similar_to
 
@@ -85,8 +86,8 @@ def test_hnsw_agrees_with_exact_scan(vectors):
     recalls = []
     for row in range(0, 4000, 80):
         query = vectors["data"][row] + 0.05 * np.random.default_rng(row).standard_normal(DIM).astype(np.float32)
-        approximate = {(m.type, m.id) for m in items_similar_to(vector=query, model=MODEL, k=10)}
-        exact = {(m.type, m.id) for m in items_similar_to(vector=query, model=MODEL, k=10, exact=True)}
+        approximate = {m.ref for m in items_similar_to(vector=query, model=MODEL, k=10)}
+        exact = {m.ref for m in items_similar_to(vector=query, model=MODEL, k=10, exact=True)}
         recalls.append(len(approximate & exact) / 10)
     assert np.mean(recalls) >= 0.98
 
@@ -96,29 +97,30 @@ def test_filtered_queries_still_return_k(vectors):
     for row in range(0, 3000, 300):
         matches = items_similar_to(vector=vectors["data"][row], model=MODEL, k=20, categories=["rare"])
         assert len(matches) == 20
-        assert all(products[m.id].category == "rare" for m in matches)
+        assert all(products[m.ref.id].category == "rare" for m in matches)
         exact = items_similar_to(vector=vectors["data"][row], model=MODEL, k=20, categories=["rare"], exact=True)
-        assert len({m.id for m in matches} & {m.id for m in exact}) >= 18
+        assert len({m.ref.id for m in matches} & {m.ref.id for m in exact}) >= 18
     for row in range(0, 3000, 500):  # broad filter: HNSW with the iterative scan
         broad = items_similar_to(vector=vectors["data"][row], model=MODEL, k=50, max_price=89, collection="products")
-        assert len(broad) == 50 and all(products[m.id].price <= 89 for m in broad)
+        assert len(broad) == 50 and all(products[m.ref.id].price <= 89 for m in broad)
         exact = items_similar_to(vector=vectors["data"][row], model=MODEL, k=50, max_price=89, exact=True)
-        assert len({m.id for m in broad} & {m.id for m in exact}) >= 45
+        assert len({m.ref.id for m in broad} & {m.ref.id for m in exact}) >= 45
     priced = items_similar_to(vector=vectors["data"][0], model=MODEL, k=15, min_price=20, max_price=30)
-    assert len(priced) == 15 and all(20 <= products[m.id].price <= 30 for m in priced)
+    assert len(priced) == 15 and all(20 <= products[m.ref.id].price <= 30 for m in priced)
 
 
 def test_results_are_sorted_thresholded_and_exclude_the_query(vectors):
     first = vectors["products"][0]
-    matches = items_similar_to(vector=vectors["data"][0], model=MODEL, k=10, exclude=("product", first.pk))
-    assert ("product", first.pk) not in {(m.type, m.id) for m in matches}
+    matches = items_similar_to(vector=vectors["data"][0], model=MODEL, k=10, exclude=ItemRef("product", first.pk))
+    assert ItemRef("product", first.pk) not in {m.ref for m in matches}
     similarities = [m.similarity for m in matches]
     assert similarities == sorted(similarities, reverse=True)
     cut = similarities[4]
-    above = items_similar_to(vector=vectors["data"][0], model=MODEL, k=10, threshold=cut, exclude=("product", first.pk))
+    first_ref = ItemRef("product", first.pk)
+    above = items_similar_to(vector=vectors["data"][0], model=MODEL, k=10, threshold=cut, exclude=first_ref)
     assert [m.similarity for m in above] == [s for s in similarities if s >= cut]
     only_gallery = items_similar_to(vector=vectors["data"][0], model=MODEL, k=5, collection="gallery")
-    assert {m.type for m in only_gallery} == {"gallery_image"}
+    assert {m.ref.kind for m in only_gallery} == {"gallery_image"}
     assert items_similar_to(vector=vectors["data"][0], model=MODEL, k=5, collection="gallery", categories=["x"]) == []
 
 

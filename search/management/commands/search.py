@@ -7,11 +7,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from catalog.fetch import image_fetch
 from catalog.images import image_validate, read_limited
-from catalog.models import GalleryImage, Product
 from search.models import Collection
 from search.querying import query_vectors
 from search.registry import model_spec
-from search.selectors import active_model_key, items_similar_to
+from search.selectors import active_model_key, items_by_ref, items_similar_to
 from simsite.errors import ServiceError
 
 
@@ -47,17 +46,17 @@ class Command(BaseCommand):
         matches = items_similar_to(
             vector=vector, model=key, collection=collection, k=k, threshold=threshold, categories=category, exact=exact
         )
-        products = Product.objects.in_bulk([m.id for m in matches if m.type == "product"])
-        gallery = GalleryImage.objects.in_bulk([m.id for m in matches if m.type == "gallery_image"])
+        items = items_by_ref([match.ref for match in matches], model=key)
         self.stdout.write(f"{'rank':>4}  {'similarity':>10}  {'type':<13} {'id':>6}  item")
         for rank, match in enumerate(matches, start=1):
-            if match.type == "product" and match.id in products:
-                product = products[match.id]
-                label = f"{product.sku}  {product.name}  [{product.category}]  {product.price}"
-            elif match.id in gallery:
-                label = gallery[match.id].original_filename
-            else:
+            item = items.get(match.ref)
+            if item is None:
                 continue
-            self.stdout.write(f"{rank:>4}  {match.similarity:>10.4f}  {match.type:<13} {match.id:>6}  {label}")
+            if match.ref.kind == "product":
+                label = f"{item.sku}  {item.name}  [{item.category}]  {item.price}"
+            else:
+                label = item.original_filename
+            ref = match.ref
+            self.stdout.write(f"{rank:>4}  {match.similarity:>10.4f}  {ref.kind:<13} {ref.id:>6}  {label}")
         if not matches:
             self.stdout.write(f"no match (model {key})")

@@ -1,0 +1,258 @@
+"""Background work that always ends, races that leave the right data, and the reconciler.
+
+In-process, on real PostgreSQL and the real broker, with a fake embedder (the model is not
+what is tested). The same paths with real worker processes: test_workers_reliability.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.core.cache import cache
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from catalog.images import image_validate
+from catalog.models import Product
+from catalog.services import product_create, product_delete, product_update
+from search.models import Embedding, EmbeddingFailure, IndexBatch, IndexJob, hnsw_index_name
+from search.services import embedding_index_ensure, index_batch_run, index_reconcile, items_index
+from search.tasks import embed_batch
+from simsite.celery import app, queue_length
+from tests import images
+from tests.search.helpers import FakeEmbedder, add_gallery_image, add_product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def empty_queues():
+    app.control.purge()
+    yield
+    app.control.purge()
+
+
+@pytest.fixture
+def broker_down(monkeypatch):
+    """Publishing fails as it does when Redis is unreachable."""
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(app, "send_task", refuse)
+
+
+def _job_of(batch_id: int) -> IndexJob:
+    return IndexBatch.objects.select_related("job").get(pk=batch_id).job
+
+
+def test_an_unexpected_exception_fails_its_batch_and_the_job_ends(fake_embedder, settings):
+    settings.EMBEDDING_BATCH_SIZE = 2
+    images_ = [add_gallery_image(images.png_bytes(seed=i), f"{i}.png") for i in range(4)]
+    job = items_index(gallery_ids=[image.pk for image in images_])
+    first, second = IndexBatch.objects.filter(job=job).order_by("number")
+    fake_embedder.fail = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    embed_batch.apply(args=[first.pk])  # the task wrapper, as a worker runs it
+    fake_embedder.fail = None
+    embed_batch.apply(args=[second.pk])
+    job.refresh_from_db()
+    assert (job.state, job.done, job.failed) == ("succeeded", 2, 2)
+    first.refresh_from_db()
+    assert first.done and all("CUDA out of memory" in f["error"] for f in first.failures)
+    assert EmbeddingFailure.objects.filter(model=job.model).count() == 2
+
+    # Every batch failing: the job ends as failed, never "running" for ever.
+    fake_embedder.fail = TimeoutError("soft time limit exceeded")
+    other = add_gallery_image(images.png_bytes(seed=9), "9.png")
+    job = items_index(gallery_ids=[other.pk])
+    embed_batch.apply(args=[IndexBatch.objects.get(job=job).pk])
+    job.refresh_from_db()
+    assert (job.state, job.failed) == ("failed", 1) and job.finished_at is not None
+
+
+def test_a_batch_delivered_past_the_attempt_limit_fails_without_running(fake_embedder, settings):
+    settings.EMBEDDING_BATCH_MAX_ATTEMPTS = 3
+    image = add_gallery_image(images.png_bytes(seed=1), "1.png")
+    job = items_index(gallery_ids=[image.pk])
+    batch = IndexBatch.objects.get(job=job)
+    IndexBatch.objects.filter(pk=batch.pk).update(attempts=3)  # three workers died on it
+    fake_embedder.before_embed = lambda: pytest.fail("a batch over its attempts must not run again")
+    index_batch_run(batch_id=batch.pk)
+    job.refresh_from_db()
+    batch.refresh_from_db()
+    assert (job.state, job.failed, batch.attempts) == ("failed", 1, 4)
+    assert "given up after 3 attempts" in batch.failures[0]["error"]
+
+
+def test_a_late_vector_of_the_old_image_never_overwrites_the_new_one(fake_embedder):
+    old, new = images.jpeg_bytes(seed=1), images.jpeg_bytes(seed=2)
+    product = add_product(old, "S1")
+    old_job = items_index(product_ids=[product.pk])
+    old_batch = IndexBatch.objects.get(job=old_job)
+
+    def image_changes_while_the_old_batch_computes() -> None:
+        fake_embedder.before_embed = None
+        product_update(product=Product.objects.get(pk=product.pk), image=image_validate(data=new, filename="n.jpg"))
+        new_batch = IndexBatch.objects.filter(done=False).exclude(pk=old_batch.pk).get()
+        index_batch_run(batch_id=new_batch.pk)  # the new image's vector commits first
+
+    fake_embedder.before_embed = image_changes_while_the_old_batch_computes
+    index_batch_run(batch_id=old_batch.pk)  # ...then the old batch tries to commit
+    stored = Embedding.objects.get(product=product)
+    assert stored.sha256 == Product.objects.get(pk=product.pk).sha256
+    assert np.allclose(stored.vector, FakeEmbedder().embed_bytes([new])[0], atol=1e-6)
+    assert IndexBatch.objects.filter(done=False).count() == 0
+
+
+def test_a_shared_file_is_not_deleted_while_another_row_is_being_created_with_it(media_root):
+    data = images.png_bytes(seed=5)
+    first = product_create(sku="A", name="A", category="x", price="1.00", image=image_validate(data=data),
+                           notify=False)  # fmt: skip
+    stored = media_root / first.image.name
+    created, committed_at, deleted_at = threading.Event(), [], []
+
+    def create_second() -> None:  # holds its transaction open a while after storing the file
+        try:
+            with transaction.atomic():
+                product_create(sku="B", name="B", category="x", price="1.00", image=image_validate(data=data),
+                               notify=False)  # fmt: skip
+                created.set()
+                time.sleep(1.0)
+            committed_at.append(time.monotonic())
+        finally:
+            connection.close()
+
+    def delete_first() -> None:
+        try:
+            created.wait(10)
+            product_delete(product=Product.objects.get(sku="A"))
+            deleted_at.append(time.monotonic())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create_second), threading.Thread(target=delete_first)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert committed_at and deleted_at and deleted_at[0] >= committed_at[0]  # the delete waited
+    assert stored.exists(), "the file of product B was deleted"
+    assert Product.objects.get(sku="B").image.name == first.image.name
+    product_delete(product=Product.objects.get(sku="B"))
+    assert not stored.exists()  # the last user gone, the file goes
+
+
+def test_work_queued_while_the_broker_is_down_is_sent_by_the_reconciler(fake_embedder, broker_down, monkeypatch):
+    product = product_create(sku="P", name="P", category="x", price="1.00", image=image_validate(
+        data=images.png_bytes(seed=3)))  # fmt: skip
+    batch = IndexBatch.objects.get(product_ids=[product.pk])
+    assert batch.dispatched_at is None  # the row committed, the message could not be sent
+    monkeypatch.undo()  # the broker is back
+    assert index_reconcile()["resent"] == 0  # within the grace period: an on-commit send may be under way
+    IndexBatch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    assert index_reconcile()["resent"] == 1
+    batch.refresh_from_db()
+    assert batch.dispatched_at is not None and queue_length("embed") == 1
+
+
+def test_a_lost_message_is_sent_again_once_its_queue_is_empty(fake_embedder, settings):
+    image = add_gallery_image(images.png_bytes(seed=4), "4.png")
+    job = items_index(gallery_ids=[image.pk])
+    batch = IndexBatch.objects.get(job=job)
+    app.control.purge()  # Redis restarted without its data: the message is gone
+    IndexBatch.objects.filter(pk=batch.pk).update(dispatched_at=timezone.now() - timedelta(minutes=5))
+    assert queue_length("embed") == 0
+    assert index_reconcile()["resent"] == 1
+    assert queue_length("embed") == 1
+    index_batch_run(batch_id=batch.pk)
+    assert _job_of(batch.pk).state == "succeeded"
+
+
+def test_a_stalled_job_is_ended_with_its_items_failed(fake_embedder, settings):
+    settings.INDEX_JOB_STALL_SECONDS = 60
+    image = add_gallery_image(images.png_bytes(seed=6), "6.png")
+    job = items_index(gallery_ids=[image.pk])
+    IndexJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    IndexBatch.objects.filter(job=job).update(attempts=1, started_at=timezone.now())
+    report = index_reconcile()
+    job.refresh_from_db()
+    assert report["stalled"] == 1 and job.state == "failed" and job.failed == 1
+    assert "no progress" in IndexBatch.objects.get(job=job).failures[0]["error"]
+
+
+def test_the_sweep_embeds_what_lacks_a_vector_but_not_a_file_known_to_fail(fake_embedder, media_root):
+    missing = add_gallery_image(images.png_bytes(seed=7), "7.png")  # never queued (a lost signal)
+    broken = add_gallery_image(images.png_bytes(seed=8), "8.png")
+    (media_root / broken.file.name).write_bytes(b"garbage")
+    assert index_reconcile()["swept"] == 2
+    for batch in IndexBatch.objects.filter(done=False):
+        index_batch_run(batch_id=batch.pk)
+    assert Embedding.objects.filter(gallery_image=missing).exists()
+    assert EmbeddingFailure.objects.filter(gallery_image=broken).exists()
+    assert index_reconcile()["swept"] == 0  # the broken file is not retried every run
+    # Items on their way (a pending batch) are not queued twice.
+    pending = add_gallery_image(images.png_bytes(seed=10), "10.png")
+    items_index(gallery_ids=[pending.pk])
+    assert index_reconcile()["swept"] == 0
+
+
+def test_old_jobs_and_imports_are_pruned(settings):
+    from catalog.models import ProductImport
+
+    settings.JOB_RETENTION_DAYS = 30
+    long_ago = timezone.now() - timedelta(days=31)
+    old = IndexJob.objects.create(collection="all", model="efficientnet_lite0", state="succeeded", finished_at=long_ago)
+    recent = IndexJob.objects.create(collection="all", model="efficientnet_lite0", state="succeeded",
+                                     finished_at=timezone.now())  # fmt: skip
+    name = default_storage.save("imports/old.csv", __import__("io").BytesIO(b"id\n"))
+    ProductImport.objects.create(file=name, filename="old.csv", state="succeeded", finished_at=long_ago)
+    assert index_reconcile()["pruned"] == 2
+    assert not IndexJob.objects.filter(pk=old.pk).exists() and IndexJob.objects.filter(pk=recent.pk).exists()
+    assert not default_storage.exists(name) and not ProductImport.objects.exists()
+
+
+def test_an_invalid_index_left_by_a_failed_concurrent_build_is_rebuilt():
+    name = hnsw_index_name("efficientnet_lite0")
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{name}'::regclass")
+    embedding_index_ensure(model="efficientnet_lite0")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT indisvalid FROM pg_index WHERE indexrelid = '{name}'::regclass")
+        assert cursor.fetchone()[0] is True
+    # A model being built gets its index from the reconciler, whatever the migrations made.
+    IndexJob.objects.create(collection="all", model="resnet18", state="running")
+    index_reconcile()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [hnsw_index_name("resnet18")])
+        assert cursor.fetchone()[0] is True
+
+
+def test_an_unknown_default_model_stops_the_process_with_a_message(child_env):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**child_env, "EMBEDDING_DEFAULT_MODEL": "vgg99"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "EMBEDDING_DEFAULT_MODEL" in result.stderr and "efficientnet_lite0" in result.stderr
+
+
+def test_clearing_the_cache_never_drops_queued_tasks():
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    app.send_task("search.tasks.reconcile")
+    assert broker.llen("default") == 1
+    cache.set("something", 1)
+    cache.clear()
+    assert broker.llen("default") == 1
+    assert django_settings.CACHES["default"]["LOCATION"] != django_settings.CELERY_BROKER_URL
