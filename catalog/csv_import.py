@@ -18,6 +18,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -27,7 +28,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -283,7 +284,8 @@ def product_import_run(*, import_id: int, progress: Callable[[ProductImport], No
         return
     job, token = claim
     try:
-        _run(job, token, progress)
+        with _relaxed_commits():
+            _run(job, token, progress)
     except Exception as error:
         logger.exception("import %s failed", import_id)
         ProductImport.objects.filter(pk=import_id, runner=token).update(
@@ -291,6 +293,22 @@ def product_import_run(*, import_id: int, progress: Callable[[ProductImport], No
             finished_at=timezone.now(), lease_until=None,
         )  # fmt: skip
         raise
+
+
+@contextmanager
+def _relaxed_commits() -> Iterator[None]:
+    """Commit each row without waiting for the disk (``synchronous_commit = off``).
+
+    Safe here: after a crash, the few rows whose commits were lost are upserted again when
+    the import resumes from its last recorded progress. Several times faster on slow disks.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
 
 
 def _run(job: ProductImport, token: str, progress: Callable[[ProductImport], None] | None) -> None:

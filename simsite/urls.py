@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from catalog import seed_apis as catalog_seed
 from search import seed_apis as search_seed
 from search import views as search_views
+from signatures import seed_apis as signature_seed
 from simsite import apis, views
 
 api_v1 = [
@@ -15,6 +16,7 @@ api_v1 = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("catalog.urls")),
     path("", include("search.urls")),
+    path("", include("signatures.urls")),
 ]
 
 # Routes of the earlier Flask tools (see API.md, "Seed-compatible routes").
@@ -28,6 +30,7 @@ seed_routes = [
     path("api/generate-features", search_seed.SeedGenerateFeaturesApi.as_view()),
     path("api/check-features", search_seed.SeedCheckFeaturesApi.as_view()),
     path("search", search_views.catalog_search, name="catalog-search-post"),
+    path("api/findSignatureSimilarity", signature_seed.SeedSignatureSimilarityApi.as_view()),
 ]
 
 urlpatterns = [

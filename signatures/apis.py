@@ -1,0 +1,231 @@
+"""REST endpoints for signatures (see API.md): compare, signers, references, verify, encoders."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from signatures.models import Reference, Signer, Verification
+from signatures.selectors import encoder_list, reference_get, reference_list, signer_get, signer_list
+from signatures.services import (
+    encoder_activate,
+    reference_delete,
+    references_enrol,
+    signature_from_upload,
+    signature_verify,
+    signatures_compare,
+    signer_create,
+    signer_delete,
+)
+from simsite.drf import error_body, paginated_response
+from simsite.errors import ServiceError
+
+
+class SignerOutput(serializers.ModelSerializer):
+    references = serializers.IntegerField(source="reference_count", read_only=True, default=0)
+
+    class Meta:
+        model = Signer
+        fields = ["id", "name", "external_id", "references", "created_at"]
+
+
+class ReferenceOutput(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    filename = serializers.CharField(source="original_filename")
+
+    class Meta:
+        model = Reference
+        fields = ["id", "signer", "filename", "image_url", "width", "height", "created_at"]
+
+    def get_image_url(self, obj: Reference) -> str:
+        return self.context["request"].build_absolute_uri(obj.file.url)
+
+
+class PerReference(serializers.Serializer):
+    reference = serializers.IntegerField()
+    similarity = serializers.FloatField()
+
+
+class VerificationOutput(serializers.ModelSerializer):
+    verification_id = serializers.IntegerField(source="pk")
+    model = serializers.CharField(source="encoder")
+    per_reference = PerReference(many=True)
+
+    class Meta:
+        model = Verification
+        fields = ["verification_id", "signer", "decision", "score", "threshold", "references_used", "per_reference",
+                  "model", "created_at"]  # fmt: skip
+
+
+class SignatureCompareApi(APIView):
+    """Two signatures: the same writer or not? A read (it stores nothing): open to everyone."""
+
+    parser_classes = [MultiPartParser]
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        image1 = serializers.FileField()
+        image2 = serializers.FileField()
+        threshold = serializers.FloatField(required=False, min_value=-1.0, max_value=1.0)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "SignatureComparison",
+            {
+                "similarity": serializers.FloatField(),
+                "threshold": serializers.FloatField(),
+                "result": serializers.ChoiceField(choices=["Matched", "Unmatched"]),
+                "model": serializers.CharField(),
+                "previews": serializers.DictField(
+                    child=serializers.CharField(),
+                    help_text="PNG data URLs of what the model saw (the preprocessed signatures)",
+                ),  # fmt: skip
+            },
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        first = signature_from_upload(file=values["image1"], field="image1")
+        second = signature_from_upload(file=values["image2"], field="image2")
+        return Response(signatures_compare(first=first, second=second, threshold=values.get("threshold")))
+
+
+class SignerListApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=255)
+        external_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
+
+    @extend_schema(responses=SignerOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return paginated_response(queryset=signer_list(), serializer_class=SignerOutput, request=request, view=self)
+
+    @extend_schema(request=InputSerializer, responses={201: SignerOutput})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        signer = signer_create(**data.validated_data)
+        return Response(SignerOutput(signer_get(pk=signer.pk)).data, status=201)
+
+
+class SignerDetailApi(APIView):
+    @extend_schema(responses=SignerOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(SignerOutput(signer_get(pk=pk)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        signer_delete(signer=signer_get(pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReferenceListApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        files = serializers.ListField(child=serializers.FileField(), allow_empty=False, max_length=50)
+
+    @extend_schema(responses=ReferenceOutput(many=True))
+    def get(self, request: Request, pk: int) -> Response:
+        references = reference_list(signer=signer_get(pk=pk))
+        return Response(ReferenceOutput(references, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: inline_serializer(
+                "Enrolment",
+                {
+                    "created": ReferenceOutput(many=True),
+                    "rejected": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        signer = signer_get(pk=pk)
+        files = request.FILES.getlist("files")
+        if not files:
+            raise ServiceError("files_required", "Send one or more signature images in the 'files' field.",
+                               field="files")  # fmt: skip
+        if len(files) > 50:
+            raise ServiceError("too_many_files", "Enrol at most 50 references at a time.", field="files")
+        created, rejected = references_enrol(signer=signer, files=files)
+        if not created:
+            first = rejected[0]
+            body = error_body(first["code"], f"{first['filename']}: {first['error']}", "files")
+            return Response({**body, "created": [], "rejected": rejected}, status=400)
+        output = ReferenceOutput(created, many=True, context={"request": request})
+        return Response({"created": output.data, "rejected": rejected}, status=201)
+
+
+class ReferenceDetailApi(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int, reference_pk: int) -> Response:
+        reference_delete(reference=reference_get(signer_pk=pk, pk=reference_pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SignatureVerifyApi(APIView):
+    """Is a questioned signature genuine for this signer? Logged (staff only)."""
+
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        image = serializers.FileField()
+        threshold = serializers.FloatField(required=False, min_value=-1.0, max_value=1.0)
+
+    @extend_schema(request=InputSerializer, responses=VerificationOutput)
+    def post(self, request: Request, pk: int) -> Response:
+        signer = signer_get(pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        questioned = signature_from_upload(file=data.validated_data["image"], field="image")
+        verification = signature_verify(
+            signer=signer, questioned=questioned, threshold=data.validated_data.get("threshold"), user=request.user
+        )
+        body = dict(VerificationOutput(verification).data)
+        body["preview"] = questioned.preview_data_url()
+        body["verification_url"] = request.build_absolute_uri(
+            reverse("admin:signatures_verification_change", args=[verification.pk])
+        )
+        return Response(body)
+
+
+class EncoderListApi(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "SignatureEncoder",
+            {
+                "key": serializers.CharField(),
+                "kind": serializers.CharField(),
+                "dim": serializers.IntegerField(),
+                "description": serializers.CharField(),
+                "threshold": serializers.FloatField(),
+                "eer": serializers.FloatField(allow_null=True),
+                "auc": serializers.FloatField(allow_null=True),
+                "dataset": serializers.CharField(allow_null=True),
+                "metrics": serializers.DictField(),
+                "active": serializers.BooleanField(),
+            },
+            many=True,
+        )
+    )
+    def get(self, request: Request) -> Response:
+        return Response(encoder_list())
+
+
+class EncoderActivateApi(APIView):
+    @extend_schema(request=None, responses=inline_serializer("ActivatedEncoder", {"active": serializers.CharField()}))
+    def post(self, request: Request, key: str) -> Response:
+        return Response({"active": encoder_activate(key=key)})

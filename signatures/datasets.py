@@ -1,0 +1,117 @@
+"""Signature data sets on disk, in the layouts of the public sets (read, never copied).
+
+- ``svc2004``: ``user<N>/genuine|forged/*`` (a ``labels.csv`` of ``path,writer,label`` is
+  used when present), as in ../shared/data/signatures-svc2004/;
+- ``folders``: ``<writer>/genuine|forged/*`` (what ``signatures.synthetic`` writes);
+- ``cedar``: ``full_org/original_<writer>_<n>.png`` and ``full_forg/forgeries_<writer>_<n>.png``;
+- ``bhsig``: ``<script>/<writer>/*-G-*.tif`` (genuine) and ``*-F-*.tif`` (forged).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from simsite.errors import ServiceError
+
+LAYOUTS = ("svc2004", "folders", "cedar", "bhsig")
+_IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    writer: str
+    label: str  # "genuine" | "forged"
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.suffix.lower() in _IMAGES and p.is_file())
+
+
+def _svc2004(root: Path) -> list[Sample]:
+    labels = root / "labels.csv"
+    if labels.is_file():
+        with labels.open(newline="") as handle:
+            return [
+                Sample(root / row["path"], str(row["writer"]), row["label"].strip()) for row in csv.DictReader(handle)
+            ]
+    samples = []
+    for user in sorted(root.glob("user*")):
+        writer = user.name.removeprefix("user")
+        samples += [Sample(p, writer, label) for label in ("genuine", "forged") for p in _images(user / label)]
+    return samples
+
+
+def _folders(root: Path) -> list[Sample]:
+    return [
+        Sample(p, writer.name, label)
+        for writer in sorted(d for d in root.iterdir() if d.is_dir())
+        for label in ("genuine", "forged")
+        for p in _images(writer / label)
+    ]
+
+
+def _cedar(root: Path) -> list[Sample]:
+    samples = []
+    for folder, label, prefix in (("full_org", "genuine", "original"), ("full_forg", "forged", "forgeries")):
+        for path in _images(root / folder):
+            match = re.match(rf"{prefix}_(\d+)_\d+", path.stem)
+            if match:
+                samples.append(Sample(path, match.group(1), label))
+    return samples
+
+
+def _bhsig(root: Path) -> list[Sample]:
+    samples = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGES):
+        match = re.search(r"-([GF])-", path.name)
+        if match:
+            writer = f"{path.parent.parent.name}/{path.parent.name}"
+            samples.append(Sample(path, writer, "genuine" if match.group(1) == "G" else "forged"))
+    return samples
+
+
+def dataset_load(*, root: Path, layout: str) -> list[Sample]:
+    """Every labelled signature under ``root``; refuses an unknown layout or an empty set."""
+    loaders = {"svc2004": _svc2004, "folders": _folders, "cedar": _cedar, "bhsig": _bhsig}
+    if layout not in loaders:
+        raise ServiceError("invalid_layout", f"layout must be one of {', '.join(LAYOUTS)}.", field="layout")
+    if not root.is_dir():
+        raise ServiceError("not_found", f"{root} is not a folder.", field="data")
+    samples = [sample for sample in loaders[layout](root) if sample.path.is_file()]
+    if not samples:
+        raise ServiceError("empty_dataset", f"No signatures found under {root} in the {layout} layout.", field="data")
+    return samples
+
+
+def sample_bytes(sample: Sample) -> bytes:
+    """The sample as PNG bytes (data sets ship TIFFs, which uploads do not accept)."""
+    with Image.open(sample.path) as picture:
+        buffer = io.BytesIO()
+        picture.convert("L").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def writer_split(samples: list[Sample], *, fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """Writers split in two (seeded): ``fraction`` of them in the second set."""
+    writers = sorted({sample.writer for sample in samples})
+    order = np.random.default_rng(seed).permutation(len(writers))
+    cut = max(1, round(len(writers) * fraction)) if len(writers) > 1 else 0
+    second = {writers[i] for i in order[:cut]}
+    return set(writers) - second, second
+
+
+def dataset_fingerprint(samples: list[Sample]) -> str:
+    """A hash of the files' names, sizes and labels: which data a model saw."""
+    digest = hashlib.sha256()
+    for sample in sorted(samples, key=lambda s: str(s.path)):
+        digest.update(f"{sample.path.name}:{sample.path.stat().st_size}:{sample.writer}:{sample.label}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+
+from signatures.synthetic import synthetic_signature
+from tests import images
+
+SVC2004 = images.SHARED_DATA / "signatures-svc2004"
+
+
+def real_or_synthetic(writer: int, count: int, *, forged: bool = False) -> list[bytes]:
+    """Real SVC2004 signatures of a writer (1-24) from ../shared/data when present, else
+    synthetic ones."""
+    folder = SVC2004 / f"user{writer}" / ("forged" if forged else "genuine")
+    files = sorted(folder.glob("*.jpg"))[:count] if folder.is_dir() else []
+    if len(files) == count:
+        return [path.read_bytes() for path in files]
+    return [synthetic_signature(writer, sample, forged=forged) for sample in range(count)]
+
+
+@pytest.fixture
+def signatures_root(settings, tmp_path):
+    root = tmp_path / "signature-files"
+    (root / "scans").mkdir(parents=True)
+    for i, data in enumerate(real_or_synthetic(3, 2)):
+        (root / "scans" / f"s{i}.png").write_bytes(data)
+    (tmp_path / "outside.png").write_bytes(real_or_synthetic(4, 1)[0])
+    settings.SIGNATURE_FILES_ROOT = root.resolve()
+    return root

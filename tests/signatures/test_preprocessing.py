@@ -1,0 +1,83 @@
+"""The one preprocessing of signatures, and its refusals."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from signatures.preprocessing import INPUT_SHAPE, signature_preprocess
+from signatures.synthetic import synthetic_signature
+from simsite.errors import ServiceError
+from tests import images
+from tests.signatures.conftest import real_or_synthetic
+
+
+def png(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_signature_is_cropped_centred_and_inverted():
+    result = signature_preprocess(real_or_synthetic(1, 1)[0])
+    array = result.array
+    assert array.shape == INPUT_SHAPE and array.dtype == np.float32
+    assert 0 <= array.min() and array.max() <= 1
+    assert array.mean() < 0.2  # ink is high and sparse: the background became 0
+    rows, cols = np.nonzero(array > 0.5)
+    # The ink is centred and fills the canvas in one direction (cropped to its box).
+    assert abs((rows.mean() / INPUT_SHAPE[0]) - 0.5) < 0.2 and abs((cols.mean() / INPUT_SHAPE[1]) - 0.5) < 0.2
+    assert cols.max() - cols.min() > 0.7 * INPUT_SHAPE[1] or rows.max() - rows.min() > 0.7 * INPUT_SHAPE[0]
+    preview = Image.open(io.BytesIO(result.preview_png()))
+    assert preview.size == (INPUT_SHAPE[1], INPUT_SHAPE[0])
+
+
+def test_specks_ruled_lines_and_position_do_not_change_the_result():
+    clean = Image.open(io.BytesIO(synthetic_signature(5, 0))).convert("L")
+    page = Image.new("L", (1400, 700), 250)
+    page.paste(clean, (500, 250))
+    draw = ImageDraw.Draw(page)
+    draw.line([(0, 600), (1400, 600)], fill=90, width=2)  # a ruled line under the signature
+    for x, y in [(30, 30), (1350, 40), (60, 650)]:
+        draw.ellipse([x, y, x + 3, y + 3], fill=0)  # specks in the corners
+    moved = signature_preprocess(png(page)).array
+    reference = signature_preprocess(png(clean)).array
+    assert np.abs(moved - reference).mean() < 0.03
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (png(Image.new("L", (800, 400), 255)), "signature_blank"),
+        (png(Image.new("L", (800, 400), 200)), "signature_blank"),
+        (images.jpeg_bytes(640, 480, seed=3), "not_a_signature"),
+        (images.png_bytes(300, 300, seed=4), "not_a_signature"),
+        (b"%PDF-1.4 not an image", "not_an_image"),
+    ],
+)
+def test_refusals_have_specific_codes(data, code):
+    from signatures.services import signature_input
+
+    with pytest.raises(ServiceError) as refusal:
+        signature_input(data=data)
+    assert refusal.value.code == code
+
+
+def test_a_real_photograph_is_not_a_signature():
+    photos = sorted((images.SHARED_DATA / "vehicles").rglob("*.jpg"))[:1]
+    if not photos:
+        pytest.skip("../shared/data/vehicles is absent")
+    with pytest.raises(ServiceError) as refusal:
+        signature_preprocess(photos[0].read_bytes())
+    assert refusal.value.code == "not_a_signature"
+
+
+def test_a_20000_pixel_wide_scan_is_refused():
+    scan = Image.new("L", (20_000, 300), 255)
+    ImageDraw.Draw(scan).line([(100, 150), (19_000, 160)], fill=0, width=3)
+    with pytest.raises(ServiceError) as refusal:
+        signature_preprocess(png(scan))
+    assert refusal.value.code == "signature_too_large" and refusal.value.status_code == 413
