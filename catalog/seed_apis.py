@@ -17,14 +17,14 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from catalog.apis import thumbnail_response
 from catalog.models import GalleryImage
 from catalog.selectors import gallery_filenames, gallery_image_named
 from catalog.services import gallery_image_replace, gallery_images_delete_named, image_from_upload
-from simsite.drf import IsStaffOrReadOnly, error_body
+from simsite.drf import IsStaffOrReadOnly
 from simsite.errors import ServiceError
+from simsite.seed import SeedApiView
 
 
 class SeedWritePermission(BasePermission):
@@ -40,32 +40,31 @@ def _image_named(filename: str) -> GalleryImage:
 
 
 @extend_schema(exclude=True)
-class SeedImageListApi(APIView):
+class SeedImageListApi(SeedApiView):
     def get(self, request: Request) -> Response:
         return Response({"images": gallery_filenames()})
 
 
 @extend_schema(exclude=True)
-class SeedImageUploadApi(APIView):
+class SeedImageUploadApi(SeedApiView):
     parser_classes = [MultiPartParser]
     permission_classes = [SeedWritePermission]
+    answers_success = True
 
     def post(self, request: Request) -> Response:
         file = request.FILES.get("file")
         if file is None:
-            return Response({"success": False, **error_body("file_required", "Send the image as 'file'.", "file")}, 400)
-        try:
-            image = image_from_upload(file=file, field="file")
-        except ServiceError as error:
-            return Response({"success": False, **error_body(error.code, error.message, error.field)}, 400)
+            raise ServiceError("file_required", "Send the image as 'file'.", field="file")
+        image = image_from_upload(file=file, field="file")
         name = PurePath(file.name or f"{image.sha256}.{image.extension}").name
         gallery_image_replace(image=image, filename=name)
         return Response({"success": True, "filename": name})
 
 
 @extend_schema(exclude=True)
-class SeedImageDeleteApi(APIView):
+class SeedImageDeleteApi(SeedApiView):
     permission_classes = [SeedWritePermission]
+    answers_success = True
 
     def delete(self, request: Request, filename: str) -> Response:
         image = _image_named(filename)
@@ -74,7 +73,7 @@ class SeedImageDeleteApi(APIView):
 
 
 @extend_schema(exclude=True)
-class SeedImageFileApi(APIView):
+class SeedImageFileApi(SeedApiView):
     permission_classes = [AllowAny]
 
     def get(self, request: Request, filename: str) -> HttpResponse:
@@ -85,7 +84,7 @@ class SeedImageFileApi(APIView):
 
 
 @extend_schema(exclude=True)
-class SeedThumbnailApi(APIView):
+class SeedThumbnailApi(SeedApiView):
     permission_classes = [AllowAny]
 
     def get(self, request: Request, filename: str) -> HttpResponse:

@@ -10,7 +10,6 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from catalog.seed_apis import SeedWritePermission
 from catalog.services import image_from_upload
@@ -19,11 +18,12 @@ from search.querying import query_vectors
 from search.selectors import active_model_key, index_job_updates, items_by_ref, items_similar_to, model_coverage
 from search.services import index_job_create
 from simsite.errors import ServiceError
+from simsite.seed import SeedApiView
 from simsite.sse import event_stream_response
 
 
 @extend_schema(exclude=True)
-class SeedSearchApi(APIView):
+class SeedSearchApi(SeedApiView):
     """``file`` -> the 6 most similar gallery images."""
 
     parser_classes = [MultiPartParser]
@@ -34,7 +34,13 @@ class SeedSearchApi(APIView):
         if file is None:
             raise ServiceError("file_required", "Send the query image as 'file'.", field="file")
         model = active_model_key()
-        vector = query_vectors(model=model, images=[image_from_upload(file=file, field="file").data])[0]
+        image = image_from_upload(file=file, field="file")
+        gallery = next(row for row in model_coverage(model=model) if row["collection"] == "gallery")
+        if not gallery["items"]:
+            raise ServiceError("no_images", "The gallery is empty: upload images first.", field="file")
+        if not gallery["embedded"]:
+            raise ServiceError("no_features", "No image has features yet: generate features first.", field="file")
+        vector = query_vectors(model=model, images=[image.data])[0]
         matches = items_similar_to(vector=vector, model=model, collection=Collection.GALLERY, k=6)
         images = items_by_ref([match.ref for match in matches], model=model)
         results = [
@@ -63,18 +69,21 @@ def _feature_events(job_id: int) -> Iterator[dict[str, object]]:
 
 
 @extend_schema(exclude=True)
-class SeedGenerateFeaturesApi(APIView):
+class SeedGenerateFeaturesApi(SeedApiView):
     """Embed the gallery's images that lack vectors, streaming progress as the old tool did."""
 
     permission_classes = [SeedWritePermission]
 
     def post(self, request: Request) -> StreamingHttpResponse:
+        gallery = next(row for row in model_coverage(model=active_model_key()) if row["collection"] == "gallery")
+        if not gallery["items"]:
+            raise ServiceError("no_images", "There are no images to generate features for: upload images first.")
         job = index_job_create(collection=Collection.GALLERY)
         return event_stream_response(_feature_events(job.pk))
 
 
 @extend_schema(exclude=True)
-class SeedCheckFeaturesApi(APIView):
+class SeedCheckFeaturesApi(SeedApiView):
     """Whether every gallery image has a vector of the active model (and there is one)."""
 
     def get(self, request: Request) -> Response:

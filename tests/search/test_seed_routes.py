@@ -32,12 +32,17 @@ def test_gallery_routes(staff_client, api_client):
     thumb = api_client.get("/images/thumb/cat.png")
     assert thumb.status_code == 200 and thumb["Content-Type"] == "image/jpeg"
 
+    # Errors keep the old tools' shape, which their pages display ("Error uploading notes.png: <text>").
     bad = upload(staff_client, "notes.png", images.TEXT)
-    assert bad.status_code == 400 and bad.json()["success"] is False
-    assert bad.json()["error"]["code"] == "not_an_image"
-    assert api_client.delete("/api/delete-image/dog.png").status_code == 401
+    assert bad.status_code == 400
+    assert bad.json() == {"success": False, "error": bad.json()["error"], "code": "not_an_image"}
+    assert isinstance(bad.json()["error"], str) and bad.json()["error"]
+    anonymous = api_client.delete("/api/delete-image/dog.png")
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "not_authenticated"
+    assert isinstance(anonymous.json()["error"], str) and anonymous.json()["success"] is False
     assert staff_client.delete("/api/delete-image/dog.png").json()["success"] is True
-    assert staff_client.delete("/api/delete-image/dog.png").status_code == 404
+    gone = staff_client.delete("/api/delete-image/dog.png")
+    assert gone.status_code == 404 and gone.json()["code"] == "not_found" and isinstance(gone.json()["error"], str)
     assert api_client.get("/images/../../etc/passwd").status_code == 404
     assert api_client.get("/api/images").json() == {"images": ["cat.png"]}
 
@@ -54,6 +59,10 @@ def test_search_and_check_features(staff_client, api_client):
     for seed in range(3):
         upload(staff_client, f"img{seed}.png", images.png_bytes(200, 200, seed=seed))
     assert api_client.get("/api/check-features").json() == {"exists": False}
+    early = api_client.post("/api/search", {"file": SimpleUploadedFile("q.png", images.png_bytes(), "image/png")},
+                            format="multipart")  # fmt: skip
+    assert early.status_code == 400 and early.json()["code"] == "no_features"
+    assert "generate features" in early.json()["error"]
     index_now(gallery_ids=list(GalleryImage.objects.values_list("pk", flat=True)))
     assert api_client.get("/api/check-features").json() == {"exists": True}
     query = SimpleUploadedFile("q.png", images.png_bytes(200, 200, seed=1), "image/png")
@@ -62,7 +71,18 @@ def test_search_and_check_features(staff_client, api_client):
     assert results[0]["image_url"] == "http://testserver/images/img1.png"
     assert set(results[0]) == {"filename", "similarity", "image_url"}
     missing = api_client.post("/api/search", {}, format="multipart")
-    assert missing.status_code == 400 and missing.json()["error"]["code"] == "file_required"
+    assert missing.status_code == 400 and missing.json() == {"error": "Send the query image as 'file'.",
+                                                             "code": "file_required"}  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_an_empty_library_says_what_to_do_first(staff_client, api_client):
+    query = SimpleUploadedFile("q.png", images.png_bytes(), "image/png")
+    searched = api_client.post("/api/search", {"file": query}, format="multipart")
+    assert searched.status_code == 400 and searched.json()["code"] == "no_images"
+    assert "upload images" in searched.json()["error"]
+    generated = staff_client.post("/api/generate-features")
+    assert generated.status_code == 400 and generated.json()["code"] == "no_images"
 
 
 @pytest.mark.django_db(transaction=True)
