@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -128,9 +129,12 @@ class ProductImportAdmin(admin.ModelAdmin):
         total = "?" if obj.total is None else obj.total
         return f"{obj.done} / {total} rows ({obj.percent}%)"
 
-    @admin.display(description="Failed rows")
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).annotate(failure_total=Count("failures"))
+
+    @admin.display(description="Failed rows", ordering="failure_total")
     def failure_count(self, obj: ProductImport) -> int:
-        return obj.failures.count()
+        return obj.failure_total
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

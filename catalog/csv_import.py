@@ -37,7 +37,7 @@ from catalog.fetch import image_fetch
 from catalog.images import IntakeImage, image_validate, read_limited
 from catalog.models import Product, ProductImport, ProductImportFailure
 from catalog.services import images_changed_send, product_create, product_update
-from simsite.celery import task_send
+from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -378,14 +378,23 @@ def _run(job: ProductImport, token: str, progress: Callable[[ProductImport], Non
 
 
 def product_imports_reconcile(*, grace_seconds: int = 10) -> int:
-    """Re-send imports whose message was never sent or whose runner's lease expired."""
+    """Re-send imports whose message was never sent or was lost, or whose runner died.
+
+    A queued import whose message was sent is re-sent only while the ``default`` queue is
+    empty (a message waiting behind a long import is not lost), and an import whose lease
+    expired once per lease period: the reconciler never piles up copies of one message.
+    """
     now = timezone.now()
-    stuck = ProductImport.objects.filter(
-        Q(state=ProductImport.State.QUEUED, created_at__lt=now - timedelta(seconds=grace_seconds))
-        | Q(state=ProductImport.State.RUNNING, lease_until__lt=now)
-    ).filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - timedelta(seconds=grace_seconds)))
+    grace = now - timedelta(seconds=grace_seconds)
+    lost = Q(state=ProductImport.State.QUEUED, dispatched_at__isnull=True, created_at__lt=grace)
+    if queue_length("default") == 0:
+        lost |= Q(state=ProductImport.State.QUEUED, dispatched_at__lt=grace)
+    lease = now - timedelta(seconds=settings.CSV_IMPORT_LEASE_SECONDS)
+    lost |= Q(state=ProductImport.State.RUNNING, lease_until__lt=now) & (
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lease)
+    )
     sent = 0
-    for import_id in stuck.values_list("pk", flat=True):
+    for import_id in ProductImport.objects.filter(lost).values_list("pk", flat=True):
         product_import_dispatch(import_id=import_id)
         sent += 1
     return sent

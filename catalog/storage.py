@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -34,28 +35,42 @@ def content_lock(*, sha256: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"content:{sha256}"])
 
 
-def image_store(*, image: IntakeImage) -> str:
-    """Store the bytes under their sha256 (once) and return the storage name.
+def content_save(*, name: str, data: bytes) -> str:
+    """Store content-addressed bytes under ``name`` once (a second copy is never made).
 
     Call it under ``content_lock`` in the transaction that saves the row using the file.
     """
-    name = image_name_for(sha256=image.sha256, extension=image.extension)
     if not default_storage.exists(name):
-        saved = default_storage.save(name, ContentFile(image.data))
+        saved = default_storage.save(name, ContentFile(data))
         if saved != name:  # a concurrent writer stored the same content first
             default_storage.delete(saved)
     return name
 
 
-def image_discard(*, name: str, sha256: str) -> None:
-    """Delete a stored image and its thumbnail unless another row still uses them."""
+def content_discard(*, names: Iterable[str], sha256: str, in_use: Callable[[], bool]) -> None:
+    """Delete the files of one content hash unless ``in_use()`` says a row still needs them
+    (asked under ``content_lock``, so a row being created with the same bytes is seen)."""
     with transaction.atomic():
         content_lock(sha256=sha256)
-        if Product.objects.filter(image=name).exists() or GalleryImage.objects.filter(file=name).exists():
+        if in_use():
             return
-        for path in (name, thumbnail_name_for(sha256=sha256)):
+        for path in names:
             if default_storage.exists(path):
                 default_storage.delete(path)
+
+
+def image_store(*, image: IntakeImage) -> str:
+    """Store a catalog image under its sha256 and return the storage name (see ``content_save``)."""
+    return content_save(name=image_name_for(sha256=image.sha256, extension=image.extension), data=image.data)
+
+
+def image_discard(*, name: str, sha256: str) -> None:
+    """Delete a stored image and its thumbnail unless another row still uses them."""
+    content_discard(
+        names=[name, thumbnail_name_for(sha256=sha256)],
+        sha256=sha256,
+        in_use=lambda: Product.objects.filter(image=name).exists() or GalleryImage.objects.filter(file=name).exists(),
+    )
 
 
 def thumbnail_get(*, name: str, sha256: str) -> str:

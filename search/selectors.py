@@ -74,7 +74,10 @@ def index_job_for_items(*, kind: str, ids: list[int]) -> IndexJob | None:
     if not ids:
         return None
     column = "product_ids" if kind == PRODUCT.name else "gallery_ids"
-    batches = IndexBatch.objects.filter(**{f"{column}__overlap": ids}, job__model=active_model_key())
+    # The job was made by the write that just happened: look among the newest jobs only,
+    # not through every batch on record.
+    recent = IndexJob.objects.filter(model=active_model_key()).order_by("-pk").values("pk")[:20]
+    batches = IndexBatch.objects.filter(**{f"{column}__overlap": ids}, job__in=recent)
     return IndexJob.objects.filter(pk__in=batches.values("job_id")).order_by("-pk").first()
 
 

@@ -100,17 +100,22 @@ def _create_batches(job: IndexJob, *, product_ids: Sequence[int], gallery_ids: S
     return len(product_ids) + len(gallery_ids)
 
 
-def index_job_dispatch(*, job_id: int) -> int:
-    """Send the job's batches that were never sent; stops at the first broker failure
+def _batches_send(batch_ids: Sequence[int]) -> int:
+    """Send batches to the embed queue, recording when; stops at the first broker failure
     (the reconciler sends the rest later). Returns how many were sent."""
     sent: list[int] = []
-    pending = IndexBatch.objects.filter(job_id=job_id, done=False, dispatched_at__isnull=True).order_by("number")
-    for batch_id in pending.values_list("pk", flat=True):
+    for batch_id in batch_ids:
         if not task_send(BATCH_TASK, batch_id):
             break
         sent.append(batch_id)
     IndexBatch.objects.filter(pk__in=sent).update(dispatched_at=timezone.now())
     return len(sent)
+
+
+def index_job_dispatch(*, job_id: int) -> int:
+    """Send the job's batches that were never sent."""
+    pending = IndexBatch.objects.filter(job_id=job_id, done=False, dispatched_at__isnull=True).order_by("number")
+    return _batches_send(list(pending.values_list("pk", flat=True)))
 
 
 def _plan_dispatch(job_id: int) -> None:
@@ -385,12 +390,6 @@ def active_model_set(*, model: str, force: bool = False) -> str:
     return key
 
 
-def _resend(batches: Sequence[int]) -> int:
-    sent = [batch_id for batch_id in batches if task_send(BATCH_TASK, batch_id)]
-    IndexBatch.objects.filter(pk__in=sent).update(dispatched_at=timezone.now())
-    return len(sent)
-
-
 def _sweep(model: str) -> int:
     """Queue items that lack a current vector of ``model`` and are not on their way to one."""
     limit = settings.RECONCILE_SWEEP_LIMIT
@@ -455,7 +454,7 @@ def _reconcile() -> dict[str, int]:
         # Sent, never started, and nothing waits in the queue: the message is gone.
         resend_after = timedelta(seconds=settings.EMBEDDING_BATCH_RESEND_SECONDS)
         lost |= Q(attempts=0, dispatched_at__lt=now - resend_after)
-    report["resent"] = _resend(list(pending.filter(lost).order_by("pk").values_list("pk", flat=True)))
+    report["resent"] = _batches_send(list(pending.filter(lost).order_by("pk").values_list("pk", flat=True)))
 
     stall = now - timedelta(seconds=settings.INDEX_JOB_STALL_SECONDS)
     stalled = IndexJob.objects.filter(state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]).filter(

@@ -60,7 +60,6 @@ def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     """The rows and columns holding the signature's ink, ignoring ruled lines (rows or
     columns more than half inked) and isolated specks (the outer 0.3% of ink pixels)."""
     ink = ink.copy()
-    height, width = ink.shape
     ink[ink.mean(axis=1) > 0.5, :] = False
     ink[:, ink.mean(axis=0) > 0.5] = False
     rows, cols = np.nonzero(ink)

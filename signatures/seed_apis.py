@@ -9,15 +9,14 @@ similarity (0..1) or, as some of its clients sent it, a percentage (above 1, up 
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from signatures.services import signature_files_resolve, signature_from_upload, signature_input, signatures_compare
 from simsite.errors import ServiceError
+from simsite.seed import SeedApiView
 
 
 def _threshold(value: object) -> float | None:
@@ -58,16 +57,11 @@ def _inputs(request: Request) -> tuple[object, object, float | None]:
 
 
 @extend_schema(exclude=True)
-class SeedSignatureSimilarityApi(APIView):
+class SeedSignatureSimilarityApi(SeedApiView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     permission_classes = [AllowAny]
 
     def post(self, request: Request) -> Response:
-        try:
-            first, second, threshold = _inputs(request)
-            comparison = signatures_compare(first=first, second=second, threshold=threshold)
-        except ServiceError as error:
-            return Response({"error": error.message, "code": error.code}, status=error.status_code)
-        except ParseError as error:
-            return Response({"error": str(error.detail), "code": "parse_error"}, status=400)
+        first, second, threshold = _inputs(request)
+        comparison = signatures_compare(first=first, second=second, threshold=threshold)
         return Response({"result": comparison["result"], "similarity": comparison["similarity"]})

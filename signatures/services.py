@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from catalog.images import IntakeImage, image_validate, read_limited
-from catalog.storage import content_lock
+from catalog.storage import content_discard, content_lock, content_save
 from signatures.models import ActiveEncoder, Reference, ReferenceVector, Signer, Verification
 from signatures.preprocessing import SignatureImage, signature_preprocess
 from signatures.registry import pretrained_spec
@@ -85,23 +84,17 @@ def _file_name(image: IntakeImage) -> str:
 
 
 def _store(image: IntakeImage) -> str:
-    """Store under the content hash (once); call under ``content_lock`` in the transaction
-    that saves the row using it."""
-    name = _file_name(image)
-    if not default_storage.exists(name):
-        saved = default_storage.save(name, ContentFile(image.data))
-        if saved != name:
-            default_storage.delete(saved)
-    return name
+    return content_save(name=_file_name(image), data=image.data)
 
 
 def _discard(name: str, sha256: str) -> None:
-    with transaction.atomic():
-        content_lock(sha256=sha256)
-        if Reference.objects.filter(file=name).exists() or Verification.objects.filter(questioned=name).exists():
-            return
-        if default_storage.exists(name):
-            default_storage.delete(name)
+    content_discard(
+        names=[name],
+        sha256=sha256,
+        in_use=lambda: (
+            Reference.objects.filter(file=name).exists() or Verification.objects.filter(questioned=name).exists()
+        ),  # fmt: skip
+    )
 
 
 def signer_create(*, name: str, external_id: str = "") -> Signer:
@@ -169,8 +162,15 @@ def _reference_vectors(references: Sequence[Reference], key: str) -> np.ndarray:
     if missing:
         arrays = []
         for reference in missing:
-            with default_storage.open(reference.file.name, "rb") as handle:
-                arrays.append(signature_preprocess(handle.read()).array)
+            try:
+                with default_storage.open(reference.file.name, "rb") as handle:
+                    arrays.append(signature_preprocess(handle.read()).array)
+            except FileNotFoundError:
+                raise ServiceError(
+                    "reference_missing",
+                    f"The file of reference {reference.pk} is missing from storage; delete it and enrol it again.",
+                    status_code=409,
+                ) from None
         for reference, vector in zip(missing, _embed(key, arrays), strict=True):
             ReferenceVector.objects.update_or_create(reference=reference, encoder=key, defaults={"vector": vector})
             stored[reference.pk] = vector

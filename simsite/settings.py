@@ -272,4 +272,3 @@ _signature_root = env_str("SIGNATURE_FILES_ROOT")
 # Folder the earlier tool's clients name files in (`image_path1`/`image_path2`); unset: uploads only.
 SIGNATURE_FILES_ROOT = Path(_signature_root).resolve() if _signature_root else None
 SIGNATURE_DEFAULT_ENCODER = env_str("SIGNATURE_DEFAULT_ENCODER", "efficientnet_lite0_ink")
-SIGNATURE_MODEL_ROOT = Path(env_str("SIGNATURE_MODEL_ROOT", str(MEDIA_ROOT / "models" / "signatures")))

@@ -256,3 +256,37 @@ def test_clearing_the_cache_never_drops_queued_tasks():
     cache.clear()
     assert broker.llen("default") == 1
     assert django_settings.CACHES["default"]["LOCATION"] != django_settings.CELERY_BROKER_URL
+
+
+def test_lost_imports_are_sent_again_once_and_a_dead_runner_is_resumed(settings, tmp_path):
+    from django.core.files import File
+
+    from catalog.csv_import import product_import_create, product_import_run, product_imports_reconcile
+    from catalog.models import ProductImport
+
+    settings.CATALOG_IMPORT_ROOT = tmp_path
+    (tmp_path / "a.png").write_bytes(images.png_bytes(seed=21))
+    (tmp_path / "p.csv").write_text("id,name,category,price,image_url\nP1,A,x,1,a.png\nP2,B,x,2,a.png\n")
+    with (tmp_path / "p.csv").open("rb") as handle:
+        job = product_import_create(upload=File(handle, name="p.csv"), dispatch=False)  # its message never went
+    assert product_imports_reconcile() == 0  # within the grace period
+    ProductImport.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    assert product_imports_reconcile() == 1 and queue_length("default") == 1
+    ProductImport.objects.filter(pk=job.pk).update(dispatched_at=timezone.now() - timedelta(minutes=1))
+    assert product_imports_reconcile() == 0  # its message waits in the queue: not lost, not copied
+    app.control.purge()  # ...until the queue loses it
+    assert product_imports_reconcile() == 1
+
+    # A runner that died after one row: its lease runs out, the import is sent again once
+    # per lease period, and the next runner resumes after the recorded row.
+    settings.CSV_IMPORT_LEASE_SECONDS = 60
+    long_ago = timezone.now() - timedelta(minutes=5)
+    ProductImport.objects.filter(pk=job.pk).update(state="running", done=1, total=2, lease_until=long_ago,
+                                                   dispatched_at=long_ago)  # fmt: skip
+    app.control.purge()
+    assert product_imports_reconcile() == 1
+    assert product_imports_reconcile() == 0  # sent within this lease period already
+    product_import_run(import_id=job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.done, job.created) == ("succeeded", 2, 1)
+    assert list(Product.objects.values_list("sku", flat=True)) == ["P2"]  # row 2 only: row 1 was done

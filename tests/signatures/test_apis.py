@@ -144,3 +144,15 @@ def test_admin_pages(client, staff_client, admin_user):
     assert client.get("/admin/signatures/verification/").status_code == 200
     page = client.get(f"/admin/signatures/verification/{verification['verification_id']}/change/")
     assert page.status_code == 200 and verification["decision"].encode() in page.content
+
+
+def test_a_reference_whose_file_is_gone_is_a_409_not_a_500(staff_client):
+    signer_id = staff_client.post("/api/v1/signatures/signers/", {"name": "Cy"}, format="json").json()["id"]
+    staff_client.post(f"/api/v1/signatures/signers/{signer_id}/references/",
+                      {"files": [upload(real_or_synthetic(8, 1)[0])]}, format="multipart")  # fmt: skip
+    reference = Reference.objects.get(signer_id=signer_id)
+    ReferenceVector.objects.filter(reference=reference).delete()  # e.g. after switching encoders
+    os.remove(reference.file.path)
+    response = staff_client.post(f"/api/v1/signatures/signers/{signer_id}/verify/",
+                                 {"image": upload(real_or_synthetic(8, 2)[1])}, format="multipart")  # fmt: skip
+    assert response.status_code == 409 and response.json()["error"]["code"] == "reference_missing"
