@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test manage bench-indexing bench-search lint venv browser clean
+.PHONY: run test manage bench-indexing bench-search bench-signatures bench-decode lint venv browser clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,12 @@ bench-indexing: venv
 
 bench-search: venv
 	$(PY) scripts/stack.py bench benchmarks/search.py $(ARGS)
+
+bench-signatures: venv
+	$(PY) scripts/stack.py bench benchmarks/signatures.py $(ARGS)
+
+bench-decode: venv
+	$(PY) benchmarks/decode.py $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check --fix .

@@ -289,18 +289,25 @@ def index_batch_run(*, batch_id: int) -> None:
         }
         items = [(kind, item) for kind, item in items if current.get(ItemRef(kind, item.pk)) != item.sha256]
 
-    def prepare(entry: tuple[str, object]) -> object:
+    def load(entry: tuple[str, object]) -> bytes | Exception:
         try:
-            return embedder.preprocess_bytes(_load(entry[1], entry[0]))
-        except Exception as error:  # noqa: BLE001 - a bad file fails its item, not the job
+            return _load(entry[1], entry[0])
+        except Exception as error:  # noqa: BLE001 - a missing file fails its item, not the job
             return error
 
-    with ThreadPoolExecutor(max_workers=settings.EMBEDDING_DECODE_THREADS) as pool:
-        prepared = list(pool.map(prepare, items))
-    failed = [(entry, str(result)[:300]) for entry, result in zip(items, prepared, strict=True)
+    threads = settings.EMBEDDING_DECODE_THREADS
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        loaded = list(pool.map(load, items))
+    readable = [i for i, data in enumerate(loaded) if not isinstance(data, Exception)]
+    # Decoding, resizing and the forward pass: on CUDA, JPEGs are decoded on the GPU.
+    outcome: list[object] = list(loaded)
+    for i, result in zip(readable, embedder.embed_encoded([loaded[i] for i in readable], threads=threads),
+                         strict=True):  # fmt: skip
+        outcome[i] = result
+    failed = [(entry, str(result)[:300]) for entry, result in zip(items, outcome, strict=True)
               if isinstance(result, Exception)]  # fmt: skip
-    good = [(entry, tensor) for entry, tensor in zip(items, prepared, strict=True) if not isinstance(tensor, Exception)]
-    vectors = embedder.embed_preprocessed([tensor for _, tensor in good])
+    good = [(entry, vector) for entry, vector in zip(items, outcome, strict=True) if not isinstance(vector, Exception)]
+    vectors = [vector for _, vector in good]
     rows = [
         Embedding(**{kind: item}, model=job.model, vector=vector, sha256=item.sha256)
         for ((kind, item), _), vector in zip(good, vectors, strict=True)

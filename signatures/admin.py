@@ -2,12 +2,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
-from django.utils.html import format_html
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.files.storage import default_storage
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from signatures.models import Reference, Signer, Verification
-from signatures.services import reference_delete, signer_delete
+from signatures.datasets import LAYOUTS
+from signatures.models import Reference, SignatureEncoder, Signer, Verification
+from signatures.selectors import active_encoder_key
+from signatures.services import (
+    DEFAULT_EPOCHS,
+    encoder_activate,
+    encoder_delete,
+    encoder_training_start,
+    encoder_training_validate,
+    reference_delete,
+    signer_delete,
+)
+from simsite.errors import ServiceError
 
 
 def _image(url: str, height: int = 60) -> str:
@@ -82,3 +97,142 @@ class VerificationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class EncoderTrainingForm(forms.ModelForm):
+    """Start a training run: data under SIGNATURE_TRAINING_ROOT, trained by a worker."""
+
+    key = forms.SlugField(required=False, max_length=64, help_text="Blank: signet-<date>-<time>")
+    data = forms.CharField(help_text="Folder of signatures, relative to SIGNATURE_TRAINING_ROOT")
+    layout = forms.ChoiceField(choices=[(layout, layout) for layout in LAYOUTS])
+    epochs = forms.IntegerField(min_value=1, max_value=500, initial=DEFAULT_EPOCHS)
+    loss = forms.ChoiceField(choices=[("triplet", "triplet"), ("contrastive", "contrastive")])
+    activate = forms.BooleanField(required=False, help_text="Make it the active encoder when trained")
+
+    class Meta:
+        model = SignatureEncoder
+        fields = ["key"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        root = settings.SIGNATURE_TRAINING_ROOT
+        if root is None:
+            raise forms.ValidationError("Set SIGNATURE_TRAINING_ROOT (the folder training data may be read from), "
+                                        "or train with `manage.py train_signature_encoder`.")  # fmt: skip
+        folder = (root / cleaned.get("data", "")).resolve()
+        if not folder.is_relative_to(root):
+            self.add_error("data", "The folder must be inside SIGNATURE_TRAINING_ROOT.")
+            return cleaned
+        cleaned["folder"] = folder
+        if not self.errors:
+            try:
+                encoder_training_validate(key=cleaned.get("key"), data=folder, layout=cleaned["layout"],
+                                          epochs=cleaned["epochs"], loss=cleaned["loss"])  # fmt: skip
+            except ServiceError as error:
+                self.add_error(error.field if error.field in self.fields else None, error.message)
+        return cleaned
+
+
+@admin.register(SignatureEncoder)
+class SignatureEncoderAdmin(admin.ModelAdmin):
+    """Signature encoders trained here: start a training, follow it, see its metrics and
+    plots, activate it."""
+
+    list_display = ["key", "status", "progress_percent", "eer", "threshold", "is_active", "created_at"]
+    list_filter = ["status"]
+    actions = ["activate"]
+    readonly_fields = ["key", "status", "progress_percent", "message", "is_active", "data", "layout", "config",
+                       "threshold", "dim", "metrics_table", "plot_images", "fingerprint", "seconds", "created_at",
+                       "finished_at"]  # fmt: skip
+    fields = readonly_fields
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = EncoderTrainingForm
+            kwargs["fields"] = None
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["key", "data", "layout", "epochs", "loss", "activate"] if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False if obj is not None and request.method == "POST" else super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: SignatureEncoder, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        encoder = encoder_training_start(
+            key=data["key"],
+            data=data["folder"],
+            layout=data["layout"],
+            epochs=data["epochs"],
+            loss=data["loss"],
+            activate=data["activate"],
+        )
+        obj.pk, obj.key = encoder.pk, encoder.key
+
+    def delete_model(self, request: HttpRequest, obj: SignatureEncoder) -> None:
+        encoder_delete(encoder=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for encoder in queryset:
+            encoder_delete(encoder=encoder)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> Any:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:signatures_signatureencoder_changelist"))
+
+    @admin.action(description="Activate (compare and verify use it)")
+    def activate(self, request: HttpRequest, queryset: Any) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one encoder to activate.", messages.ERROR)
+            return
+        try:
+            key = encoder_activate(key=queryset.get().key)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return
+        self.message_user(request, f"{key} is now the active signature encoder.")
+
+    @admin.display(description="Progress")
+    def progress_percent(self, obj: SignatureEncoder) -> str:
+        return f"{obj.progress:.0%}"
+
+    @admin.display(description="Active", boolean=True)
+    def is_active(self, obj: SignatureEncoder) -> bool:
+        return obj.key == active_encoder_key()
+
+    @admin.display(description="EER (validation, 1 ref.)")
+    def eer(self, obj: SignatureEncoder) -> object:
+        return obj.metrics.get("eer", "-")
+
+    @admin.display(description="Metrics (validation writers)")
+    def metrics_table(self, obj: SignatureEncoder) -> str:
+        rows = [
+            (count.replace("_", " "), kind, values)
+            for count, kinds in obj.metrics.get("validation", {}).items()
+            for kind, values in kinds.items()
+        ]
+        if not rows:
+            return "-"
+        return format_html(
+            "<table><tr><th>references</th><th>forgeries</th><th>EER</th><th>AUC</th><th>FAR</th><th>FRR</th>"
+            "<th>accuracy</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                ((c, k, v["eer"], v["auc"], v["far"], v["frr"], v["accuracy"]) for c, k, v in rows),
+            ),
+        )
+
+    @admin.display(description="Plots")
+    def plot_images(self, obj: SignatureEncoder) -> str:
+        return format_html_join(
+            "", '<a href="{0}"><img src="{0}" alt="{1}" height="220" loading="lazy"></a> ',
+            ((default_storage.url(name), label) for label, name in obj.plots.items()),
+        ) or "-"  # fmt: skip

@@ -211,12 +211,18 @@ class EncoderListApi(APIView):
                 "kind": serializers.CharField(),
                 "dim": serializers.IntegerField(),
                 "description": serializers.CharField(),
-                "threshold": serializers.FloatField(),
+                "threshold": serializers.FloatField(allow_null=True, help_text="null until trained"),
+                "thresholds": serializers.DictField(
+                    child=serializers.FloatField(), help_text="verify's threshold by reference count (at least)"
+                ),
                 "eer": serializers.FloatField(allow_null=True),
                 "auc": serializers.FloatField(allow_null=True),
                 "dataset": serializers.CharField(allow_null=True),
                 "metrics": serializers.DictField(),
                 "active": serializers.BooleanField(),
+                "status": serializers.ChoiceField(["queued", "running", "succeeded", "failed"]),
+                "progress": serializers.FloatField(),
+                "message": serializers.CharField(help_text="What a training run is doing, or why it failed"),
             },
             many=True,
         )

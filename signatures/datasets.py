@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,20 @@ def dataset_fingerprint(samples: list[Sample]) -> str:
     for sample in sorted(samples, key=lambda s: str(s.path)):
         digest.update(f"{sample.path.name}:{sample.path.stat().st_size}:{sample.writer}:{sample.label}\n".encode())
     return digest.hexdigest()
+
+
+def dataset_arrays(samples: Iterable[Sample]) -> tuple[list[np.ndarray], list[Sample], list[tuple[Sample, str]]]:
+    """Each sample preprocessed as the API would (``signature_preprocess``): the arrays, the
+    samples kept, and those refused with the reason (a blank page, an unreadable file)."""
+    from signatures.preprocessing import signature_preprocess
+
+    arrays, kept, skipped = [], [], []
+    for sample in samples:
+        try:
+            arrays.append(signature_preprocess(sample_bytes(sample)).array)
+            kept.append(sample)
+        except ServiceError as error:
+            skipped.append((sample, error.message))
+        except OSError as error:
+            skipped.append((sample, f"unreadable image ({type(error).__name__})"))
+    return arrays, kept, skipped

@@ -101,3 +101,43 @@ def writer_protocol(
         scores.skilled += [score(i) for i in forged]
         scores.random += [score(i) for i in impostors]
     return scores
+
+
+def protocol_report(
+    vectors: np.ndarray,
+    writers: Sequence[str],
+    labels: Sequence[str],
+    *,
+    counts: Sequence[int],
+    aggregate: str,
+    threshold: float | Callable[[int], float],
+    seeds: Sequence[int] = (0,),
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[tuple[int, str], tuple[list[float], list[float]]]]:
+    """The protocol with each reference count (scores pooled over ``seeds``' draws): per count
+    and kind of forgery, EER (and its threshold), AUC, FAR at FRR = 5 %, and FAR, FRR and
+    accuracy at ``threshold`` (a number, or a function of the reference count); and the
+    scores themselves, for plots."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    pooled: dict[tuple[int, str], tuple[list[float], list[float]]] = {}
+    for count in counts:
+        runs = [writer_protocol(vectors, writers, labels, references=count, aggregate=AGGREGATES[aggregate],
+                                seed=seed) for seed in seeds]  # fmt: skip
+        genuine = [s for run in runs for s in run.genuine]
+        entry = {}
+        for kind in ("skilled", "random"):
+            negatives = [s for run in runs for s in getattr(run, kind)]
+            if not negatives or not genuine:
+                continue
+            measured = rates(genuine, negatives)
+            cut = threshold(count) if callable(threshold) else threshold
+            entry[kind] = {
+                "eer": round(measured.eer, 4), "eer_threshold": round(measured.eer_threshold, 4),
+                "auc": round(measured.auc, 4), "far_at_frr_5": round(measured.far_at_frr5, 4),
+                **{k: (round(v, 4) if isinstance(v, float) else v)
+                   for k, v in at_threshold(genuine, negatives, cut).items()},
+            }  # fmt: skip
+            entry[kind]["threshold"] = round(cut, 4)
+            pooled[(count, kind)] = (genuine, negatives)
+        if entry:
+            results[f"{count}_references"] = entry
+    return results, pooled

@@ -90,3 +90,43 @@ class Verification(models.Model):
 
     def __str__(self) -> str:
         return f"verification {self.pk}: {self.decision} for {self.signer}"
+
+
+class SignatureEncoder(models.Model):
+    """An encoder trained here: the training run, then the model (weights under MEDIA_ROOT).
+
+    Queued by ``train_signature_encoder`` or the admin; a worker (queue ``embed``) trains it,
+    reporting progress per epoch. Once it has succeeded it is immutable and can be activated.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    key = models.SlugField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=300, blank=True, help_text="What it is doing, or why it failed")
+    data = models.CharField(max_length=1024, help_text="The training data folder")
+    layout = models.CharField(max_length=16)
+    fingerprint = models.CharField(max_length=64, blank=True)
+    config = models.JSONField(default=dict, help_text="Training settings (epochs, loss, dimension, ...)")
+    dim = models.PositiveIntegerField(default=0)
+    threshold = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    curves = models.JSONField(default=dict, blank=True)
+    weights = models.CharField(max_length=255, blank=True, help_text="Weights file (storage name)")
+    plots = models.JSONField(default=dict, blank=True, help_text="Plot name -> storage name")
+    seconds = models.FloatField(null=True, blank=True)
+    activate_when_done = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.key

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
-from signatures.models import ActiveEncoder, Reference, Signer, Verification
+from signatures.models import ActiveEncoder, Reference, SignatureEncoder, Signer, Verification
 from signatures.registry import PRETRAINED, EncoderSpec, pretrained_spec
+from simsite.errors import ServiceError
 
 
 def active_encoder_key() -> str:
@@ -14,27 +17,71 @@ def active_encoder_key() -> str:
     return row or settings.SIGNATURE_DEFAULT_ENCODER
 
 
+def trained_spec(encoder: SignatureEncoder) -> EncoderSpec:
+    return EncoderSpec(
+        key=encoder.key,
+        dim=encoder.dim,
+        backbone="efficientnet_lite0",
+        description=f"Trained here ({encoder.config.get('loss', 'triplet')} loss) on {encoder.layout} data, "
+        f"{encoder.metrics.get('training_writer_count', '?')} writers",
+        threshold=float(encoder.threshold if encoder.threshold is not None else 0.0),
+        metrics={**encoder.metrics, "curves": encoder.curves},
+        kind="trained",
+        weights=encoder.weights,
+        thresholds=encoder.metrics.get("thresholds", {}),
+    )
+
+
 def encoder_spec(key: str | None = None) -> EncoderSpec:
-    return pretrained_spec(key or active_encoder_key())
+    """The encoder ``key`` (default: the active one): pretrained, or trained here and ready."""
+    key = key or active_encoder_key()
+    if key in PRETRAINED:
+        return PRETRAINED[key]
+    encoder = SignatureEncoder.objects.filter(key=key).first()
+    if encoder is None:
+        return pretrained_spec(key)  # refuses with the registry's 404
+    if encoder.status != SignatureEncoder.Status.SUCCEEDED:
+        raise ServiceError("encoder_not_ready", f"Signature encoder '{key}' is {encoder.status}, not ready to use.",
+                           field="model", status_code=409)  # fmt: skip
+    return trained_spec(encoder)
+
+
+def encoder_get(*, key: str) -> SignatureEncoder:
+    return SignatureEncoder.objects.get(key=key)
+
+
+def _listed(spec: EncoderSpec, active: str, **state: object) -> dict[str, object]:
+    return {
+        "key": spec.key,
+        "kind": spec.kind,
+        "dim": spec.dim,
+        "description": spec.description,
+        "threshold": spec.threshold,
+        "thresholds": spec.thresholds,
+        "eer": spec.metrics.get("eer"),
+        "auc": spec.metrics.get("auc"),
+        "dataset": spec.metrics.get("dataset"),
+        "metrics": {k: v for k, v in spec.metrics.items() if k not in ("curves", "training_writers")},
+        "active": spec.key == active,
+        "status": "succeeded",
+        "progress": 1.0,
+        "message": "",
+        **state,
+    }
 
 
 def encoder_list() -> list[dict[str, object]]:
+    """Every encoder: the pretrained ones, then those trained here (newest first, training
+    runs in progress or failed included, with their state)."""
     active = active_encoder_key()
-    return [
-        {
-            "key": spec.key,
-            "kind": spec.kind,
-            "dim": spec.dim,
-            "description": spec.description,
-            "threshold": spec.threshold,
-            "eer": spec.metrics.get("eer"),
-            "auc": spec.metrics.get("auc"),
-            "dataset": spec.metrics.get("dataset"),
-            "metrics": spec.metrics,
-            "active": spec.key == active,
-        }
-        for spec in PRETRAINED.values()
-    ]
+    listed = [_listed(spec, active) for spec in PRETRAINED.values()]
+    for encoder in SignatureEncoder.objects.all():
+        spec = trained_spec(encoder)
+        if encoder.status != SignatureEncoder.Status.SUCCEEDED:
+            spec = replace(spec, threshold=None, thresholds={})
+        listed.append(_listed(spec, active, status=encoder.status, progress=round(encoder.progress, 3),
+                              message=encoder.message))  # fmt: skip
+    return listed
 
 
 def signer_list() -> QuerySet[Signer]:

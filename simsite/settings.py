@@ -103,6 +103,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "search.tasks.embed_batch": {"queue": "embed"},
     "search.tasks.embed_query": {"queue": "query"},
+    "signatures.tasks.encoder_train": {"queue": "embed"},
 }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -133,7 +134,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "search.tasks.reconcile",
         "schedule": RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": RECONCILE_INTERVAL_SECONDS},
-    }
+    },
+    "reconcile-signatures": {
+        "task": "signatures.tasks.reconcile",
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+    },
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
@@ -271,4 +277,12 @@ SIGNATURE_MAX_SIDE = env_int("SIGNATURE_MAX_SIDE", 6000, minimum=100)
 _signature_root = env_str("SIGNATURE_FILES_ROOT")
 # Folder the earlier tool's clients name files in (`image_path1`/`image_path2`); unset: uploads only.
 SIGNATURE_FILES_ROOT = Path(_signature_root).resolve() if _signature_root else None
-SIGNATURE_DEFAULT_ENCODER = env_str("SIGNATURE_DEFAULT_ENCODER", "efficientnet_lite0_ink")
+SIGNATURE_DEFAULT_ENCODER = env_str("SIGNATURE_DEFAULT_ENCODER", "efficientnet_lite0_strokes")
+# Training signature encoders (train_signature_encoder, the admin): the folder the admin may
+# name training data in (unset: SIGNATURE_FILES_ROOT; neither: training from the command only),
+# the task's time limit, and how long a running training may go without reporting progress
+# before the reconciler calls its worker dead.
+_training_root = env_str("SIGNATURE_TRAINING_ROOT")
+SIGNATURE_TRAINING_ROOT = Path(_training_root).resolve() if _training_root else SIGNATURE_FILES_ROOT
+SIGNATURE_TRAINING_TIME_LIMIT = env_int("SIGNATURE_TRAINING_TIME_LIMIT", 3 * 3600, minimum=60)
+SIGNATURE_TRAINING_STALL_SECONDS = env_int("SIGNATURE_TRAINING_STALL_SECONDS", 1800, minimum=10)

@@ -56,3 +56,15 @@ class FakeEmbedder:
 
     def embed_bytes(self, datas: list[bytes]) -> np.ndarray:
         return self.embed_preprocessed(list(datas))
+
+    def embed_encoded(self, datas: list[bytes], *, threads: int = 1) -> list[np.ndarray | Exception]:
+        results: list[object] = []
+        for data in datas:
+            try:
+                results.append(self.preprocess_bytes(data))
+            except Exception as error:  # noqa: BLE001 - as the real embedder: a bad file fails alone
+                results.append(error)
+        good = [i for i, result in enumerate(results) if not isinstance(result, Exception)]
+        for i, vector in zip(good, self.embed_preprocessed([results[i] for i in good]), strict=True):
+            results[i] = vector
+        return results

@@ -65,3 +65,30 @@ def test_cpu_is_used_without_cuda(settings):
     assert embedding_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
     settings.EMBEDDING_DEVICE = "cpu"
     assert embedding_device().type == "cpu"
+
+
+def _cuda_embedder(settings):
+    settings.EMBEDDING_DEVICE = "cuda"
+    get_embedder.cache_clear()
+    return get_embedder("efficientnet_lite0")
+
+
+def test_encoded_images_embed_alone_and_fail_alone():
+    embedder = get_embedder("efficientnet_lite0")
+    photo, drawing = images.jpeg_bytes(320, 240, seed=4), images.png_bytes(320, 240, seed=40)
+    results = embedder.embed_encoded([photo, b"garbage", drawing, images.truncated_jpeg()], threads=2)
+    assert isinstance(results[1], Exception) and isinstance(results[3], Exception)
+    expected = embedder.embed_bytes([photo, drawing])
+    assert np.allclose(results[0], expected[0], atol=1e-5) and np.allclose(results[2], expected[1], atol=1e-5)
+    assert embedder.embed_encoded([]) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_decoding_agrees_with_the_cpu_path(settings, fresh_models):
+    photos = [images.jpeg_bytes(640, 480, seed=seed) for seed in range(6)]
+    odd = [images.cmyk_jpeg(), images.exif_rotated_jpeg(), images.png_bytes(320, 240, seed=3), b"garbage"]
+    cpu = get_embedder("efficientnet_lite0").embed_bytes(photos + odd[:3])
+    results = _cuda_embedder(settings).embed_encoded(photos + odd, threads=2)
+    assert isinstance(results[-1], Exception)
+    for vector, reference in zip(results[:-1], cpu, strict=True):
+        assert float(vector @ reference) >= 0.99  # fp16, nvJPEG and full-size resampling: the same image

@@ -24,7 +24,7 @@ def test_compare_two_signatures(api_client):
                            format="multipart")  # fmt: skip
     assert same.status_code == 200, same.json()
     body = same.json()
-    assert body["similarity"] >= 0.999 and body["result"] == "Matched" and body["model"] == "efficientnet_lite0_ink"
+    assert body["similarity"] >= 0.999 and body["result"] == "Matched" and body["model"] == "efficientnet_lite0_strokes"
     assert body["previews"]["image1"].startswith("data:image/png;base64,")
     other = real_or_synthetic(9, 1)[0]
     pair = api_client.post(
@@ -58,7 +58,7 @@ def test_enrol_and_verify(api_client, staff_client, staff_user, django_capture_o
     )
     assert enrol.status_code == 201, enrol.json()
     assert len(enrol.json()["created"]) == 3 and enrol.json()["rejected"][0]["code"] == "empty_file"
-    assert ReferenceVector.objects.filter(encoder="efficientnet_lite0_ink").count() == 3
+    assert ReferenceVector.objects.filter(encoder="efficientnet_lite0_strokes").count() == 3
     assert api_client.get(f"/api/v1/signatures/signers/{signer_id}/").json()["references"] == 3
 
     result = staff_client.post(questioned_path, {"image": upload(genuine[4])}, format="multipart")
@@ -67,8 +67,13 @@ def test_enrol_and_verify(api_client, staff_client, staff_user, django_capture_o
     assert body["references_used"] == 3 and len(body["per_reference"]) == 3
     assert body["score"] == max(item["similarity"] for item in body["per_reference"])
     assert body["decision"] == ("genuine" if body["score"] >= body["threshold"] else "forged")
+    assert body["threshold"] == 0.9954  # the default encoder's equal-error point with three references
     logged = Verification.objects.get(pk=body["verification_id"])
-    assert (logged.encoder, logged.score, logged.requested_by) == ("efficientnet_lite0_ink", body["score"], staff_user)
+    assert (logged.encoder, logged.score, logged.requested_by) == (
+        "efficientnet_lite0_strokes",
+        body["score"],
+        staff_user,
+    )
 
     strict = staff_client.post(questioned_path, {"image": upload(genuine[4]), "threshold": 1.0}, format="multipart")
     assert strict.json()["decision"] == "forged"
@@ -85,12 +90,17 @@ def test_enrol_and_verify(api_client, staff_client, staff_user, django_capture_o
 
 def test_encoders_list_and_activation(api_client, staff_client):
     encoders = {row["key"]: row for row in api_client.get("/api/v1/signatures/models/").json()}
-    baseline = encoders["efficientnet_lite0_ink"]
-    assert baseline["active"] and baseline["eer"] and baseline["threshold"] and baseline["dataset"]
+    default, baseline = encoders["efficientnet_lite0_strokes"], encoders["efficientnet_lite0_ink"]
+    assert default["active"] and not baseline["active"] and default["eer"] < baseline["eer"]
+    assert baseline["eer"] and baseline["threshold"] and baseline["dataset"] and baseline["thresholds"]["5"]
     assert staff_client.post("/api/v1/signatures/models/nope/activate/").status_code == 404
     assert api_client.post("/api/v1/signatures/models/efficientnet_lite0_ink/activate/").status_code == 401
     activated = staff_client.post("/api/v1/signatures/models/efficientnet_lite0_ink/activate/")
     assert activated.json() == {"active": "efficientnet_lite0_ink"}
+    one = real_or_synthetic(2, 1)[0]
+    compared = api_client.post("/api/v1/signatures/compare/", {"image1": upload(one), "image2": upload(one)},
+                               format="multipart").json()  # fmt: skip
+    assert compared["model"] == "efficientnet_lite0_ink" and compared["threshold"] == 0.9241
 
 
 def test_seed_route_compares_files_inside_the_root_and_nothing_else(api_client, signatures_root, tmp_path):

@@ -77,7 +77,7 @@ def test_evaluate_command_writes_metrics_and_plots(tmp_path):
     call_command("evaluate_signatures", "--data", str(data), "--layout", "folders", "--references", "1,3",
                  "--out", str(tmp_path / "report"), stdout=out, verbosity=0)  # fmt: skip
     report = json.loads(out.getvalue())
-    assert report["model"] == "efficientnet_lite0_ink" and report["writers"] == 4 and report["signatures"] == 36
+    assert report["model"] == "efficientnet_lite0_strokes" and report["writers"] == 4 and report["signatures"] == 36
     for count in ("1_references", "3_references"):
         for kind in ("skilled", "random"):
             metrics = report["results"][count][kind]

@@ -9,9 +9,9 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from signatures.datasets import LAYOUTS, dataset_load, sample_bytes
-from signatures.evaluation import AGGREGATES, at_threshold, rates, roc, writer_protocol
-from signatures.preprocessing import signature_preprocess
+from signatures.datasets import LAYOUTS, dataset_arrays, dataset_fingerprint, dataset_load
+from signatures.evaluation import AGGREGATES, protocol_report
+from signatures.plots import evaluation_plots, training_plot
 from signatures.selectors import encoder_spec
 from simsite.errors import ServiceError
 
@@ -36,6 +36,7 @@ class Command(BaseCommand):
                seed: int, out: Path | None, **options: Any) -> None:  # fmt: skip
         from signatures.encoders import get_encoder
 
+        data, out = Path(data), (Path(out) if out is not None else None)
         try:
             spec = encoder_spec(model)
             samples = dataset_load(root=data, layout=layout)
@@ -44,85 +45,38 @@ class Command(BaseCommand):
             raise CommandError(error.message) from None
         except ValueError:
             raise CommandError("--references must be comma-separated numbers, e.g. 1,3,5") from None
+        trained_on = set(spec.metrics.get("training_writers", []))
+        if trained_on and spec.metrics.get("fingerprint") == dataset_fingerprint(samples):
+            # The data the model was trained on: evaluate on its held-out writers only.
+            samples = [sample for sample in samples if sample.writer not in trained_on]
+            self.stderr.write(f"{spec.key} was trained on this data: evaluating its {len({s.writer for s in samples})} "
+                              "held-out writers only")  # fmt: skip
         encoder = get_encoder(spec.key)
-        arrays, kept = [], []
-        for sample in tqdm(samples, unit="img", file=sys.stderr, disable=options.get("verbosity", 1) == 0):
-            try:
-                arrays.append(signature_preprocess(sample_bytes(sample)).array)
-                kept.append(sample)
-            except ServiceError as error:
-                self.stderr.write(f"skipped {sample.path.name}: {error.message}")
+        arrays, kept, skipped = dataset_arrays(tqdm(samples, unit="img", file=sys.stderr,
+                                                    disable=options.get("verbosity", 1) == 0))  # fmt: skip
+        for sample, reason in skipped:
+            self.stderr.write(f"skipped {sample.path.name}: {reason}")
+        if not kept:
+            raise CommandError("No signature in the data set could be read.")
         vectors = np.concatenate([encoder.embed(arrays[i : i + 32]) for i in range(0, len(arrays), 32)])
         writers = [sample.writer for sample in kept]
         labels = [sample.label for sample in kept]
         report: dict[str, object] = {
             "model": spec.key, "data": str(data), "layout": layout, "writers": len(set(writers)),
-            "signatures": len(kept), "threshold": spec.threshold, "aggregate": aggregate, "results": {},
+            "signatures": len(kept), "threshold": spec.threshold,
+            "thresholds": spec.thresholds, "aggregate": aggregate, "results": {},
         }  # fmt: skip
-        curves = {}
-        for count in counts:
-            scores = writer_protocol(vectors, writers, labels, references=count, aggregate=AGGREGATES[aggregate],
-                                     seed=seed)  # fmt: skip
-            entry = {}
-            for kind, negatives in (("skilled", scores.skilled), ("random", scores.random)):
-                if not negatives or not scores.genuine:
-                    continue
-                measured = rates(scores.genuine, negatives)
-                entry[kind] = {
-                    "eer": round(measured.eer, 4), "eer_threshold": round(measured.eer_threshold, 4),
-                    "auc": round(measured.auc, 4), "far_at_frr_5": round(measured.far_at_frr5, 4),
-                    **{k: (round(v, 4) if isinstance(v, float) else v)
-                       for k, v in at_threshold(scores.genuine, negatives, spec.threshold).items()},
-                }  # fmt: skip
-                curves[(count, kind)] = (scores.genuine, negatives)
-            report["results"][f"{count}_references"] = entry
+        report["results"], curves = protocol_report(
+            vectors, writers, labels, counts=counts, aggregate=aggregate, threshold=spec.threshold_for, seeds=[seed]
+        )
         text = json.dumps(report, indent=2)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(text)
-            _plots(out, curves, spec.threshold, spec.key)
+            for name, png in evaluation_plots(curves, spec.threshold_for, spec.key).items():
+                (out / f"{name}.png").write_bytes(png)
+            if spec.kind == "trained":
+                (out / "training.png").write_bytes(training_plot(
+                    spec.metrics["curves"], best_epoch=spec.metrics["best_epoch"], key=spec.key))  # fmt: skip
             self.stderr.write(f"metrics and plots written to {out}")
         self.stdout.write(text)
-
-
-def _plots(out: Path, curves: dict, threshold: float, key: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 5))
-    for (count, kind), (genuine, negatives) in sorted(curves.items()):
-        _, far, frr = roc(np.asarray(genuine), np.asarray(negatives))
-        axis.plot(far, 1 - frr, label=f"{kind}, {count} ref.")
-    axis.plot([0, 1], [0, 1], ":", color="grey")
-    axis.set(xlabel="false acceptance rate", ylabel="true acceptance rate", title=f"ROC: {key}")
-    axis.legend()
-    figure.savefig(out / "roc.png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-
-    largest = max(count for count, _ in curves)
-    figure, axis = plt.subplots(figsize=(6, 4))
-    genuine = curves.get((largest, "skilled"), curves.get((largest, "random")))[0]
-    axis.hist(genuine, bins=40, alpha=0.6, label="genuine", density=True)
-    for kind in ("skilled", "random"):
-        if (largest, kind) in curves:
-            axis.hist(curves[(largest, kind)][1], bins=40, alpha=0.5, label=f"{kind} forgeries", density=True)
-    axis.axvline(threshold, color="black", linestyle="--", label="threshold")
-    axis.set(xlabel="score", title=f"Scores with {largest} references")
-    axis.legend()
-    figure.savefig(out / "scores.png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-
-    if (largest, "skilled") in curves:
-        genuine, forged = (np.asarray(v) for v in curves[(largest, "skilled")])
-        counts = at_threshold(genuine, forged, threshold)
-        matrix = np.array([[counts["tp"], counts["fn"]], [counts["fp"], counts["tn"]]])
-        figure, axis = plt.subplots(figsize=(4, 4))
-        axis.imshow(matrix, cmap="Blues")
-        for (row, col), value in np.ndenumerate(matrix):
-            axis.text(col, row, str(value), ha="center", va="center")
-        axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["genuine", "forged"], yticklabels=["genuine", "forged"],
-                 xlabel="decision", ylabel="truth", title="Skilled forgeries at the threshold")  # fmt: skip
-        figure.savefig(out / "confusion.png", dpi=110, bbox_inches="tight")
-        plt.close(figure)

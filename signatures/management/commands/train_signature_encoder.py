@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from signatures.datasets import LAYOUTS
+from signatures.models import SignatureEncoder
+from signatures.services import DEFAULT_EPOCHS, encoder_training_create, encoder_training_run, encoder_training_start
+from simsite.errors import ServiceError
+
+
+class Command(BaseCommand):
+    help = (
+        "Train a writer-independent signature encoder on the signatures under --data (split by writer into "
+        "training and validation writers, seeded), calibrate its threshold on the validation writers and "
+        "register it; --activate makes compare and verify use it."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--data", type=Path, required=True, help="folder of signatures")
+        parser.add_argument("--layout", choices=LAYOUTS, required=True)
+        parser.add_argument("--epochs", type=int, default=None, help=f"default {DEFAULT_EPOCHS}")
+        parser.add_argument("--key", help="the encoder's key (default: signet-<date>-<time>)")
+        parser.add_argument("--loss", choices=["triplet", "contrastive"], default="triplet")
+        parser.add_argument("--seed", type=int, default=0, help="writer split, batches and augmentation")
+        parser.add_argument("--activate", action="store_true", help="make it the active encoder when trained")
+        parser.add_argument("--background", action="store_true",
+                            help="queue it for a Celery worker (queue 'embed') instead of training here")  # fmt: skip
+
+    def handle(self, *args: Any, data: Path, layout: str, epochs: int | None, key: str | None, loss: str,
+               seed: int, activate: bool, background: bool, **options: Any) -> None:  # fmt: skip
+        options_ = {"data": data, "layout": layout, "epochs": epochs, "key": key, "activate": activate,
+                    "loss": loss, "seed": seed}  # fmt: skip
+        try:
+            if background:
+                encoder = encoder_training_start(**options_)
+                self.stdout.write(f"queued {encoder.key}; follow it in the admin or GET /api/v1/signatures/models/")
+                return
+            encoder = encoder_training_create(**options_)
+        except ServiceError as error:
+            raise CommandError(error.message) from None
+        self.stderr.write(f"training {encoder.key} on {data} ({layout}), {encoder.config['epochs']} epochs")
+        encoder = encoder_training_run(encoder_id=encoder.pk)
+        if encoder.status != SignatureEncoder.Status.SUCCEEDED:
+            raise CommandError(f"training {encoder.key} failed: {encoder.message}")
+        metrics = {k: v for k, v in encoder.metrics.items() if k not in ("training_writers", "validation_writers")}
+        self.stdout.write(json.dumps({"key": encoder.key, "threshold": encoder.threshold, "seconds": encoder.seconds,
+                                      "active": activate, "metrics": metrics}, indent=2))  # fmt: skip
