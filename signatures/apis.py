@@ -223,6 +223,7 @@ class EncoderListApi(APIView):
                 "status": serializers.ChoiceField(["queued", "running", "succeeded", "failed"]),
                 "progress": serializers.FloatField(),
                 "message": serializers.CharField(help_text="What a training run is doing, or why it failed"),
+                "plots": serializers.DictField(child=serializers.CharField(), help_text="plot name -> image URL"),
             },
             many=True,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db.models import Count, QuerySet
 
 from signatures.models import ActiveEncoder, Reference, SignatureEncoder, Signer, Verification
@@ -66,6 +67,7 @@ def _listed(spec: EncoderSpec, active: str, **state: object) -> dict[str, object
         "status": "succeeded",
         "progress": 1.0,
         "message": "",
+        "plots": {},
         **state,
     }
 
@@ -79,13 +81,14 @@ def encoder_list() -> list[dict[str, object]]:
         spec = trained_spec(encoder)
         if encoder.status != SignatureEncoder.Status.SUCCEEDED:
             spec = replace(spec, threshold=None, thresholds={})
+        plots = {name: default_storage.url(stored) for name, stored in encoder.plots.items()}
         listed.append(_listed(spec, active, status=encoder.status, progress=round(encoder.progress, 3),
-                              message=encoder.message))  # fmt: skip
+                              message=encoder.message, plots=plots))  # fmt: skip
     return listed
 
 
 def signer_list() -> QuerySet[Signer]:
-    return Signer.objects.annotate(reference_count=Count("references"))
+    return Signer.objects.annotate(reference_count=Count("references")).order_by("name", "pk")
 
 
 def signer_get(*, pk: int) -> Signer:

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: the docs work offline
     "catalog",
     "search",
     "signatures",
@@ -239,6 +240,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "simsite.drf.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "TITLE": "simsite API",
     "DESCRIPTION": "Self-hosted visual similarity search: catalog, gallery and signatures.",
     "VERSION": "1",

@@ -7,6 +7,7 @@ from catalog import seed_apis as catalog_seed
 from search import seed_apis as search_seed
 from search import views as search_views
 from signatures import seed_apis as signature_seed
+from signatures import views as signature_views
 from simsite import apis, views
 
 api_v1 = [
@@ -35,6 +36,7 @@ seed_routes = [
 
 urlpatterns = [
     path("", search_views.catalog_search, name="catalog-search"),
+    path("signatures/", signature_views.signatures_page, name="signatures-page"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     *seed_routes,

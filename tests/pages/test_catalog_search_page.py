@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests import images
+from tests.pages.conftest import NEEDS_CHROMIUM
 from tests.search.helpers import add_product, index_now
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
-]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]  # fmt: skip
+pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
 
 @pytest.fixture
@@ -29,17 +22,6 @@ def products():
     ]  # fmt: skip
     index_now(product_ids=[p.pk for p in made])
     return made
-
-
-@pytest.fixture
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        yield page
-        browser.close()
 
 
 def test_find_similar_products_by_photo(products, live_server, browser_page, tmp_path):

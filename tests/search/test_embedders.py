@@ -92,3 +92,18 @@ def test_gpu_decoding_agrees_with_the_cpu_path(settings, fresh_models):
     assert isinstance(results[-1], Exception)
     for vector, reference in zip(results[:-1], cpu, strict=True):
         assert float(vector @ reference) >= 0.99  # fp16, nvJPEG and full-size resampling: the same image
+
+
+def test_which_jpegs_the_gpu_decodes():
+    from search.embedders import _plain_jpeg
+
+    photo = images.picture(80, 60, seed=2)
+    assert _plain_jpeg(images.jpeg_bytes(80, 60))
+    assert _plain_jpeg(images.encode(photo, "JPEG", progressive=True))
+    assert _plain_jpeg(images.encode(photo.convert("L"), "JPEG"))
+    assert _plain_jpeg(images.exif_rotated_jpeg(photo, orientation=1))  # EXIF, upright
+    assert not _plain_jpeg(images.exif_rotated_jpeg(photo, orientation=6))
+    assert not _plain_jpeg(images.cmyk_jpeg())
+    assert not _plain_jpeg(images.png_bytes())
+    assert not _plain_jpeg(b"\xff\xd8\xff\xe0garbage")
+    assert not _plain_jpeg(images.truncated_jpeg()[:20])
