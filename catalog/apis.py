@@ -41,7 +41,7 @@ from catalog.storage import thumbnail_get
 from search.selectors import gallery_with_embedded_flag, index_job_for_items, products_with_embedded_flag
 from simsite.drf import error_body, paginated_response
 from simsite.errors import ServiceError
-from simsite.sse import event_stream_response
+from simsite.sse import STREAM_RENDERERS, event_stream_response
 
 MULTIPART = [MultiPartParser, FormParser, JSONParser]
 
@@ -222,6 +222,8 @@ class ProductImportDetailApi(APIView):
 
 
 class ProductImportEventsApi(APIView):
+    renderer_classes = STREAM_RENDERERS
+
     @extend_schema(responses={(200, "text/event-stream"): ProductImportDetailOutput})
     def get(self, request: Request, pk: int) -> HttpResponse:
         product_import_get(pk=pk)

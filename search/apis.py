@@ -37,7 +37,7 @@ from search.selectors import (
 )
 from search.services import active_model_set, index_job_cancel, index_job_create
 from simsite.drf import PageNumberPagination
-from simsite.sse import event_stream_response
+from simsite.sse import STREAM_RENDERERS, event_stream_response
 
 # How each kind of item is written in results.
 ITEM_OUTPUTS = {PRODUCT.name: ProductOutput, GALLERY_IMAGE.name: GalleryImageOutput}
@@ -89,6 +89,8 @@ class IndexJobCancelApi(APIView):
 
 
 class IndexJobEventsApi(APIView):
+    renderer_classes = STREAM_RENDERERS
+
     @extend_schema(responses={(200, "text/event-stream"): str})
     def get(self, request: Request, pk: int) -> StreamingHttpResponse:
         index_job_get(pk=pk)

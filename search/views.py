@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from catalog.selectors import category_list
@@ -18,6 +18,7 @@ from simsite.errors import ServiceError
 
 DEFAULT_THRESHOLD_PERCENT = 70
 RESULT_LIMIT = 24
+GALLERY_PAGE_SIZE = 60  # thumbnails per page: a page of a 50,000-image library stays light
 
 
 def _decimal(value: str | None, name: str) -> Decimal | None:
@@ -81,3 +82,10 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
         ],
     )
     return render(request, "search/catalog_search.html", context)
+
+
+@ensure_csrf_cookie  # the page's writes go to the API with the session and its CSRF token
+def gallery_page(request: HttpRequest) -> HttpResponse:
+    """The image library: upload, browse, preview, select and delete, embed, search by image.
+    The page reads and writes through the API (``/api/v1/gallery/``, ``/api/v1/search/``...)."""
+    return render(request, "search/gallery.html", {"staff": request.user.is_staff, "page_size": GALLERY_PAGE_SIZE})

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer
+from rest_framework.settings import api_settings
 
 
 def row_updates(fetch: Callable[[], object | None], *, is_finished: Callable[[object], bool],
@@ -36,3 +38,22 @@ def event_stream_response(payloads: Iterator[dict[str, object]]) -> StreamingHtt
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets a stream view accept ``Accept: text/event-stream`` (what browsers' EventSource
+    sends). The stream itself is a ``StreamingHttpResponse``; only an error answer (a job that
+    does not exist) goes through here, as one event holding the error body."""
+
+    media_type = "text/event-stream"
+    format = "event-stream"
+    charset = "utf-8"
+
+    def render(
+        self, data: object, accepted_media_type: str | None = None, renderer_context: dict | None = None
+    ) -> bytes:
+        return f"data: {json.dumps(data, default=str)}\n\n".encode()
+
+
+# For the views that stream: JSON as everywhere, and the event stream.
+STREAM_RENDERERS = [*api_settings.DEFAULT_RENDERER_CLASSES, EventStreamRenderer]

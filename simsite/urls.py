@@ -36,6 +36,7 @@ seed_routes = [
 
 urlpatterns = [
     path("", search_views.catalog_search, name="catalog-search"),
+    path("gallery/", search_views.gallery_page, name="gallery-page"),
     path("signatures/", signature_views.signatures_page, name="signatures-page"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

@@ -222,7 +222,7 @@ def test_import_events_stream_the_job(staff_client, import_root):
     upload = SimpleUploadedFile("p.csv", b"id,name,category,price,image_url\nP1,S,x,1,photos/shoe.png\n", "text/csv")
     job = staff_client.post("/api/v1/products/import/", {"file": upload}, format="multipart").json()
     product_import_run(import_id=job["id"])
-    response = staff_client.get(f"/api/v1/products/imports/{job['id']}/events/")
+    response = staff_client.get(f"/api/v1/products/imports/{job['id']}/events/", HTTP_ACCEPT="text/event-stream")
     assert response["Content-Type"] == "text/event-stream"
     events = [json.loads(chunk.decode().removeprefix("data: ")) for chunk in response.streaming_content]
     assert events[-1]["state"] == "succeeded" and events[-1]["created"] == 1

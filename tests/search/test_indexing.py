@@ -73,8 +73,10 @@ def test_progress_streams_as_server_sent_events(staff_client, workers):
         gallery_image_create(image=image_validate(data=data, filename=name), original_filename=name)
     workers.start()
     job_id = staff_client.post("/api/v1/index/jobs/", {"collection": "gallery"}, format="json").json()["id"]
-    response = staff_client.get(f"/api/v1/index/jobs/{job_id}/events/")
-    assert response["Content-Type"] == "text/event-stream"
+    response = staff_client.get(
+        f"/api/v1/index/jobs/{job_id}/events/", HTTP_ACCEPT="text/event-stream"
+    )  # as EventSource
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
     events = [
         json.loads(chunk.decode().removeprefix("data: ").strip())
         for chunk in response.streaming_content
