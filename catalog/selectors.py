@@ -82,3 +82,8 @@ def gallery_filenames() -> list[str]:
     """Distinct file names in upload order."""
     names = GalleryImage.objects.order_by("uploaded_at", "pk").values_list("original_filename", flat=True)
     return list(dict.fromkeys(names))
+
+
+def product_import_list(*, limit: int = 20) -> QuerySet[ProductImport]:
+    """The latest CSV imports, newest first."""
+    return ProductImport.objects.order_by("-created_at", "-pk")[:limit]

@@ -9,7 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
-from catalog.selectors import category_list
+from catalog.selectors import category_list, product_import_list
 from catalog.services import image_from_source
 from search.models import Collection
 from search.querying import query_vectors
@@ -89,3 +89,10 @@ def gallery_page(request: HttpRequest) -> HttpResponse:
     """The image library: upload, browse, preview, select and delete, embed, search by image.
     The page reads and writes through the API (``/api/v1/gallery/``, ``/api/v1/search/``...)."""
     return render(request, "search/gallery.html", {"staff": request.user.is_staff, "page_size": GALLERY_PAGE_SIZE})
+
+
+@ensure_csrf_cookie
+def jobs_page(request: HttpRequest) -> HttpResponse:
+    """Index and import jobs with progress, rate and ETA; embedding models with their coverage
+    (the index jobs and models are read live from the API)."""
+    return render(request, "search/jobs.html", {"staff": request.user.is_staff, "imports": product_import_list()})

@@ -37,6 +37,7 @@ seed_routes = [
 urlpatterns = [
     path("", search_views.catalog_search, name="catalog-search"),
     path("gallery/", search_views.gallery_page, name="gallery-page"),
+    path("jobs/", search_views.jobs_page, name="jobs-page"),
     path("signatures/", signature_views.signatures_page, name="signatures-page"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
