@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
-from catalog.selectors import category_list, product_import_list
+from catalog.selectors import category_list, product_import_list, product_list
 from catalog.services import image_from_source
+from search.items import ItemRef
 from search.models import Collection
-from search.querying import query_vectors
-from search.selectors import active_model_key, items_by_ref, items_similar_to
+from search.querying import item_vector, query_vectors
+from search.selectors import active_model_key, items_by_ref, items_similar_to, products_with_embedded_flag
 from simsite.errors import ServiceError
 
 DEFAULT_THRESHOLD_PERCENT = 70
@@ -96,3 +98,47 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
     """Index and import jobs with progress, rate and ETA; embedding models with their coverage
     (the index jobs and models are read live from the API)."""
     return render(request, "search/jobs.html", {"staff": request.user.is_staff, "imports": product_import_list()})
+
+
+CATALOG_PAGE_SIZE = 24
+SIMILAR_SHOWN = 8
+
+
+def catalog_page(request: HttpRequest) -> HttpResponse:
+    """The product grid: name search, category and price filters, pages."""
+    context: dict[str, object] = {"categories": category_list(), "form": request.GET}
+    try:
+        min_price = _decimal(request.GET.get("min_price"), "min_price")
+        max_price = _decimal(request.GET.get("max_price"), "max_price")
+    except ServiceError as error:
+        context["error"] = error.message
+        min_price = max_price = None
+    chosen = [c for c in request.GET.getlist("category") if c]
+    products = products_with_embedded_flag(
+        product_list(category=chosen, min_price=min_price, max_price=max_price, q=request.GET.get("q") or None)
+    ).order_by("name", "pk")
+    page = Paginator(products, CATALOG_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context.update(page=page, chosen=chosen, query=query.urlencode())
+    return render(request, "search/catalog.html", context, status=400 if "error" in context else 200)
+
+
+def product_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """One product: its image and details, and the products most similar to it."""
+    product = get_object_or_404(products_with_embedded_flag(product_list()), pk=pk)
+    context: dict[str, object] = {"product": product, "similar": []}
+    model = active_model_key()
+    try:
+        vector = item_vector(model=model, ref=ItemRef("product", product.pk))
+    except ServiceError as error:
+        context["similar_error"] = error.message
+    else:
+        matches = items_similar_to(vector=vector, model=model, collection=Collection.PRODUCTS, k=SIMILAR_SHOWN,
+                                   exclude=ItemRef("product", product.pk))  # fmt: skip
+        found = items_by_ref([match.ref for match in matches], model=model)
+        context["similar"] = [
+            {"product": found[m.ref], "percent": round(m.similarity * 100, 1)} for m in matches if m.ref in found
+        ]
+    context["model"] = model
+    return render(request, "search/product.html", context)
