@@ -101,23 +101,17 @@ def main() -> int:
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name()}")
 
-    def run(embedder: embedders.Embedder, batch: int, use_gpu_decode: bool) -> tuple[float, list[int]]:
+    def run(embedder: embedders.Embedder, batch: int, gpu_decoding: bool) -> tuple[float, list[int]]:
         count = args.n if embedder.device.type == "cuda" else args.cpu_n
         stream = [corpus[i % len(corpus)] for i in range(count)]
-        original = embedders._plain_jpeg
-        if not use_gpu_decode:
-            embedders._plain_jpeg = lambda data: False  # every image takes the CPU decoding path
-        try:
-            embedder.embed_encoded(stream[:batch], threads=threads)  # warm-up (cuDNN, nvJPEG)
-            if embedder.device.type == "cuda":
-                torch.cuda.synchronize()
-            with Utilisation() as gpu:
-                started = time.perf_counter()
-                for i in range(0, len(stream), batch):
-                    embedder.embed_encoded(stream[i : i + batch], threads=threads)
-                elapsed = time.perf_counter() - started
-        finally:
-            embedders._plain_jpeg = original
+        embedder.embed_encoded(stream[:batch], threads=threads, gpu_decoding=gpu_decoding)  # warm-up (cuDNN, nvJPEG)
+        if embedder.device.type == "cuda":
+            torch.cuda.synchronize()
+        with Utilisation() as gpu:
+            started = time.perf_counter()
+            for i in range(0, len(stream), batch):
+                embedder.embed_encoded(stream[i : i + batch], threads=threads, gpu_decoding=gpu_decoding)
+            elapsed = time.perf_counter() - started
         return len(stream) / elapsed, gpu.samples
 
     rows = []
@@ -125,18 +119,17 @@ def main() -> int:
     check = corpus[:64] + [images.cmyk_jpeg(), images.exif_rotated_jpeg(), images.png_bytes(320, 240, seed=3)]
     for device in devices:
         settings.EMBEDDING_DEVICE = device
-        if True:
-            embedders.get_embedder.cache_clear()
-            embedder = embedders.get_embedder("efficientnet_lite0")
-            batch = args.batch or (256 if device == "cuda" else 32)
-            rate, samples = run(embedder, batch, use_gpu_decode=False)
-            label = "CPU decode, forward on " + device.upper()
-            rows.append((label, batch, rate, samples))
-            if device == "cuda":
-                rate_gpu, samples_gpu = run(embedder, batch, use_gpu_decode=True)
-                rows.append(("GPU decode (nvJPEG), forward on CUDA", batch, rate_gpu, samples_gpu))
-                stages(embedder, [corpus[i % len(corpus)] for i in range(batch)])
-            vectors[device] = embedder.embed_encoded(check, threads=threads)
+        embedders.get_embedder.cache_clear()
+        embedder = embedders.get_embedder("efficientnet_lite0")
+        batch = args.batch or (256 if device == "cuda" else 32)
+        rate, samples = run(embedder, batch, gpu_decoding=False)
+        label = "CPU decode, forward on " + device.upper()
+        rows.append((label, batch, rate, samples))
+        if device == "cuda":
+            rate_gpu, samples_gpu = run(embedder, batch, gpu_decoding=True)
+            rows.append(("GPU decode (nvJPEG), forward on CUDA", batch, rate_gpu, samples_gpu))
+            stages(embedder, [corpus[i % len(corpus)] for i in range(batch)])
+        vectors[device] = embedder.embed_encoded(check, threads=threads)
     embedders.get_embedder.cache_clear()
 
     print()

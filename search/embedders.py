@@ -210,17 +210,20 @@ class Embedder:
     def embed_bytes(self, datas: Sequence[bytes]) -> np.ndarray:
         return self.embed_preprocessed([self.preprocess_bytes(data) for data in datas])
 
-    def embed_encoded(self, datas: Sequence[bytes], *, threads: int = 1) -> list[np.ndarray | Exception]:
+    def embed_encoded(
+        self, datas: Sequence[bytes], *, threads: int = 1, gpu_decoding: bool = True
+    ) -> list[np.ndarray | Exception]:
         """A vector per encoded image, or the exception that stopped it (a bad file fails alone).
 
         On CUDA, plain JPEGs (RGB or grey, upright) are decoded in one batch on the GPU
         (nvJPEG), resized and normalised there; the rest - other formats, CMYK, EXIF-rotated,
         anything nvJPEG refuses - are decoded on the CPU by ``preprocess_bytes`` in ``threads``
-        threads. Both give the same tensors up to resampling noise (``make bench-decode``
-        measures the agreement), so vectors stay comparable with the queries' CPU path.
+        threads (all of them with ``gpu_decoding=False``). Both give the same tensors up to
+        resampling noise (``make bench-decode`` measures the agreement), so vectors stay
+        comparable with the queries' CPU path.
         """
         results: list[torch.Tensor | Exception | None] = [None] * len(datas)
-        if self.device.type == "cuda":
+        if gpu_decoding and self.device.type == "cuda":
             on_gpu = [i for i, data in enumerate(datas) if _plain_jpeg(data)]
             for i, tensor in zip(on_gpu, self._decode_cuda([datas[i] for i in on_gpu]), strict=True):
                 results[i] = tensor

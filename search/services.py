@@ -306,11 +306,10 @@ def index_batch_run(*, batch_id: int) -> None:
         outcome[i] = result
     failed = [(entry, str(result)[:300]) for entry, result in zip(items, outcome, strict=True)
               if isinstance(result, Exception)]  # fmt: skip
-    good = [(entry, vector) for entry, vector in zip(items, outcome, strict=True) if not isinstance(vector, Exception)]
-    vectors = [vector for _, vector in good]
     rows = [
         Embedding(**{kind: item}, model=job.model, vector=vector, sha256=item.sha256)
-        for ((kind, item), _), vector in zip(good, vectors, strict=True)
+        for (kind, item), vector in zip(items, outcome, strict=True)
+        if not isinstance(vector, Exception)
     ]
     with transaction.atomic():
         locked = IndexBatch.objects.select_for_update().filter(pk=batch_id, done=False).first()

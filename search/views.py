@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from django import forms
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
+from catalog.models import Product
 from catalog.selectors import category_list, product_import_list, product_list
 from catalog.services import image_from_source
-from search.items import ItemRef
+from search.items import PRODUCT, ItemRef
 from search.models import Collection
 from search.querying import item_vector, query_vectors
 from search.selectors import active_model_key, items_by_ref, items_similar_to, products_with_embedded_flag
@@ -24,12 +27,15 @@ GALLERY_PAGE_SIZE = 60  # thumbnails per page: a page of a 50,000-image library 
 
 
 def _decimal(value: str | None, name: str) -> Decimal | None:
-    if not value:
-        return None
+    """A price filter, held to what a product's price can be (as the API's serializers do):
+    "1e200000", "NaN" or "-1" are refused, not sent to the database."""
+    price = Product._meta.get_field("price")
+    field = forms.DecimalField(max_digits=price.max_digits, decimal_places=price.decimal_places, min_value=0,
+                               required=False)  # fmt: skip
     try:
-        return Decimal(value)
-    except InvalidOperation:
-        raise ServiceError("invalid", f"{name} must be a number.", field=name) from None
+        return field.clean(value)
+    except ValidationError as error:
+        raise ServiceError("invalid", f"{name} must be a number: {' '.join(error.messages)}", field=name) from None
 
 
 def _threshold(value: str | None) -> float:
@@ -130,12 +136,12 @@ def product_page(request: HttpRequest, pk: int) -> HttpResponse:
     context: dict[str, object] = {"product": product, "similar": []}
     model = active_model_key()
     try:
-        vector = item_vector(model=model, ref=ItemRef("product", product.pk))
+        vector = item_vector(model=model, ref=ItemRef(PRODUCT.name, product.pk))
     except ServiceError as error:
         context["similar_error"] = error.message
     else:
         matches = items_similar_to(vector=vector, model=model, collection=Collection.PRODUCTS, k=SIMILAR_SHOWN,
-                                   exclude=ItemRef("product", product.pk))  # fmt: skip
+                                   exclude=ItemRef(PRODUCT.name, product.pk))  # fmt: skip
         found = items_by_ref([match.ref for match in matches], model=model)
         context["similar"] = [
             {"product": found[m.ref], "percent": round(m.similarity * 100, 1)} for m in matches if m.ref in found

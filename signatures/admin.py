@@ -159,7 +159,7 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
         return [] if obj is None else self.readonly_fields
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False if obj is not None and request.method == "POST" else super().has_change_permission(request, obj)
+        return False  # a training run is started (added) and followed, never edited
 
     def save_model(self, request: HttpRequest, obj: SignatureEncoder, form: Any, change: bool) -> None:
         data = form.cleaned_data
@@ -178,7 +178,10 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for encoder in queryset:
-            encoder_delete(encoder=encoder)
+            try:
+                encoder_delete(encoder=encoder)
+            except ServiceError as error:  # the active one, or one being trained: kept, and said why
+                self.message_user(request, error.message, messages.ERROR)
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> Any:
         try:

@@ -1,7 +1,8 @@
 """Preprocessed signatures in, L2-normalised vectors out (the signatures app's torch module).
 
-Two kinds: the pretrained baseline (ImageNet features of the signature) and the networks
-trained here (``SignatureNet``, trained by ``signatures.training``).
+Pretrained: a search model's ImageNet features of the signature (the baseline), or
+``SignatureNet`` untrained (mid-level features); and ``SignatureNet`` trained here by
+``signatures.training``.
 """
 
 from __future__ import annotations
@@ -99,52 +100,44 @@ class PretrainedEncoder:
         return self.backbone.embed_tensors(batch)
 
 
-class MidLevelEncoder:
-    """ImageNet EfficientNet-Lite0's features after its first ``feature_blocks`` blocks,
-    GeM-pooled: strokes and their turns, before the later blocks turn them into objects."""
+class NetworkEncoder:
+    """A ``SignatureNet``: untrained, the pretrained mid-level features (``feature_blocks``
+    of the spec), or trained here, loaded from its weights file."""
 
-    def __init__(self, spec: EncoderSpec):
+    def __init__(self, spec: EncoderSpec, net: SignatureNet):
         self.spec = spec
-        self.net = SignatureNet(dim=spec.dim, frozen_blocks=spec.feature_blocks, feature_blocks=spec.feature_blocks)
-        self.net.eval()
+        self.net = net.eval()
 
     def embed(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         return network_embed(self.net, list(arrays))
 
 
-class TrainedEncoder:
-    """A ``SignatureNet`` trained here, loaded from its weights file (on the CPU: one
-    signature at a time is what the API asks for)."""
-
-    def __init__(self, spec: EncoderSpec):
-        self.spec = spec
-        with default_storage.open(spec.weights, "rb") as handle:
-            saved = torch.load(handle, map_location="cpu", weights_only=True)
-        self.net = SignatureNet(dim=saved["dim"], frozen_blocks=saved["frozen_blocks"],
-                                feature_blocks=saved["feature_blocks"], pretrained=False)  # fmt: skip
-        self.net.load_state_dict(saved["state"])
-        self.net.eval()
-
-    def embed(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        return network_embed(self.net, list(arrays))
+def network_load(saved: dict[str, object]) -> SignatureNet:
+    """A trained ``SignatureNet`` from what ``signatures.training.weights_file`` saves."""
+    net = SignatureNet(dim=saved["dim"], frozen_blocks=saved["frozen_blocks"], feature_blocks=saved["feature_blocks"],
+                       pretrained=False)  # fmt: skip
+    net.load_state_dict(saved["state"])
+    return net.eval()
 
 
-Encoder = PretrainedEncoder | MidLevelEncoder | TrainedEncoder
+Encoder = PretrainedEncoder | NetworkEncoder
 _loaded: dict[tuple[str, str], Encoder] = {}
 _lock = threading.Lock()
 
 
 def _build(spec: EncoderSpec) -> Encoder:
-    if spec.kind == "trained":
-        return TrainedEncoder(spec)
-    return MidLevelEncoder(spec) if spec.feature_blocks else PretrainedEncoder(spec)
+    if spec.kind == "trained":  # on the CPU: one signature at a time is what the API asks for
+        with default_storage.open(spec.weights, "rb") as handle:
+            return NetworkEncoder(spec, network_load(torch.load(handle, map_location="cpu", weights_only=True)))
+    if spec.feature_blocks:
+        net = SignatureNet(dim=spec.dim, frozen_blocks=spec.feature_blocks, feature_blocks=spec.feature_blocks)
+        return NetworkEncoder(spec, net)
+    return PretrainedEncoder(spec)
 
 
-def get_encoder(key: str) -> Encoder:
-    """The encoder for ``key`` (pretrained or trained here), loaded once per process."""
-    from signatures.selectors import encoder_spec
-
-    spec = encoder_spec(key)
+def get_encoder(spec: EncoderSpec) -> Encoder:
+    """The encoder ``spec`` describes (``signatures.selectors.encoder_spec``), loaded once per
+    process and kept (a trained encoder's weights never change under its key)."""
     with _lock:
         if (spec.key, spec.weights) not in _loaded:
             _loaded[(spec.key, spec.weights)] = _build(spec)

@@ -26,7 +26,7 @@ def trained_spec(encoder: SignatureEncoder) -> EncoderSpec:
         description=f"Trained here ({encoder.config.get('loss', 'triplet')} loss) on {encoder.layout} data, "
         f"{encoder.metrics.get('training_writer_count', '?')} writers",
         threshold=float(encoder.threshold if encoder.threshold is not None else 0.0),
-        metrics={**encoder.metrics, "curves": encoder.curves},
+        metrics={**encoder.metrics, "fingerprint": encoder.fingerprint, "curves": encoder.curves},
         kind="trained",
         weights=encoder.weights,
         thresholds=encoder.metrics.get("thresholds", {}),
@@ -45,10 +45,6 @@ def encoder_spec(key: str | None = None) -> EncoderSpec:
         raise ServiceError("encoder_not_ready", f"Signature encoder '{key}' is {encoder.status}, not ready to use.",
                            field="model", status_code=409)  # fmt: skip
     return trained_spec(encoder)
-
-
-def encoder_get(*, key: str) -> SignatureEncoder:
-    return SignatureEncoder.objects.get(key=key)
 
 
 def _listed(spec: EncoderSpec, active: str, **state: object) -> dict[str, object]:

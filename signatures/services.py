@@ -26,7 +26,7 @@ from catalog.images import IntakeImage, image_validate, read_limited
 from catalog.storage import content_discard, content_lock, content_save
 from signatures.models import ActiveEncoder, Reference, ReferenceVector, SignatureEncoder, Signer, Verification
 from signatures.preprocessing import SignatureImage, signature_preprocess
-from signatures.registry import PRETRAINED
+from signatures.registry import PRETRAINED, EncoderSpec
 from signatures.selectors import active_encoder_key, encoder_spec
 from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError
@@ -62,10 +62,10 @@ def signature_from_upload(*, file: UploadedFile, field: str) -> SignatureInput:
     return signature_input(data=read_limited(file, field=field), filename=file.name, field=field)
 
 
-def _embed(key: str, arrays: Sequence[np.ndarray]) -> np.ndarray:
+def _embed(spec: EncoderSpec, arrays: Sequence[np.ndarray]) -> np.ndarray:
     from signatures.encoders import get_encoder  # torch stays out of the web process until needed
 
-    return get_encoder(key).embed(list(arrays))
+    return get_encoder(spec).embed(list(arrays))
 
 
 def _threshold(threshold: float | None, default: float) -> float:
@@ -81,7 +81,7 @@ def signatures_compare(*, first: SignatureInput, second: SignatureInput, thresho
     """Are these two signatures by the same writer? Cosine similarity of the active encoder's
     vectors against a threshold (default: the encoder's calibrated one)."""
     spec = encoder_spec()
-    vectors = _embed(spec.key, [first.signature.array, second.signature.array])
+    vectors = _embed(spec, [first.signature.array, second.signature.array])
     similarity = round(float(vectors[0] @ vectors[1]), 4)
     cut = _threshold(threshold, spec.threshold)
     return {
@@ -133,8 +133,8 @@ def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[
             rejected.append({"filename": file.name or "", "code": refusal.code, "error": refusal.message})
     if not accepted:
         return [], rejected
-    key = encoder_spec().key
-    vectors = _embed(key, [item.signature.array for item in accepted])
+    spec = encoder_spec()
+    vectors = _embed(spec, [item.signature.array for item in accepted])
     created: list[Reference] = []
     for item, vector in zip(accepted, vectors, strict=True):
         try:
@@ -144,7 +144,7 @@ def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[
                     signer=signer, file=_store(item.image), original_filename=item.filename[:255],
                     sha256=item.image.sha256, width=item.image.width, height=item.image.height,
                 )  # fmt: skip
-                ReferenceVector.objects.create(reference=reference, encoder=key, vector=vector)
+                ReferenceVector.objects.create(reference=reference, encoder=spec.key, vector=vector)
         except BaseException:
             _discard(_file_name(item.image), item.image.sha256)
             raise
@@ -168,8 +168,9 @@ def signer_delete(*, signer: Signer) -> None:
             transaction.on_commit(lambda name=name, sha=sha: _discard(name, sha))
 
 
-def _reference_vectors(references: Sequence[Reference], key: str) -> np.ndarray:
-    """The references' vectors under ``key``, computing (and keeping) any that are missing."""
+def _reference_vectors(references: Sequence[Reference], spec: EncoderSpec) -> np.ndarray:
+    """The references' vectors under ``spec``, computing (and keeping) any that are missing."""
+    key = spec.key
     stored = dict(ReferenceVector.objects.filter(reference__in=references, encoder=key).values_list(
         "reference_id", "vector"))  # fmt: skip
     missing = [reference for reference in references if reference.pk not in stored]
@@ -185,7 +186,7 @@ def _reference_vectors(references: Sequence[Reference], key: str) -> np.ndarray:
                     f"The file of reference {reference.pk} is missing from storage; delete it and enrol it again.",
                     status_code=409,
                 ) from None
-        for reference, vector in zip(missing, _embed(key, arrays), strict=True):
+        for reference, vector in zip(missing, _embed(spec, arrays), strict=True):
             ReferenceVector.objects.update_or_create(reference=reference, encoder=key, defaults={"vector": vector})
             stored[reference.pk] = vector
     return np.asarray([stored[reference.pk] for reference in references], dtype=np.float32)
@@ -210,8 +211,8 @@ def signature_verify(
             status_code=409,
         )
     spec = encoder_spec()
-    refs = _reference_vectors(references, spec.key)
-    vector = _embed(spec.key, [questioned.signature.array])[0]
+    refs = _reference_vectors(references, spec)
+    vector = _embed(spec, [questioned.signature.array])[0]
     similarities = refs @ vector
     score = round(float(similarities.max()), 4)
     cut = _threshold(threshold, spec.threshold_for(len(references)))
@@ -365,7 +366,6 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
         "eer_5_references_max": results.get("5_references", {}).get(kind, {}).get("eer"),
         "random_forgery_eer": results["1_references"].get("random", {}).get("eer"),
         "validation": results,
-        "fingerprint": fingerprint,
         "training_writers": sorted(train_writers),
         "validation_writers": sorted(val_writers),
         "training_writer_count": len(train_writers),

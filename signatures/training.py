@@ -25,8 +25,8 @@ from torch import nn
 from torchvision.transforms import v2
 
 from search.embedders import embedding_device
-from signatures.encoders import SignatureNet, network_embed
-from signatures.evaluation import AGGREGATES, protocol_report, rates, writer_protocol
+from signatures.encoders import SignatureNet, network_embed, network_load
+from signatures.evaluation import protocol_report
 
 logger = logging.getLogger(__name__)
 
@@ -218,20 +218,20 @@ def train(
     )
 
 
-def trained_network(result: TrainingResult) -> SignatureNet:
+def _saved(result: TrainingResult) -> dict[str, object]:
     config = result.config
-    net = SignatureNet(dim=config.dim, frozen_blocks=config.frozen_blocks, feature_blocks=config.feature_blocks,
-                       pretrained=False)  # fmt: skip
-    net.load_state_dict(result.state)
-    return net.eval()
+    return {"state": result.state, "dim": config.dim, "frozen_blocks": config.frozen_blocks,
+            "feature_blocks": config.feature_blocks}  # fmt: skip
+
+
+def trained_network(result: TrainingResult) -> SignatureNet:
+    return network_load(_saved(result))
 
 
 def weights_file(result: TrainingResult) -> bytes:
-    """What ``signatures.encoders.TrainedEncoder`` loads."""
+    """What ``signatures.encoders.network_load`` loads."""
     buffer = io.BytesIO()
-    config = result.config
-    torch.save({"state": result.state, "dim": config.dim, "frozen_blocks": config.frozen_blocks,
-                "feature_blocks": config.feature_blocks}, buffer)  # fmt: skip
+    torch.save(_saved(result), buffer)
     return buffer.getvalue()
 
 
@@ -259,12 +259,9 @@ def calibrate(
 def validation_eer(
     net: SignatureNet, arrays: np.ndarray, writers: Sequence[str], labels: Sequence[str]
 ) -> tuple[float, float]:
-    """Skilled-forgery EER and AUC with one reference (several seeded draws pooled)."""
-    vectors = network_embed(net, arrays)
-    genuine, skilled = [], []
-    for seed in range(3):
-        scores = writer_protocol(vectors, writers, labels, references=1, aggregate=AGGREGATES["max"], seed=seed)
-        genuine += scores.genuine
-        skilled += scores.skilled or scores.random
-    measured = rates(genuine, skilled)
-    return measured.eer, measured.auc
+    """Skilled-forgery EER and AUC with one reference (three seeded draws pooled)."""
+    measured, _ = protocol_report(network_embed(net, arrays), writers, labels, counts=[1], aggregate="max",
+                                  threshold=0.0, seeds=(0, 1, 2))  # fmt: skip
+    entry = measured["1_references"]
+    kind = entry["skilled" if "skilled" in entry else "random"]
+    return kind["eer"], kind["auc"]

@@ -178,3 +178,18 @@ def test_admin_starts_a_training_that_a_worker_runs(admin_client, workers, tiny_
     from signatures.selectors import active_encoder_key
 
     assert active_encoder_key() == "from-admin"
+
+
+def test_admin_bulk_delete_keeps_the_active_encoder(admin_client, tiny_set):
+    from signatures.models import ActiveEncoder
+
+    active = SignatureEncoder.objects.create(key="in-use", data=str(tiny_set), layout="folders", status="succeeded")
+    spare = SignatureEncoder.objects.create(key="spare", data=str(tiny_set), layout="folders", status="failed")
+    ActiveEncoder.objects.create(pk=1, key=active.key)
+    action = {"action": "delete_selected", "_selected_action": [active.pk, spare.pk], "post": "yes"}
+    response = admin_client.post("/admin/signatures/signatureencoder/", action, follow=True)
+    assert response.status_code == 200 and "is the active encoder" in response.content.decode()
+    assert list(SignatureEncoder.objects.values_list("key", flat=True)) == ["in-use"]
+    # A run is followed, never edited: its page is read-only.
+    assert admin_client.get(f"/admin/signatures/signatureencoder/{active.pk}/change/").status_code == 200
+    assert admin_client.post(f"/admin/signatures/signatureencoder/{active.pk}/change/", {}).status_code == 403

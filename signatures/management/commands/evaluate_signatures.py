@@ -51,7 +51,7 @@ class Command(BaseCommand):
             samples = [sample for sample in samples if sample.writer not in trained_on]
             self.stderr.write(f"{spec.key} was trained on this data: evaluating its {len({s.writer for s in samples})} "
                               "held-out writers only")  # fmt: skip
-        encoder = get_encoder(spec.key)
+        encoder = get_encoder(spec)
         arrays, kept, skipped = dataset_arrays(tqdm(samples, unit="img", file=sys.stderr,
                                                     disable=options.get("verbosity", 1) == 0))  # fmt: skip
         for sample, reason in skipped:
