@@ -19,9 +19,9 @@ from rest_framework.views import APIView
 from catalog.apis import GalleryImageOutput, ProductOutput
 from catalog.services import image_from_source, image_from_upload
 from search.items import GALLERY_IMAGE, PRODUCT, ItemRef
-from search.models import Collection, IndexJob
+from search.models import Collection, IndexJob, TrainedModel
 from search.querying import item_vector, query_vectors
-from search.registry import model_spec
+from search.registry import TRAINABLE_BASES
 from search.selectors import (
     Match,
     active_model_key,
@@ -34,9 +34,19 @@ from search.selectors import (
     index_status,
     items_by_ref,
     items_similar_to,
+    model_spec_get,
+    trained_model_get,
+    trained_model_list,
 )
-from search.services import active_model_set, index_job_cancel, index_job_create
+from search.services import (
+    active_model_set,
+    index_job_cancel,
+    index_job_create,
+    model_training_start,
+    trained_model_delete,
+)
 from simsite.drf import PageNumberPagination
+from simsite.errors import ServiceError
 from simsite.sse import STREAM_RENDERERS, event_stream_response
 
 # How each kind of item is written in results.
@@ -49,7 +59,7 @@ class IndexJobOutput(serializers.ModelSerializer):
     class Meta:
         model = IndexJob
         fields = [
-            "id", "collection", "model", "mode", "state", "total", "done", "failed", "percent",
+            "id", "collection", "model", "mode", "activate_when_done", "state", "total", "done", "failed", "percent",
             "created_at", "started_at", "finished_at", "error",
         ]  # fmt: skip
 
@@ -63,12 +73,16 @@ class IndexJobCreateApi(APIView):
         collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.ALL)
         model = serializers.CharField(required=False)
         mode = serializers.ChoiceField(choices=IndexJob.Mode.choices, default=IndexJob.Mode.MISSING)
+        activate = serializers.BooleanField(
+            default=False, help_text="make the model the active one when the job succeeds (no downtime)"
+        )
 
     @extend_schema(request=InputSerializer, responses={202: IndexJobOutput})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = index_job_create(**data.validated_data)
+        options = dict(data.validated_data)
+        job = index_job_create(activate_when_done=options.pop("activate"), **options)
         return Response(IndexJobOutput(job).data, status=202)
 
     @extend_schema(responses=IndexJobOutput(many=True))
@@ -123,10 +137,13 @@ class ModelListApi(APIView):
                 "key": serializers.CharField(),
                 "dim": serializers.IntegerField(),
                 "active": serializers.BooleanField(),
+                "kind": serializers.ChoiceField(choices=["pretrained", "trained"]),
+                "base": serializers.CharField(allow_null=True, help_text="trained: the model it was fine-tuned from"),
                 "description": serializers.CharField(),
                 "weights": serializers.CharField(),
                 "embedded": serializers.IntegerField(),
                 "missing": serializers.IntegerField(),
+                "metrics": serializers.DictField(help_text="trained: test-split retrieval, its base model's"),
             },
             many=True,
         )
@@ -185,7 +202,7 @@ class SearchOptions(serializers.Serializer):
     exact = serializers.BooleanField(default=False)
 
     def validate(self, attrs: dict) -> dict:
-        attrs["model"] = model_spec(attrs.get("model") or active_model_key()).key
+        attrs["model"] = model_spec_get(attrs.get("model") or active_model_key()).key
         return attrs
 
 
@@ -341,7 +358,7 @@ class DuplicateListApi(APIView):
         params = self.FilterSerializer(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
         options = params.validated_data
-        model = model_spec(options.get("model") or active_model_key()).key
+        model = model_spec_get(options.get("model") or active_model_key()).key
         groups = duplicate_groups(model=model, collection=options["collection"], threshold=options["threshold"])
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(groups, request, view=self)
@@ -350,3 +367,56 @@ class DuplicateListApi(APIView):
             matches = [Match(ref, group["similarity"]) for ref in group["items"]]
             payload.append({"similarity": group["similarity"], "items": results_payload(matches, request)})
         return paginator.get_paginated_response(payload)
+
+
+class TrainedModelOutput(serializers.ModelSerializer):
+    class Meta:
+        model = TrainedModel
+        fields = [
+            "key", "base", "status", "progress", "message", "source", "config", "dim", "classes", "metrics",
+            "curves", "seconds", "activate_when_done", "created_at", "finished_at",
+        ]  # fmt: skip
+
+
+class TrainedModelListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        data = serializers.CharField(
+            max_length=1024, help_text="'catalog' (products by category) or a folder under EMBEDDING_TRAINING_ROOT"
+        )
+        base = serializers.ChoiceField(choices=TRAINABLE_BASES, default="efficientnet_lite0")
+        epochs = serializers.IntegerField(min_value=1, max_value=200, required=False)
+        key = serializers.CharField(max_length=40, required=False)
+        dim = serializers.IntegerField(min_value=16, max_value=2048, required=False)
+        seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+        activate = serializers.BooleanField(default=False, help_text="index everything with it, then activate it")
+
+    @extend_schema(responses=TrainedModelOutput(many=True))
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(trained_model_list(), request, view=self)
+        return paginator.get_paginated_response(TrainedModelOutput(page, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={202: TrainedModelOutput})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        trained = model_training_start(within_root=True, **data.validated_data)
+        return Response(TrainedModelOutput(trained).data, status=202)
+
+
+class TrainedModelDetailApi(APIView):
+    @extend_schema(responses=TrainedModelOutput)
+    def get(self, request: Request, key: str) -> Response:
+        return Response(TrainedModelOutput(_trained_or_404(key)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, key: str) -> Response:
+        trained_model_delete(trained=_trained_or_404(key))
+        return Response(status=204)
+
+
+def _trained_or_404(key: str) -> TrainedModel:
+    try:
+        return trained_model_get(key=key)
+    except TrainedModel.DoesNotExist:
+        raise ServiceError("not_found", f"No trained model '{key[:100]}'.", status_code=404) from None

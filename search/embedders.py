@@ -147,6 +147,91 @@ def _resnet(key: str) -> torch.nn.Module:
     return network
 
 
+class _EfficientNetTail(torch.nn.Module):
+    """EfficientNet-Lite0 from block ``start`` on: the later blocks (with their stochastic
+    depth while training), the head convolution and average pooling."""
+
+    def __init__(self, network: torch.nn.Module, start: int):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(network._blocks[start:])
+        self.start, self.total = start, len(network._blocks)
+        self.drop_connect_rate = network._global_params.drop_connect_rate or 0.0
+        self.head = torch.nn.Sequential(network._conv_head, network._bn1, network._swish)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for offset, block in enumerate(self.blocks):
+            x = block(x, drop_connect_rate=self.drop_connect_rate * (self.start + offset) / self.total)
+        return torch.nn.functional.adaptive_avg_pool2d(self.head(x), 1).flatten(1)
+
+
+def backbone_split(base: str, *, pretrained: bool = True) -> tuple[torch.nn.Module, torch.nn.Module, int]:
+    """A base model cut in two for fine-tuning: (trunk, tail, pooled feature size).
+
+    The trunk - the early, generic layers - stays at its ImageNet weights (and is run once
+    per image by the trainer); the tail - the last stage, where features turn into objects -
+    is fine-tuned. EfficientNet-Lite0: blocks 0-10 | 11-15 + head; ResNets: up to layer3 | layer4.
+    """
+    if base == "efficientnet_lite0":
+        network = efficientnet_lite0_network(pretrained=pretrained)
+        trunk = torch.nn.Sequential(network._conv_stem, network._bn0, network._swish, *network._blocks[:11])
+        return trunk, _EfficientNetTail(network, 11), model_spec(base).dim
+    if base in _TORCHVISION_WEIGHTS:
+        import torchvision
+
+        network = _resnet(base) if pretrained else getattr(torchvision.models, base)(weights=None)
+        trunk = torch.nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool, network.layer1,
+                                    network.layer2, network.layer3)  # fmt: skip
+        tail = torch.nn.Sequential(network.layer4, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(1))
+        return trunk, tail, model_spec(base).dim
+    raise ValueError(f"no fine-tuning split for {base!r}")
+
+
+class FineTunedNet(torch.nn.Module):
+    """A base model fine-tuned as a classifier here (``search.training``).
+
+    Images -> trunk -> tail -> pooled features -> hidden layer (linear + batch norm): the
+    hidden layer is the embedding. The classifier on top is a cosine classifier (normalised
+    softmax: logits are cosines to one learned direction per class, over a temperature), so
+    what training optimises is the very cosine geometry that search ranks by.
+    """
+
+    def __init__(self, *, base: str, dim: int, classes: int, pretrained: bool = True):
+        super().__init__()
+        self.trunk, self.tail, features = backbone_split(base, pretrained=pretrained)
+        self.hidden = torch.nn.Sequential(torch.nn.Linear(features, dim), torch.nn.BatchNorm1d(dim))
+        self.classifier = torch.nn.Parameter(torch.randn(classes, dim) * 0.01)
+
+    def embed_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """The trunk's output -> embeddings (not normalised)."""
+        return self.hidden(self.tail(maps))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_maps(self.trunk(x))
+
+    def logits(self, embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+        weights = nn_functional.normalize(self.classifier, dim=1)
+        return nn_functional.normalize(embeddings, dim=1) @ weights.T / temperature
+
+
+def fine_tuned_load(saved: dict[str, object]) -> FineTunedNet:
+    """A ``FineTunedNet`` from what ``search.training.weights_file`` saves."""
+    network = FineTunedNet(base=saved["base"], dim=saved["dim"], classes=len(saved["classes"]), pretrained=False)
+    network.load_state_dict(saved["state"])
+    return network.eval()
+
+
+def _fine_tuned(spec: ModelSpec) -> torch.nn.Module:
+    from django.core.files.storage import default_storage
+
+    try:
+        with default_storage.open(spec.weights, "rb") as handle:
+            saved = torch.load(handle, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsMissing("weights_missing", f"The weights of the trained model '{spec.key}' are gone from "
+                             "the media storage; train it again.") from None  # fmt: skip
+    return fine_tuned_load(saved)
+
+
 class Embedder:
     def __init__(self, spec: ModelSpec, network: torch.nn.Module, device: torch.device):
         self.spec = spec
@@ -277,16 +362,25 @@ class Embedder:
 
 
 @functools.cache
-def get_embedder(key: str) -> Embedder:
-    """The model for ``key``, loaded once per process."""
-    spec = model_spec(key)
+def get_embedder(spec: ModelSpec | str) -> Embedder:
+    """The model of ``spec`` (or of a pretrained model's key), loaded once per process.
+
+    A trained model's spec names its weights file; a spec is immutable, so the cache never
+    serves stale weights."""
+    if isinstance(spec, str):
+        return get_embedder(model_spec(spec))
+    key = spec.key
     threads = settings.EMBEDDING_TORCH_THREADS
     if threads:
         torch.set_num_threads(threads)
     # Denormal floats from real images slow CPU convolutions by about a third.
     torch.set_flush_denormal(True)
-    builders = {"efficientnet_lite0": _efficientnet_lite0}
-    network = builders[key]() if key in builders else _resnet(key)
+    if spec.kind == "trained":
+        network = _fine_tuned(spec)
+    elif key == "efficientnet_lite0":
+        network = _efficientnet_lite0()
+    else:
+        network = _resnet(key)
     device = embedding_device()
     logger.info("loaded embedding model %s on %s", key, device)
     return Embedder(spec, network, device)

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from search.items import ItemRef
 from search.models import Embedding
+from search.selectors import model_spec_get
 from simsite.celery import app as celery_app
 from simsite.errors import ServiceError
 
@@ -28,7 +29,7 @@ QUERY_TASK = "search.tasks.embed_query"
 def embed_locally(*, model: str, images: Sequence[bytes]) -> np.ndarray:
     from search.embedders import get_embedder
 
-    return get_embedder(model).embed_bytes(list(images))
+    return get_embedder(model_spec_get(model)).embed_bytes(list(images))
 
 
 def query_vectors(*, model: str, images: Sequence[bytes]) -> np.ndarray:

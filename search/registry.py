@@ -20,6 +20,10 @@ class ModelSpec:
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    kind: str = "pretrained"  # or "trained" (here: a ``search.models.TrainedModel``)
+    # Trained models: the pretrained model fine-tuned, its classes and metrics.
+    base: str = ""
+    classes: tuple[str, ...] = ()
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -59,7 +63,12 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# Base models a classifier can be fine-tuned from (``train_embedding_model --base``).
+TRAINABLE_BASES = ("efficientnet_lite0", "resnet18", "resnet50")
+
+
 def model_spec(key: str) -> ModelSpec:
+    """A pretrained model's spec (``search.selectors.model_spec_get`` knows trained ones too)."""
     try:
         return MODELS[key]
     except KeyError:

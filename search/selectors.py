@@ -14,8 +14,9 @@ from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
 
 from catalog.models import GalleryImage, Product
 from search.items import GALLERY_IMAGE, KINDS, PRODUCT, ItemRef, kinds_of
-from search.models import ActiveModel, Collection, Embedding, IndexBatch, IndexJob
-from search.registry import MODELS, model_spec
+from search.models import ActiveModel, Collection, Embedding, IndexBatch, IndexJob, TrainedModel
+from search.registry import MODELS, ModelSpec
+from simsite.errors import ServiceError
 from simsite.sse import row_updates
 
 
@@ -25,6 +26,42 @@ def pgvector_version() -> str | None:
         cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+def trained_model_spec(row: TrainedModel) -> ModelSpec:
+    base = MODELS[row.base]
+    return ModelSpec(
+        key=row.key, dim=row.dim, architecture=f"{base.architecture} fine-tuned", weights=row.weights,
+        description=f"{base.key} fine-tuned here on {row.metrics.get('dataset', row.source)}: {len(row.classes)} "
+        f"classes, {row.dim}-d hidden layer", input_size=base.input_size, mean=base.mean, std=base.std,
+        kind="trained", base=row.base, classes=tuple(row.classes),
+    )  # fmt: skip
+
+
+def model_spec_get(key: str) -> ModelSpec:
+    """The embedding model ``key``: pretrained, or trained here (and trained successfully)."""
+    if key in MODELS:
+        return MODELS[key]
+    row = TrainedModel.objects.filter(key=key, status=TrainedModel.Status.SUCCEEDED).first()
+    if row is None:
+        known = ", ".join([*MODELS, *TrainedModel.objects.filter(status=TrainedModel.Status.SUCCEEDED)
+                           .values_list("key", flat=True)])  # fmt: skip
+        raise ServiceError("unknown_model", f"Unknown embedding model '{key[:100]}'; known: {known}.", field="model")
+    return trained_model_spec(row)
+
+
+def model_specs() -> list[ModelSpec]:
+    """Every embedding model: the pretrained ones, then those trained here, oldest first."""
+    trained = TrainedModel.objects.filter(status=TrainedModel.Status.SUCCEEDED).order_by("created_at", "id")
+    return [*MODELS.values(), *(trained_model_spec(row) for row in trained)]
+
+
+def trained_model_get(*, key: str) -> TrainedModel:
+    return TrainedModel.objects.get(key=key)
+
+
+def trained_model_list() -> QuerySet[TrainedModel]:
+    return TrainedModel.objects.all()
 
 
 def active_model_key() -> str:
@@ -129,20 +166,29 @@ def model_coverage(*, model: str) -> list[dict[str, object]]:
 def embedding_model_list() -> list[dict[str, object]]:
     active = active_model_key()
     result = []
-    for spec in MODELS.values():
+    metrics = dict(TrainedModel.objects.filter(status=TrainedModel.Status.SUCCEEDED).values_list("key", "metrics"))
+    for spec in model_specs():
         coverage = model_coverage(model=spec.key)
         result.append(
             {
                 "key": spec.key,
                 "dim": spec.dim,
                 "active": spec.key == active,
+                "kind": spec.kind,
+                "base": spec.base or None,
                 "description": spec.description,
                 "weights": spec.weights,
                 "embedded": sum(int(row["embedded"]) for row in coverage),
                 "missing": sum(int(row["missing"]) for row in coverage),
+                "metrics": _headline(metrics.get(spec.key, {})),
             }
         )
     return result
+
+
+def _headline(metrics: dict[str, object]) -> dict[str, object]:
+    """A trained model's test-split figures, without the per-class detail."""
+    return {name: metrics[name] for name in ("dataset", "test", "base_test", "test_accuracy") if name in metrics}
 
 
 @dataclass(frozen=True)
@@ -168,7 +214,7 @@ def _similar_query(
     exact: bool,
 ) -> tuple[str, list[object], dict[str, str]] | None:
     """The nearest-neighbour SQL, its parameters and the session settings it runs with."""
-    spec = model_spec(model)
+    spec = model_spec_get(model)
     dim = spec.dim
     filtered = bool(categories) or min_price is not None or max_price is not None
     if filtered and collection == Collection.GALLERY:
@@ -282,7 +328,7 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     into groups (connected components). A group's similarity is its weakest joining pair.
     Cached until the model's vectors change.
     """
-    spec = model_spec(model)
+    spec = model_spec_get(model)
     dim = spec.dim
     condition = "" if collection == Collection.ALL else f"AND {{t}}.{kinds_of(collection)[0].column} IS NOT NULL"
     stamp = Embedding.objects.filter(model=spec.key).aggregate(count=Count("id"), last=Max("id"))

@@ -4,18 +4,25 @@ reconciler that makes lost messages, dead workers and stuck jobs harmless."""
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
 
+import numpy as np
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.csv_import import product_imports_prune, product_imports_reconcile
+from search.datasets import CATALOG
 from search.items import KINDS, ItemRef, kinds_of
 from search.models import (
     HNSW_BUILD_SETTING,
@@ -25,11 +32,12 @@ from search.models import (
     EmbeddingFailure,
     IndexBatch,
     IndexJob,
+    TrainedModel,
     hnsw_index_name,
     hnsw_index_sql,
 )
-from search.registry import ModelSpec, model_spec
-from search.selectors import active_model_key, model_coverage, models_being_indexed
+from search.registry import ModelSpec
+from search.selectors import active_model_key, model_coverage, model_spec_get, models_being_indexed
 from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError
 
@@ -60,7 +68,7 @@ def embedding_index_ensure(*, model: str) -> None:
     writers (CONCURRENTLY). An INVALID index left by a failed concurrent build is dropped
     and built again; a build under way in another process is left alone. Must run outside
     a transaction."""
-    spec = model_spec(model)
+    spec = model_spec_get(model)
     name = hnsw_index_name(spec.key)
     with _session_lock(f"hnsw-build:{spec.key}") as taken:
         if taken:
@@ -122,15 +130,20 @@ def _plan_dispatch(job_id: int) -> None:
     task_send(PLAN_TASK, job_id)
 
 
-def index_job_create(*, collection: str, model: str | None = None, mode: str = IndexJob.Mode.MISSING) -> IndexJob:
-    """Queue a job that embeds a collection's items with ``model`` (default: the active one)."""
+def index_job_create(
+    *, collection: str, model: str | None = None, mode: str = IndexJob.Mode.MISSING, activate_when_done: bool = False
+) -> IndexJob:
+    """Queue a job that embeds a collection's items with ``model`` (default: the active one);
+    with ``activate_when_done``, searches switch to the model when the job succeeds (until
+    then they keep using the active model: no downtime)."""
     if collection not in Collection.values:
         raise ServiceError("invalid_collection", f"collection must be one of {Collection.values}.", field="collection")
     if mode not in IndexJob.Mode.values:
         raise ServiceError("invalid_mode", f"mode must be one of {IndexJob.Mode.values}.", field="mode")
-    key = model_spec(model or active_model_key()).key
+    key = model_spec_get(model or active_model_key()).key
     with transaction.atomic():
-        job = IndexJob.objects.create(collection=collection, model=key, mode=mode)
+        job = IndexJob.objects.create(collection=collection, model=key, mode=mode,
+                                      activate_when_done=activate_when_done)  # fmt: skip
         transaction.on_commit(lambda: _plan_dispatch(job.pk))
     return job
 
@@ -190,6 +203,8 @@ def index_job_plan(*, job_id: int) -> None:
         if not job.total:
             job.finished_at = job.started_at
         job.save()
+        if not job.total:
+            _activate_if_asked(job)
         transaction.on_commit(lambda: index_job_dispatch(job_id=job_id))
 
 
@@ -224,10 +239,20 @@ def _job_settle(job_id: int) -> None:
         return
     now = timezone.now()
     running = IndexJob.objects.filter(pk=job_id, state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING])
-    running.filter(Q(done__gt=0) | Q(failed=0)).update(state=IndexJob.State.SUCCEEDED, finished_at=now)
+    with transaction.atomic():
+        if running.filter(Q(done__gt=0) | Q(failed=0)).update(state=IndexJob.State.SUCCEEDED, finished_at=now):
+            _activate_if_asked(IndexJob.objects.get(pk=job_id))
     running.filter(done=0, failed__gt=0).update(
         state=IndexJob.State.FAILED, finished_at=now, error="every item failed; see the failures"
     )
+
+
+def _activate_if_asked(job: IndexJob) -> None:
+    """A job that was to switch searches to its model, now succeeded: switch (items that
+    failed have no vector, which the job lists)."""
+    if job.activate_when_done:
+        active_model_set(model=job.model, force=True)
+        logger.info("index job %s done: %s is now the active model", job.pk, job.model)
 
 
 def _load(item: object, kind_name: str) -> bytes:
@@ -273,7 +298,7 @@ def index_batch_run(*, batch_id: int) -> None:
         )
         return
     job = batch.job
-    embedder = get_embedder(job.model)
+    embedder = get_embedder(model_spec_get(job.model))
     items: list[tuple[str, object]] = [
         (kind.name, item)
         for kind in KINDS.values()
@@ -382,7 +407,7 @@ def embedding_upsert(*, rows: Sequence[Embedding]) -> int:
 
 def active_model_set(*, model: str, force: bool = False) -> str:
     """Switch searches to ``model``; refused while items lack its vectors unless forced."""
-    key = model_spec(model).key
+    key = model_spec_get(model).key
     if not force:
         missing = sum(row["missing"] for row in model_coverage(model=key))
         if missing:
@@ -484,4 +509,259 @@ def _reconcile() -> dict[str, int]:
     )
     report["pruned"] += product_imports_prune(before=before)
     report["imports_resent"] = product_imports_reconcile()
+    report.update(trained_models_reconcile())
+    return report
+
+
+# Models trained here -------------------------------------------------------------------------
+
+TRAIN_TASK = "search.tasks.model_train"
+_TRAINED_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+DEFAULT_TRAINING_EPOCHS = 12
+
+
+def _training_source(source: str | Path, *, within_root: bool) -> str:
+    """'catalog', or the resolved training folder (inside EMBEDDING_TRAINING_ROOT when the
+    request came from the API or the admin)."""
+    if str(source) == CATALOG:
+        return CATALOG
+    if not within_root:
+        return str(Path(source).resolve())
+    root = settings.EMBEDDING_TRAINING_ROOT
+    if root is None:
+        raise ServiceError("data_not_allowed", "Training from a folder needs EMBEDDING_TRAINING_ROOT to be set; "
+                           "train from 'catalog' or use the train_embedding_model command.", field="data",
+                           status_code=403)  # fmt: skip
+    text = str(source)
+    if "\x00" in text or len(text) > 1024:
+        raise ServiceError("data_invalid", "The folder name is too long or contains a NUL byte.", field="data")
+    resolved = (root / text).resolve()
+    if not resolved.is_relative_to(root):
+        raise ServiceError("data_not_allowed", "The folder is outside EMBEDDING_TRAINING_ROOT.", field="data",
+                           status_code=403)  # fmt: skip
+    return str(resolved)
+
+
+def model_training_validate(
+    *, data: str | Path, base: str = "efficientnet_lite0", epochs: int | None = None, key: str | None = None,
+    dim: int | None = None, seed: int = 0, activate: bool = False, within_root: bool = False,
+) -> dict[str, object]:  # fmt: skip
+    """Check what can be checked at once - the key, the settings, and that the data holds
+    labelled images of at least two classes - and return the run's fields."""
+    from search.datasets import MIN_PER_CLASS, dataset_load
+    from search.registry import MODELS, TRAINABLE_BASES
+
+    if base not in TRAINABLE_BASES:
+        raise ServiceError("invalid_base", f"base must be one of {', '.join(TRAINABLE_BASES)}.", field="base")
+    if not key:
+        key = f"{base}_ft_{timezone.now():%Y%m%d_%H%M%S}"
+    if not _TRAINED_KEY.match(key):
+        raise ServiceError("invalid_key", "key: a lower-case letter, then lower-case letters, digits and '_' "
+                           "(at most 40).", field="key")  # fmt: skip
+    if key in MODELS or TrainedModel.objects.filter(key=key).exists():
+        raise ServiceError("duplicate_key", f"An embedding model '{key}' exists already.", field="key",
+                           status_code=409)  # fmt: skip
+    config = {"base": base, "epochs": DEFAULT_TRAINING_EPOCHS if epochs is None else epochs, "seed": seed}
+    if not 1 <= config["epochs"] <= 200:
+        raise ServiceError("invalid_epochs", "epochs must be between 1 and 200.", field="epochs")
+    if dim is not None:
+        if not 16 <= dim <= 2048:
+            raise ServiceError("invalid_dim", "dim must be between 16 and 2048.", field="dim")
+        config["dim"] = dim
+    source = _training_source(data, within_root=within_root)
+    items = dataset_load(source)
+    counts = Counter(item.label for item in items)
+    usable = [label for label, count in counts.items() if count >= MIN_PER_CLASS]
+    if len(usable) < 2:
+        raise ServiceError("too_few_classes", f"Training needs at least 2 classes of {MIN_PER_CLASS} or more images "
+                           f"(one each for training, validation and test); the data has {len(usable)}.",
+                           field="data")  # fmt: skip
+    return {"key": key, "base": base, "source": source, "config": config, "activate_when_done": activate}
+
+
+def model_training_create(**options: object) -> TrainedModel:
+    """Record a training run (queued), after ``model_training_validate``."""
+    return TrainedModel.objects.create(**model_training_validate(**options))
+
+
+def model_training_start(**options: object) -> TrainedModel:
+    """Record a training run and queue it for a worker (queue ``embed``)."""
+    with transaction.atomic():
+        trained = model_training_create(**options)
+        transaction.on_commit(lambda: task_send(TRAIN_TASK, trained.pk))
+    return trained
+
+
+def _trained_update(trained_id: int, **fields: object) -> None:
+    TrainedModel.objects.filter(pk=trained_id).update(updated_at=timezone.now(), **fields)
+
+
+def model_training_run(*, trained_id: int) -> TrainedModel | None:
+    """Train a queued model (claimed by a conditional update, so a second delivery of the
+    task does nothing): split the data by item, fine-tune, measure the test split against the
+    base model, save the weights and plots and register the model (activating it if asked,
+    once its vectors are built). Any failure ends the run as failed, with the reason."""
+    claimed = TrainedModel.objects.filter(pk=trained_id, status=TrainedModel.Status.QUEUED).update(
+        status=TrainedModel.Status.RUNNING, progress=0.0, message="reading the images", updated_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    trained = TrainedModel.objects.get(pk=trained_id)
+    saved: list[str] = []
+    try:
+        _model_train(trained, saved)
+    except Exception as error:  # noqa: BLE001 - every failure must end the run, whatever it is
+        if not isinstance(error, ServiceError):
+            logger.exception("training embedding model %s failed", trained.key)
+        for name in saved:
+            default_storage.delete(name)
+        message = error.message if isinstance(error, ServiceError) else f"{type(error).__name__}: {error}"
+        model_training_fail(trained_id=trained_id, error=message)
+    trained.refresh_from_db()
+    return trained
+
+
+def _model_train(trained: TrainedModel, saved: list[str]) -> None:
+    from search import training
+    from search.datasets import dataset_fingerprint, dataset_load, dataset_split
+    from search.embedders import get_embedder
+    from search.evaluation import retrieval_metrics
+    from search.plots import confusion_plot, training_plot
+
+    items = dataset_load(trained.source)
+    fingerprint = dataset_fingerprint(items)
+    config = training.TrainingConfig(**trained.config)
+    splits = dataset_split(items, seed=config.seed)
+
+    def progress(stage: str, fraction: float, measured: dict[str, float]) -> None:
+        if stage == "prepare":
+            share, message = 0.35 * fraction, f"preparing augmented copies ({fraction:.0%})"
+        else:
+            share = 0.35 + 0.55 * fraction
+            message = (
+                f"epoch {int(measured['epoch'])}/{config.epochs}: loss {measured['loss']:.3f}, validation "
+                f"accuracy {measured['val_accuracy']:.3f}, mAP@10 {measured['val_map@10']:.3f}"
+            )
+        _trained_update(trained.pk, progress=round(share, 4), message=message[:300])
+
+    result = training.train(
+        [item.read for item in splits["train"]], [item.label for item in splits["train"]],
+        [item.read for item in splits["val"]], [item.label for item in splits["val"]],
+        config=config, progress=progress,
+    )  # fmt: skip
+    _trained_update(trained.pk, progress=0.92, message="measuring the held-out test split")
+    base = model_spec_get(config.base)
+    spec = ModelSpec(key=trained.key, dim=config.dim, architecture=base.architecture, weights="",
+                     description="", input_size=base.input_size, mean=base.mean, std=base.std,
+                     kind="trained", base=config.base, classes=tuple(result.classes))  # fmt: skip
+    embedder = training.trained_embedder(result, spec)
+    test = [item for item in splits["test"] if item.label in result.classes]
+    datas, labels, kept = [], [], []
+    for item in test:
+        try:
+            datas.append(item.read())
+        except OSError:
+            continue
+        labels.append(item.label)
+    vectors = embedder.embed_encoded(datas)
+    kept = [i for i, vector in enumerate(vectors) if not isinstance(vector, Exception)]
+    labels = [labels[i] for i in kept]
+    datas = [datas[i] for i in kept]
+    test_metrics = retrieval_metrics(np.stack([vectors[i] for i in kept]), labels)
+    base_vectors = get_embedder(base).embed_encoded(datas)
+    base_metrics = retrieval_metrics(np.stack(base_vectors), labels)
+    predicted = training.classify(embedder, datas, config.temperature)
+    truth = [result.classes.index(label) for label in labels]
+    confusion = np.zeros((len(result.classes), len(result.classes)), dtype=int)
+    for actual, guess in zip(truth, predicted, strict=True):
+        confusion[actual, guess] += 1
+
+    folder = f"models/embeddings/{trained.key}"
+    saved.append(default_storage.save(f"{folder}/weights.pt", ContentFile(training.weights_file(result))))
+    plots = {
+        "training": training_plot(result.curves, best_epoch=result.best_epoch, key=trained.key),
+        "confusion": confusion_plot(confusion, result.classes, key=trained.key),
+    }
+    plot_names = {}
+    for name, png in plots.items():
+        plot_names[name] = default_storage.save(f"{folder}/{name}.png", ContentFile(png))
+        saved.append(plot_names[name])
+    dataset = "the catalog" if trained.source == CATALOG else Path(trained.source).name
+    metrics = {
+        "dataset": dataset,
+        "split": {name: len(members) for name, members in splits.items()},
+        "test": test_metrics["overall"],
+        "test_by_class": test_metrics["by_class"],
+        "base_test": base_metrics["overall"],
+        "base_test_by_class": base_metrics["by_class"],
+        "test_accuracy": round(float(np.trace(confusion) / max(confusion.sum(), 1)), 4),
+        "confusion": confusion.tolist(),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.curves.get("loss", [])),
+        "training_images_per_second": round(result.images_per_second, 1),
+        "device": str(embedder.device),
+        "embedding": f"hidden layer, {config.dim}-d, L2-normalised (cosine classifier)",
+    }
+    with transaction.atomic():
+        TrainedModel.objects.filter(pk=trained.pk).update(
+            status=TrainedModel.Status.SUCCEEDED, progress=1.0, message="", dim=config.dim,
+            classes=result.classes, config=asdict(config), metrics=metrics, curves=result.curves,
+            weights=saved[0], plots=plot_names, fingerprint=fingerprint, seconds=round(result.seconds, 1),
+            finished_at=timezone.now(), updated_at=timezone.now(),
+        )  # fmt: skip
+        if trained.activate_when_done:
+            # Searches move to it once its vectors are built, with no gap (index job, then switch).
+            transaction.on_commit(lambda: index_job_create(collection=Collection.ALL, model=trained.key,
+                                                           activate_when_done=True))  # fmt: skip
+
+
+def model_training_fail(*, trained_id: int, error: str) -> None:
+    TrainedModel.objects.filter(
+        pk=trained_id, status__in=[TrainedModel.Status.QUEUED, TrainedModel.Status.RUNNING]
+    ).update(status=TrainedModel.Status.FAILED, message=error[:300], finished_at=timezone.now(),
+             updated_at=timezone.now())  # fmt: skip
+
+
+def trained_model_delete(*, trained: TrainedModel) -> None:
+    """Delete a model trained here, its vectors, index and files. Refused for the active model,
+    a model being indexed, and a run in progress."""
+    if trained.key == active_model_key():
+        raise ServiceError("model_active", f"'{trained.key}' is the active model; activate another one first.",
+                           status_code=409)  # fmt: skip
+    if trained.status == TrainedModel.Status.RUNNING:
+        raise ServiceError("model_training", f"'{trained.key}' is being trained; wait for it to end.",
+                           status_code=409)  # fmt: skip
+    if IndexJob.objects.filter(model=trained.key).exclude(state__in=IndexJob.TERMINAL).exists():
+        raise ServiceError("model_indexing", f"'{trained.key}' is being indexed; cancel the job first.",
+                           status_code=409)  # fmt: skip
+    names = [name for name in [trained.weights, *trained.plots.values()] if name]
+    with transaction.atomic():
+        Embedding.objects.filter(model=trained.key).delete()
+        EmbeddingFailure.objects.filter(model=trained.key).delete()
+        trained.delete()
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(trained.key)}")
+        transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
+
+
+def trained_models_reconcile() -> dict[str, int]:
+    """Re-send training runs whose message was lost; fail those whose worker stopped
+    reporting (killed, out of memory). Part of the periodic reconciler."""
+    now = timezone.now()
+    report = {"training_resent": 0, "training_stalled": 0}
+    stall = now - timedelta(seconds=settings.EMBEDDING_TRAINING_STALL_SECONDS)
+    running = TrainedModel.objects.filter(status=TrainedModel.Status.RUNNING, updated_at__lt=stall)
+    for trained_id in running.values_list("pk", flat=True):
+        seconds = settings.EMBEDDING_TRAINING_STALL_SECONDS
+        error = f"the worker stopped reporting progress for {seconds} s (killed?); start the training again"
+        model_training_fail(trained_id=trained_id, error=error)
+        report["training_stalled"] += 1
+    if queue_length("embed") == 0:
+        lost = TrainedModel.objects.filter(
+            status=TrainedModel.Status.QUEUED, updated_at__lt=now - timedelta(seconds=60)
+        )
+        for trained_id in lost.values_list("pk", flat=True):
+            if task_send(TRAIN_TASK, trained_id):
+                _trained_update(trained_id)
+                report["training_resent"] += 1
     return report

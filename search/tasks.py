@@ -73,3 +73,13 @@ def reconcile() -> dict[str, int]:
     if any(report.values()):
         logger.info("reconcile: %s", report)
     return report
+
+
+@shared_task(
+    queue="embed", acks_late=False,
+    soft_time_limit=settings.EMBEDDING_TRAINING_TIME_LIMIT, time_limit=settings.EMBEDDING_TRAINING_TIME_LIMIT + 120,
+)  # fmt: skip
+def model_train(trained_id: int) -> None:
+    """Train a queued embedding model (queue ``embed``: GPU workers). A second delivery finds
+    it claimed and does nothing; a worker killed mid-run is found by ``reconcile``."""
+    services.model_training_run(trained_id=trained_id)

@@ -13,5 +13,7 @@ urlpatterns = [
     path("index/jobs/<int:pk>/cancel/", apis.IndexJobCancelApi.as_view(), name="job-cancel"),
     path("index/status/", apis.IndexStatusApi.as_view(), name="index-status"),
     path("models/", apis.ModelListApi.as_view(), name="model-list"),
+    path("models/trained/", apis.TrainedModelListApi.as_view(), name="trained-model-list"),
+    path("models/trained/<str:key>/", apis.TrainedModelDetailApi.as_view(), name="trained-model-detail"),
     path("models/<str:key>/activate/", apis.ModelActivateApi.as_view(), name="model-activate"),
 ]

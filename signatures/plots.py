@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from signatures.evaluation import at_threshold, roc
+from simsite.plots import png, pyplot
 
 # (references, "skilled" | "random") -> (genuine scores, forgery scores)
 Scores = Mapping[tuple[int, str], tuple[Sequence[float], Sequence[float]]]
 
 
-def _pyplot():  # noqa: ANN202 - matplotlib's module
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot
-
-
-def _png(figure: object) -> bytes:
-    plt = _pyplot()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def evaluation_plots(scores: Scores, threshold_for: Callable[[int], float], key: str) -> dict[str, bytes]:
     """ROC curves; score distributions and the confusion matrix with the most references, at
     the threshold for that many."""
-    plt = _pyplot()
+    plt = pyplot()
     plots = {}
     figure, axis = plt.subplots(figsize=(5, 5))
     for (count, kind), (genuine, negatives) in sorted(scores.items()):
@@ -42,7 +25,7 @@ def evaluation_plots(scores: Scores, threshold_for: Callable[[int], float], key:
     axis.plot([0, 1], [0, 1], ":", color="grey")
     axis.set(xlabel="false acceptance rate", ylabel="true acceptance rate", title=f"ROC: {key}")
     axis.legend()
-    plots["roc"] = _png(figure)
+    plots["roc"] = png(figure)
 
     largest = max(count for count, _ in scores)
     threshold = threshold_for(largest)
@@ -55,7 +38,7 @@ def evaluation_plots(scores: Scores, threshold_for: Callable[[int], float], key:
     axis.axvline(threshold, color="black", linestyle="--", label="threshold")
     axis.set(xlabel="score", title=f"Scores with {largest} references")
     axis.legend()
-    plots["scores"] = _png(figure)
+    plots["scores"] = png(figure)
 
     kind = "skilled" if (largest, "skilled") in scores else "random"
     genuine, forged = (np.asarray(v) for v in scores[(largest, kind)])
@@ -67,13 +50,13 @@ def evaluation_plots(scores: Scores, threshold_for: Callable[[int], float], key:
         axis.text(col, row, str(value), ha="center", va="center")
     axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["genuine", "forged"], yticklabels=["genuine", "forged"],
              xlabel="decision", ylabel="truth", title=f"{kind.capitalize()} forgeries at the threshold")  # fmt: skip
-    plots["confusion"] = _png(figure)
+    plots["confusion"] = png(figure)
     return plots
 
 
 def training_plot(curves: Mapping[str, Sequence[float]], *, best_epoch: int, key: str) -> bytes:
     """Loss per epoch and the validation writers' skilled-forgery EER and AUC."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     epochs = range(1, len(curves["loss"]) + 1)
     left.plot(epochs, curves["loss"], marker="o")
@@ -85,4 +68,4 @@ def training_plot(curves: Mapping[str, Sequence[float]], *, best_epoch: int, key
         right.axvline(best_epoch, color="grey", linestyle=":", label="kept")
         right.legend()
     right.set(xlabel="epoch", title="Validation writers (1 reference)")
-    return _png(figure)
+    return png(figure)

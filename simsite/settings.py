@@ -222,6 +222,14 @@ SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
 JOB_EVENTS_POLL_SECONDS = 0.5
 JOB_EVENTS_TIMEOUT = env_int("JOB_EVENTS_TIMEOUT", 3600, minimum=1)
+# Training embedding models (train_embedding_model, the API, the admin): the folder the API
+# and the admin may name training data in besides the catalog (unset: the catalog only), the
+# task's time limit, and how long a running training may go without reporting progress
+# before the reconciler calls its worker dead.
+_embedding_training_root = env_str("EMBEDDING_TRAINING_ROOT")
+EMBEDDING_TRAINING_ROOT = Path(_embedding_training_root).resolve() if _embedding_training_root else None
+EMBEDDING_TRAINING_TIME_LIMIT = env_int("EMBEDDING_TRAINING_TIME_LIMIT", 3 * 3600, minimum=60)
+EMBEDDING_TRAINING_STALL_SECONDS = env_int("EMBEDDING_TRAINING_STALL_SECONDS", 1800, minimum=10)
 # Weights files for the torchvision models, where they are not in the torch hub cache.
 EMBEDDING_WEIGHTS = {
     key: value for key in ("resnet18", "resnet50", "resnet101") if (value := env_str(f"{key.upper()}_WEIGHTS"))

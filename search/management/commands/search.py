@@ -9,8 +9,7 @@ from catalog.fetch import image_fetch
 from catalog.images import image_validate, read_limited
 from search.models import Collection
 from search.querying import query_vectors
-from search.registry import model_spec
-from search.selectors import active_model_key, items_by_ref, items_similar_to
+from search.selectors import active_model_key, items_by_ref, items_similar_to, model_spec_get
 from simsite.errors import ServiceError
 
 
@@ -31,7 +30,7 @@ class Command(BaseCommand):
         if not 1 <= k <= 100:
             raise CommandError("--k must be between 1 and 100")
         try:
-            key = model_spec(model or active_model_key()).key
+            key = model_spec_get(model or active_model_key()).key
             if image.startswith(("http://", "https://")):
                 query = image_fetch(url=image)
             else:

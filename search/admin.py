@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.files.storage import default_storage
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from search.datasets import CATALOG
+from search.models import Collection, TrainedModel
+from search.registry import TRAINABLE_BASES
+from search.selectors import active_model_key
+from search.services import (
+    DEFAULT_TRAINING_EPOCHS,
+    index_job_create,
+    model_training_start,
+    model_training_validate,
+    trained_model_delete,
+)
+from simsite.errors import ServiceError
+
+
+class ModelTrainingForm(forms.ModelForm):
+    """Start a training run: the catalog, or a folder under EMBEDDING_TRAINING_ROOT, trained by a worker."""
+
+    key = forms.CharField(required=False, max_length=40, help_text="Blank: <base>_ft_<date>_<time>")
+    data = forms.CharField(initial=CATALOG, help_text="'catalog' (products by category), or a folder of labelled "
+                           "images relative to EMBEDDING_TRAINING_ROOT")  # fmt: skip
+    base = forms.ChoiceField(choices=[(base, base) for base in TRAINABLE_BASES])
+    epochs = forms.IntegerField(min_value=1, max_value=200, initial=DEFAULT_TRAINING_EPOCHS,
+                                help_text="At most; training stops when validation stops improving")  # fmt: skip
+    activate = forms.BooleanField(required=False, help_text="Index everything with it, then make searches use it")
+
+    class Meta:
+        model = TrainedModel
+        fields = ["key"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not self.errors:
+            try:
+                cleaned["run"] = model_training_validate(
+                    key=cleaned.get("key") or None, data=cleaned["data"], base=cleaned["base"],
+                    epochs=cleaned["epochs"], activate=cleaned["activate"], within_root=True,
+                )  # fmt: skip
+            except ServiceError as error:
+                self.add_error(error.field if error.field in self.fields else None, error.message)
+        return cleaned
+
+
+@admin.register(TrainedModel)
+class TrainedModelAdmin(admin.ModelAdmin):
+    """Embedding models trained here: start a training, follow it, compare its test metrics
+    with its base model's, build its index and activate it."""
+
+    list_display = ["key", "base", "status", "progress_percent", "precision_10", "base_precision_10", "is_active",
+                    "created_at"]  # fmt: skip
+    list_filter = ["status", "base"]
+    actions = ["build_and_activate"]
+    readonly_fields = ["key", "base", "status", "progress_percent", "message", "is_active", "source", "config",
+                       "dim", "classes", "metrics_table", "plot_images", "fingerprint", "seconds", "created_at",
+                       "finished_at"]  # fmt: skip
+    fields = readonly_fields
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ModelTrainingForm
+            kwargs["fields"] = None
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["key", "data", "base", "epochs", "activate"] if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a training run is started (added) and followed, never edited
+
+    def save_model(self, request: HttpRequest, obj: TrainedModel, form: Any, change: bool) -> None:
+        run = form.cleaned_data["run"]
+        trained = model_training_start(data=run["source"], base=run["base"], epochs=run["config"]["epochs"],
+                                       key=run["key"], activate=run["activate_when_done"])  # fmt: skip
+        obj.pk, obj.key = trained.pk, trained.key
+
+    def delete_model(self, request: HttpRequest, obj: TrainedModel) -> None:
+        trained_model_delete(trained=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for trained in queryset:
+            try:
+                trained_model_delete(trained=trained)
+            except ServiceError as error:  # active, training or being indexed: kept, and said why
+                self.message_user(request, error.message, messages.ERROR)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> Any:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:search_trainedmodel_changelist"))
+
+    @admin.action(description="Build its index, then activate (no downtime)")
+    def build_and_activate(self, request: HttpRequest, queryset: Any) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one model.", messages.ERROR)
+            return
+        trained = queryset.get()
+        try:
+            job = index_job_create(collection=Collection.ALL, model=trained.key, activate_when_done=True)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return
+        self.message_user(request, f"Index job {job.pk} builds {trained.key}'s vectors; searches switch to it when "
+                          "it succeeds (follow it on /jobs/).")  # fmt: skip
+
+    @admin.display(description="Progress")
+    def progress_percent(self, obj: TrainedModel) -> str:
+        return f"{obj.progress:.0%}"
+
+    @admin.display(description="Active", boolean=True)
+    def is_active(self, obj: TrainedModel) -> bool:
+        return obj.key == active_model_key()
+
+    @admin.display(description="P@10 (test)")
+    def precision_10(self, obj: TrainedModel) -> object:
+        return obj.metrics.get("test", {}).get("precision@10", "-")
+
+    @admin.display(description="Base P@10 (test)")
+    def base_precision_10(self, obj: TrainedModel) -> object:
+        return obj.metrics.get("base_test", {}).get("precision@10", "-")
+
+    @admin.display(description="Metrics (held-out test split)")
+    def metrics_table(self, obj: TrainedModel) -> str:
+        trained, base = obj.metrics.get("test_by_class"), obj.metrics.get("base_test_by_class")
+        if not trained or not base:
+            return "-"
+        rows = [("all", obj.metrics["test"], obj.metrics["base_test"])]
+        rows += [(label, values, base.get(label, {})) for label, values in trained.items()]
+        names = ["precision@1", "precision@10", "recall@10", "map@10"]
+        return format_html(
+            "<table><tr><th>class</th>{}</tr>{}</table><p>classifier accuracy {}</p>",
+            format_html_join("", "<th>{}</th>", ((f"{name} (base)",) for name in names)),
+            format_html_join(
+                "", "<tr><td>{}</td>{}</tr>",
+                ((label, format_html_join("", "<td>{} ({})</td>", ((t.get(n), b.get(n, "-")) for n in names)))
+                 for label, t, b in rows),
+            ),
+            obj.metrics.get("test_accuracy", "-"),
+        )  # fmt: skip
+
+    @admin.display(description="Plots")
+    def plot_images(self, obj: TrainedModel) -> str:
+        return format_html_join(
+            "", '<a href="{0}"><img src="{0}" alt="{1}" height="220" loading="lazy"></a> ',
+            ((default_storage.url(name), label) for label, name in obj.plots.items()),
+        ) or "-"  # fmt: skip
