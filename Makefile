@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test manage bench-indexing bench-search bench-signatures bench-decode lint venv browser clean
+.PHONY: run test manage bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,9 @@ bench-search: venv
 
 bench-signatures: venv
 	$(PY) scripts/stack.py bench benchmarks/signatures.py $(ARGS)
+
+bench-training: venv
+	$(PY) scripts/stack.py bench benchmarks/training.py $(ARGS)
 
 bench-decode: venv
 	$(PY) benchmarks/decode.py $(ARGS)

@@ -96,6 +96,7 @@ def _gallery_image(pk: int) -> GalleryImage:
 
 
 class ProductListApi(APIView):
+    throttle_scope = {"POST": "upload"}
     parser_classes = MULTIPART
 
     class FilterSerializer(serializers.Serializer):
@@ -200,6 +201,7 @@ class ProductImportDetailOutput(ProductImportOutput):
 
 
 class ProductImportApi(APIView):
+    throttle_scope = "upload"
     """Upload a CSV: checked at once (size, encoding, header), imported in the background."""
 
     parser_classes = [MultiPartParser]
@@ -244,6 +246,7 @@ class CategoryListApi(APIView):
 
 
 class GalleryListApi(APIView):
+    throttle_scope = {"POST": "upload"}
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):

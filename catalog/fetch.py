@@ -12,6 +12,8 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
+import time
 from urllib.parse import urljoin, urlsplit
 
 from django.conf import settings
@@ -30,10 +32,28 @@ def _refuse(code: str, message: str, field: str) -> ImageRejected:
     return ImageRejected(code, message, field=field)
 
 
+# IPv6 prefixes that carry an IPv4 address a gateway forwards to: NAT64 (RFC 6052, 8215).
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches through a translator or tunnel, if any:
+    IPv4-mapped, NAT64, 6to4 (2002::/16) or Teredo's client."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if any(ip in network for network in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
 def _address_is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and (embedded := _embedded_ipv4(ip)) is not None:
+        ip = embedded
     return not (
         ip.is_private
         or ip.is_loopback
@@ -83,7 +103,7 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self._addresses = addresses
 
     def connect(self) -> None:
-        self.sock = _connect_pinned(self._addresses, self.port, self.timeout)
+        self.sock = self.raw_sock = _connect_pinned(self._addresses, self.port, self.timeout)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -92,12 +112,24 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self._addresses = addresses
 
     def connect(self) -> None:
-        raw = _connect_pinned(self._addresses, self.port, self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+        self.raw_sock = _connect_pinned(self._addresses, self.port, self.timeout)
+        self.sock = self._context.wrap_socket(self.raw_sock, server_hostname=self.host)
 
 
-def _get_once(url: str, *, field: str) -> tuple[int, str | None, bytes]:
-    """One GET without following redirects: (status, Location, body capped at the limit)."""
+def _abort(connection: http.client.HTTPConnection) -> None:
+    """The deadline passed: cut the connection, which ends any read blocked on it (the
+    socket as connected: http.client hands it to the response and forgets it)."""
+    sock = getattr(connection, "raw_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _get_once(url: str, *, field: str, deadline: float) -> tuple[int, str | None, bytes]:
+    """One GET without following redirects: (status, Location, body capped at the limit),
+    all of it before ``deadline`` (monotonic): a server that drips bytes is cut off there."""
     try:
         parts = urlsplit(url)
         hostname = parts.hostname
@@ -116,8 +148,14 @@ def _get_once(url: str, *, field: str) -> tuple[int, str | None, bytes]:
     except ValueError:
         raise _refuse("url_invalid", f"URL '{url}' has an invalid port.", field) from None
     addresses = _resolve(parts.hostname, port, field=field)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _timed_out(field)
     connection_class = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
-    connection = connection_class(parts.hostname, port, addresses, settings.IMAGE_FETCH_READ_TIMEOUT)
+    connection = connection_class(parts.hostname, port, addresses, min(settings.IMAGE_FETCH_READ_TIMEOUT, remaining))
+    watchdog = threading.Timer(remaining, _abort, [connection])
+    watchdog.daemon = True
+    watchdog.start()
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
@@ -134,18 +172,28 @@ def _get_once(url: str, *, field: str) -> tuple[int, str | None, bytes]:
             raise _refuse("url_too_large", f"The URL's image is larger than {limit // (1024 * 1024)} MB.", field)
         chunks: list[bytes] = []
         received = 0
-        while chunk := response.read(_CHUNK):
+        while chunk := response.read1(_CHUNK):
             received += len(chunk)
             if received > limit:
                 raise _refuse("url_too_large", f"The URL's image is larger than {limit // (1024 * 1024)} MB.", field)
             chunks.append(chunk)
+        if time.monotonic() >= deadline:  # cut off by the watchdog: what came is not the image
+            raise _timed_out(field)
         return response.status, None, b"".join(chunks)
-    except TimeoutError:
-        raise _refuse("url_unreachable", f"Timed out fetching '{url}'.", field) from None
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if time.monotonic() >= deadline:
+            raise _timed_out(field) from None
+        if isinstance(exc, TimeoutError):
+            raise _refuse("url_unreachable", f"Timed out fetching '{url}'.", field) from None
         raise _refuse("url_unreachable", f"Could not fetch '{url}': {exc.__class__.__name__}.", field) from None
     finally:
+        watchdog.cancel()
         connection.close()
+
+
+def _timed_out(field: str) -> ImageRejected:
+    return _refuse("url_unreachable", f"The URL took longer than {settings.IMAGE_FETCH_TOTAL_TIMEOUT} s to fetch, "
+                   "redirects included.", field)  # fmt: skip
 
 
 def _cache_key(url: str) -> str:
@@ -169,8 +217,9 @@ def image_fetch(*, url: str, field: str = "image_url", use_cache: bool = True) -
             with default_storage.open(name, "rb") as stored:
                 return image_validate(data=stored.read(), field=field)
     current = url
+    deadline = time.monotonic() + settings.IMAGE_FETCH_TOTAL_TIMEOUT
     for _hop in range(settings.IMAGE_FETCH_MAX_REDIRECTS + 1):
-        status, location, body = _get_once(current, field=field)
+        status, location, body = _get_once(current, field=field, deadline=deadline)
         if location is None and status in _REDIRECTS:
             raise _refuse("url_http_error", f"The URL answered HTTP {status} without a Location.", field)
         if location is None:

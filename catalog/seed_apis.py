@@ -47,6 +47,7 @@ class SeedImageListApi(SeedApiView):
 
 @extend_schema(exclude=True)
 class SeedImageUploadApi(SeedApiView):
+    throttle_scope = "upload"
     parser_classes = [MultiPartParser]
     permission_classes = [SeedWritePermission]
     answers_success = True

@@ -256,6 +256,7 @@ class SearchCsvRenderer(BaseRenderer):
 
 
 class SearchApi(APIView):
+    throttle_scope = "search"
     """A read, though it is a POST (it carries an image): open to everyone. ``?format=csv``
     returns the rows as CSV."""
 
@@ -305,6 +306,7 @@ class SearchApi(APIView):
 
 
 class SearchBatchApi(APIView):
+    throttle_scope = "search_batch"
     """Several query images at once, embedded as one batch."""
 
     parser_classes = [MultiPartParser]
@@ -341,6 +343,8 @@ class SearchBatchApi(APIView):
 
 
 class DuplicateListApi(APIView):
+    throttle_scope = "duplicates"
+
     class FilterSerializer(serializers.Serializer):
         collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.GALLERY)
         threshold = serializers.FloatField(default=0.95, min_value=0.5, max_value=1.0)
@@ -350,7 +354,11 @@ class DuplicateListApi(APIView):
         parameters=[FilterSerializer],
         responses=inline_serializer(
             "DuplicateGroup",
-            {"similarity": serializers.FloatField(), "items": serializers.ListField(child=serializers.DictField())},
+            {
+                "similarity": serializers.FloatField(help_text="the group's weakest joining pair"),
+                "size": serializers.IntegerField(help_text="items in the group (items lists at most 50)"),
+                "items": serializers.ListField(child=serializers.DictField()),
+            },
             many=True,
         ),
     )
@@ -365,7 +373,8 @@ class DuplicateListApi(APIView):
         payload = []
         for group in page:
             matches = [Match(ref, group["similarity"]) for ref in group["items"]]
-            payload.append({"similarity": group["similarity"], "items": results_payload(matches, request)})
+            payload.append({"similarity": group["similarity"], "size": group["size"],
+                            "items": results_payload(matches, request)})  # fmt: skip
         return paginator.get_paginated_response(payload)
 
 

@@ -24,6 +24,7 @@ from simsite.sse import event_stream_response
 
 @extend_schema(exclude=True)
 class SeedSearchApi(SeedApiView):
+    throttle_scope = "search"
     """``file`` -> the 6 most similar gallery images."""
 
     parser_classes = [MultiPartParser]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -9,7 +10,7 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
 
 from catalog.models import GalleryImage, Product
@@ -326,8 +327,12 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     Each item's nearest neighbours come from the HNSW index in one SQL statement (a LATERAL
     k-NN join: about n log n, never an n-squared loop); pairs above the threshold are joined
     into groups (connected components). A group's similarity is its weakest joining pair.
+    Bounded: the threshold snaps down to a 0.001 grid (so the cache serves every nearby
+    request), the statement runs under ``DUPLICATES_STATEMENT_TIMEOUT_MS`` (503 past it), and a
+    group lists at most ``DUPLICATES_MAX_GROUP_ITEMS`` items (``size`` says how many it has).
     Cached until the model's vectors change.
     """
+    threshold = math.floor(round(threshold * 1000, 6)) / 1000
     spec = model_spec_get(model)
     dim = spec.dim
     condition = "" if collection == Collection.ALL else f"AND {{t}}.{kinds_of(collection)[0].column} IS NOT NULL"
@@ -349,10 +354,19 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
         ) n
         WHERE a.model = %s {condition.format(t="a")} AND n.similarity >= %s
     """  # noqa: S608 - only fixed fragments are interpolated
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        cursor.execute(sql, [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, threshold])
-        pairs = cursor.fetchall()
+    timeout = settings.DUPLICATES_STATEMENT_TIMEOUT_MS
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout)])
+            cursor.execute(sql, [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, threshold])
+            pairs = cursor.fetchall()
+    except OperationalError as error:
+        if getattr(error.__cause__, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        raise ServiceError("duplicates_timeout", f"Finding duplicates among {stamp['count']} vectors took longer "
+                           f"than {timeout / 1000:g} s; try a narrower collection, or again later.",
+                           status_code=503) from None  # fmt: skip
     parent: dict[ItemRef, ItemRef] = {}
 
     def root(node: ItemRef) -> ItemRef:
@@ -372,7 +386,9 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     members: dict[ItemRef, list[ItemRef]] = {}
     for node in parent:
         members.setdefault(root(node), []).append(node)
-    groups = [{"similarity": round(weakest.get(top, 1.0), 4), "items": sorted(items)} for top, items in members.items()]
-    groups.sort(key=lambda group: (-group["similarity"], -len(group["items"]), group["items"][0]))
+    cap = settings.DUPLICATES_MAX_GROUP_ITEMS
+    groups = [{"similarity": round(weakest.get(top, 1.0), 4), "size": len(items), "items": sorted(items)[:cap]}
+              for top, items in members.items()]  # fmt: skip
+    groups.sort(key=lambda group: (-group["similarity"], -group["size"], group["items"][0]))
     cache.set(key, groups, 600)
     return groups

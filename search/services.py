@@ -633,16 +633,23 @@ def _model_train(trained: TrainedModel, saved: list[str]) -> None:
     config = training.TrainingConfig(**trained.config)
     splits = dataset_split(items, seed=config.seed)
 
+    curves: dict[str, list[float]] = {}
+
     def progress(stage: str, fraction: float, measured: dict[str, float]) -> None:
+        fields: dict[str, object] = {}
         if stage == "prepare":
             share, message = 0.35 * fraction, f"preparing augmented copies ({fraction:.0%})"
         else:
+            for name, value in measured.items():
+                if name != "epoch":
+                    curves.setdefault(name, []).append(round(value, 4))
+            fields["curves"] = curves  # per-epoch figures while it trains
             share = 0.35 + 0.55 * fraction
             message = (
                 f"epoch {int(measured['epoch'])}/{config.epochs}: loss {measured['loss']:.3f}, validation "
                 f"accuracy {measured['val_accuracy']:.3f}, mAP@10 {measured['val_map@10']:.3f}"
             )
-        _trained_update(trained.pk, progress=round(share, 4), message=message[:300])
+        _trained_update(trained.pk, progress=round(share, 4), message=message[:300], **fields)
 
     result = training.train(
         [item.read for item in splits["train"]], [item.label for item in splits["train"]],

@@ -64,6 +64,7 @@ class VerificationOutput(serializers.ModelSerializer):
 
 
 class SignatureCompareApi(APIView):
+    throttle_scope = "signatures"
     """Two signatures: the same writer or not? A read (it stores nothing): open to everyone."""
 
     parser_classes = [MultiPartParser]
@@ -130,6 +131,7 @@ class SignerDetailApi(APIView):
 
 
 class ReferenceListApi(APIView):
+    throttle_scope = {"POST": "upload"}
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -177,6 +179,7 @@ class ReferenceDetailApi(APIView):
 
 
 class SignatureVerifyApi(APIView):
+    throttle_scope = "signatures"
     """Is a questioned signature genuine for this signer? Logged (staff only)."""
 
     parser_classes = [MultiPartParser]

@@ -58,6 +58,7 @@ def _inputs(request: Request) -> tuple[object, object, float | None]:
 
 @extend_schema(exclude=True)
 class SeedSignatureSimilarityApi(SeedApiView):
+    throttle_scope = "signatures"
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     permission_classes = [AllowAny]
 

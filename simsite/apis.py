@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from search.selectors import active_model_key, pgvector_version
 from simsite.celery import app as celery_app
+from simsite.drf import ScopedThrottle
 
 
 def _broker_status() -> tuple[str, int]:
@@ -61,3 +62,6 @@ class HealthApi(APIView):
 
 class TokenApi(ObtainAuthToken):
     """POST username/password, get the API token for `Authorization: Token <key>`."""
+
+    throttle_classes = [ScopedThrottle]  # ObtainAuthToken has none: a password-guessing target
+    throttle_scope = "token"

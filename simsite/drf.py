@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions, pagination, permissions
+from rest_framework import exceptions, pagination, permissions, throttling
 from rest_framework.response import Response
 
 from simsite.errors import ServiceError
@@ -60,6 +61,27 @@ class IsStaffOrReadOnly(permissions.BasePermission):
         if request.method in permissions.SAFE_METHODS:
             return True
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+class ScopedThrottle(throttling.ScopedRateThrottle):
+    """Per-client rate limits by scope (``API_THROTTLE_RATES``, read at each request).
+
+    A view names its scope in ``throttle_scope``: one for every method, or a dict by HTTP
+    method (``{"POST": "upload"}``: listing stays free). Clients are users when
+    authenticated, else addresses (behind ``THROTTLE_NUM_PROXIES`` trusted proxies)."""
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        scope = getattr(view, self.scope_attr, None)
+        if isinstance(scope, dict):
+            scope = scope.get(request.method)
+        if not scope:
+            return True
+        self.scope = scope
+        self.rate = settings.API_THROTTLE_RATES.get(scope)
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return throttling.SimpleRateThrottle.allow_request(self, request, view)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

@@ -57,6 +57,21 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     return value
 
 
+_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A request rate as DRF writes it ("120/min", "10/s", "1000/day"); "off" or "0": none."""
+    value = os.environ.get(name, default).strip().lower()
+    if value in ("off", "0", "none", ""):
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name} must be a rate such as '120/min' (per s, min, hour or day) or 'off', "
+                                   f"got {value!r}")  # fmt: skip
+    return value
+
+
 def redis_url_with_db(url: str, *, offset: int) -> str:
     """The same Redis server with the database number moved by ``offset`` (db 0 -> 1)."""
     parts = urlsplit(url)

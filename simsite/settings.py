@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from simsite.env import env_bool, env_choice, env_int, env_list, env_str, redis_url_with_db
+from simsite.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, redis_url_with_db
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -177,6 +177,8 @@ THUMBNAIL_QUALITY = 75
 IMAGE_FETCH_ALLOWED_HOSTS = env_list("IMAGE_FETCH_ALLOWED_HOSTS", [])
 IMAGE_FETCH_CONNECT_TIMEOUT = env_int("IMAGE_FETCH_CONNECT_TIMEOUT", 5, minimum=1)
 IMAGE_FETCH_READ_TIMEOUT = env_int("IMAGE_FETCH_READ_TIMEOUT", 15, minimum=1)
+# The whole fetch of one URL, redirects included: a server dripping bytes is cut off here.
+IMAGE_FETCH_TOTAL_TIMEOUT = env_int("IMAGE_FETCH_TOTAL_TIMEOUT", 30, minimum=1)
 IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3, minimum=0, maximum=10)
 IMAGE_URL_CACHE_SECONDS = env_int("IMAGE_URL_CACHE_SECONDS", 24 * 3600, minimum=0)
 
@@ -220,6 +222,8 @@ SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 160, minimum=10, maximu
 SEARCH_QUERY_EMBEDDER = env_choice("SEARCH_QUERY_EMBEDDER", "web", {"web", "worker"})
 SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
+DUPLICATES_STATEMENT_TIMEOUT_MS = env_int("DUPLICATES_STATEMENT_TIMEOUT_MS", 20000, minimum=100)
+DUPLICATES_MAX_GROUP_ITEMS = env_int("DUPLICATES_MAX_GROUP_ITEMS", 50, minimum=2, maximum=1000)
 JOB_EVENTS_POLL_SECONDS = 0.5
 JOB_EVENTS_TIMEOUT = env_int("JOB_EVENTS_TIMEOUT", 3600, minimum=1)
 # Training embedding models (train_embedding_model, the API, the admin): the folder the API
@@ -246,6 +250,22 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 24,
     "DEFAULT_SCHEMA_CLASS": "simsite.schema.AutoSchema",
     "EXCEPTION_HANDLER": "simsite.drf.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["simsite.drf.ScopedThrottle"],
+    # Proxies in front of the app whose X-Forwarded-For is trusted to name the client (0: none).
+    "NUM_PROXIES": env_int("THROTTLE_NUM_PROXIES", 0, minimum=0, maximum=10) or None,
+}
+# Requests per client (user, else address) and scope; 429 with Retry-After past them.
+# THROTTLE_<SCOPE>=<n>/<s|min|hour|day> or "off" (simsite.drf.ScopedThrottle).
+API_THROTTLE_RATES = {
+    scope: env_rate(f"THROTTLE_{scope.upper()}", default)
+    for scope, default in {
+        "search": "120/min",  # image searches (one model pass each)
+        "search_batch": "20/min",  # batch searches (a model pass per file)
+        "duplicates": "30/min",
+        "upload": "120/min",  # product, gallery, CSV and reference uploads
+        "signatures": "120/min",  # compare and verify
+        "token": "10/min",  # password guesses
+    }.items()
 }
 SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -30,6 +30,12 @@ def test_fetches_an_image_by_url(local_server):
         "http://0.0.0.0/x.png",
         "http://224.0.0.1/x.png",
         "http://192.168.1.1/x.png",
+        "http://[64:ff9b::7f00:1]/x.png",  # NAT64 to 127.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 to 169.254.169.254
+        "http://[64:ff9b:1::a00:1]/x.png",  # local-use NAT64 to 10.0.0.1
+        "http://[2002:a00:1::1]/x.png",  # 6to4 of 10.0.0.1
+        "http://[2002:c0a8:101::]/x.png",  # 6to4 of 192.168.1.1
+        "http://[::ffff:127.0.0.1]/x.png",
     ],
 )
 def test_refuses_non_public_addresses_without_connecting(url):
@@ -95,6 +101,30 @@ def test_times_out_on_a_slow_server(local_server, settings):
     started = time.monotonic()
     assert refusal(local_server.url("/slow.png")) == "url_unreachable"
     assert time.monotonic() - started < 2.5
+
+
+def test_a_server_dripping_bytes_is_cut_off_at_the_total_deadline(local_server, settings):
+    settings.IMAGE_FETCH_READ_TIMEOUT = 5
+    settings.IMAGE_FETCH_TOTAL_TIMEOUT = 2
+
+    def drip(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.end_headers()
+        try:
+            for _ in range(40):  # one byte every 0.3 s: each read is well inside the read timeout
+                handler.wfile.write(b"\x89")
+                handler.wfile.flush()
+                time.sleep(0.3)
+        except OSError:
+            pass  # the client hung up, as it should
+
+    local_server.routes["/drip.png"] = drip
+    started = time.monotonic()
+    with pytest.raises(ImageRejected) as caught:
+        image_fetch(url=local_server.url("/drip.png"))
+    assert caught.value.code == "url_unreachable" and "longer than 2 s" in caught.value.message
+    assert time.monotonic() - started < 3.5
 
 
 def test_http_errors_and_unresolvable_hosts(local_server):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from search.models import TrainedModel
 from search.services import items_index
 from tests import images
 from tests.pages.conftest import NEEDS_CHROMIUM, log_in
@@ -42,3 +43,28 @@ def test_jobs_and_models(live_server, library, browser_page, screenshots):
     screenshots(page, "jobs")
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth <= 390")
+
+
+@pytest.fixture
+def trained_model():
+    return TrainedModel.objects.create(
+        key="fashion", base="efficientnet_lite0", source="catalog", status="succeeded", dim=256,
+        classes=["Bag", "Coat"], weights="models/embeddings/fashion/weights.pt",
+        metrics={"dataset": "the catalog", "test": {"precision@10": 0.91, "map@10": 0.88},
+                 "base_test": {"precision@10": 0.72, "map@10": 0.63}, "test_accuracy": 0.9},
+    )  # fmt: skip
+
+
+def test_a_trained_model_shows_its_test_figures_and_can_be_built_then_activated(
+    live_server, library, trained_model, browser_page
+):
+    page = browser_page
+    log_in(page, live_server.url, *library, "/jobs/")
+    row = "#models tr:has-text('fashion')"
+    page.wait_for_selector(row)
+    text = page.inner_text(row)
+    assert "precision@10 0.91 (efficientnet_lite0: 0.72)" in text and "accuracy 0.9" in text
+    page.click(f"{row} >> button:has-text('Build, then activate')")
+    page.wait_for_selector("#jobs tr[data-id]:has-text('fashion')")
+    jobs = page.evaluate("fetch('/api/v1/index/jobs/').then((r) => r.json())")
+    assert [job["activate_when_done"] for job in jobs if job["model"] == "fashion"] == [True]
