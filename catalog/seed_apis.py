@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import MultiPartParser
@@ -22,6 +21,7 @@ from catalog.apis import thumbnail_response
 from catalog.models import GalleryImage
 from catalog.selectors import gallery_filenames, gallery_image_named
 from catalog.services import gallery_image_replace, gallery_images_delete_named, image_from_upload
+from catalog.storage import stored_open
 from simsite.drf import IsStaffOrReadOnly
 from simsite.errors import ServiceError
 from simsite.seed import SeedApiView
@@ -79,7 +79,7 @@ class SeedImageFileApi(SeedApiView):
 
     def get(self, request: Request, filename: str) -> HttpResponse:
         image = _image_named(filename)
-        response = FileResponse(default_storage.open(image.file.name, "rb"))
+        response = FileResponse(stored_open(name=image.file.name))
         response["Cache-Control"] = "public, max-age=3600"
         return response
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable
+from typing import IO
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -13,6 +14,7 @@ from PIL import Image
 
 from catalog.images import IntakeImage, image_open_rgb
 from catalog.models import GalleryImage, Product
+from simsite.errors import ServiceError
 
 
 def image_name_for(*, sha256: str, extension: str) -> str:
@@ -73,13 +75,27 @@ def image_discard(*, name: str, sha256: str) -> None:
     )
 
 
+def stored_open(*, name: str) -> IO[bytes]:
+    """A stored image, open for reading; 404 ``file_missing`` if the file went from the storage
+    behind the database's back (a restored backup, a disk cleaned by hand)."""
+    try:
+        return default_storage.open(name, "rb")
+    except FileNotFoundError:
+        raise ServiceError("file_missing", "The stored image file is missing from the media storage; upload the "
+                           "image again.", status_code=404) from None  # fmt: skip
+
+
+def stored_read(*, name: str) -> bytes:
+    with stored_open(name=name) as handle:
+        return handle.read()
+
+
 def thumbnail_get(*, name: str, sha256: str) -> str:
     """Return the storage name of the 200x200 JPEG thumbnail, making it on first use."""
     thumb_name = thumbnail_name_for(sha256=sha256)
     if default_storage.exists(thumb_name):
         return thumb_name
-    with default_storage.open(name, "rb") as source:
-        picture = image_open_rgb(source.read())
+    picture = image_open_rgb(stored_read(name=name))
     size = settings.THUMBNAIL_SIZE
     picture.thumbnail((size, size), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (size, size), (255, 255, 255))

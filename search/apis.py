@@ -188,6 +188,9 @@ def form_data(request: Request, *, lists: tuple[str, ...]) -> dict[str, object]:
             if name in request.data:
                 data[name] = request.data.getlist(name)
         return data
+    if not isinstance(request.data, dict):
+        raise ServiceError("invalid_body", f"The body must be a JSON object or a form, not a JSON "
+                           f"{type(request.data).__name__}.")  # fmt: skip
     return dict(request.data)
 
 

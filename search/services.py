@@ -39,7 +39,7 @@ from search.models import (
 from search.registry import ModelSpec
 from search.selectors import active_model_key, model_coverage, model_spec_get, models_being_indexed
 from simsite.celery import queue_length, task_send
-from simsite.errors import ServiceError
+from simsite.errors import ServiceError, failure_reason
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def index_batch_run(*, batch_id: int) -> None:
     for i, result in zip(readable, embedder.embed_encoded([loaded[i] for i in readable], threads=threads),
                          strict=True):  # fmt: skip
         outcome[i] = result
-    failed = [(entry, str(result)[:300]) for entry, result in zip(items, outcome, strict=True)
+    failed = [(entry, failure_reason(result)) for entry, result in zip(items, outcome, strict=True)
               if isinstance(result, Exception)]  # fmt: skip
     rows = [
         Embedding(**{kind: item}, model=job.model, vector=vector, sha256=item.sha256)
@@ -615,7 +615,7 @@ def model_training_run(*, trained_id: int) -> TrainedModel | None:
             logger.exception("training embedding model %s failed", trained.key)
         for name in saved:
             default_storage.delete(name)
-        message = error.message if isinstance(error, ServiceError) else f"{type(error).__name__}: {error}"
+        message = failure_reason(error)
         model_training_fail(trained_id=trained_id, error=message)
     trained.refresh_from_db()
     return trained

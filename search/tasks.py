@@ -11,7 +11,7 @@ from django.db import DatabaseError, InterfaceError, close_old_connections, conn
 
 from search import services
 from search.querying import embed_locally
-from simsite.errors import ServiceError
+from simsite.errors import ServiceError, failure_reason
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def embed_batch(self, batch_id: int) -> None:
     except Exception as error:  # noqa: BLE001 - every failure must end the batch, whatever it is
         logger.exception("batch %s failed", batch_id)
         _after_error()
-        services.index_batch_fail(batch_id=batch_id, error=f"{type(error).__name__}: {error}"[:300])
+        services.index_batch_fail(batch_id=batch_id, error=failure_reason(error))
 
 
 def _after_error() -> None:

@@ -29,7 +29,7 @@ from signatures.preprocessing import SignatureImage, signature_preprocess
 from signatures.registry import PRETRAINED, EncoderSpec
 from signatures.selectors import active_encoder_key, encoder_spec
 from simsite.celery import queue_length, task_send
-from simsite.errors import ServiceError
+from simsite.errors import ServiceError, failure_reason
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def encoder_training_run(*, encoder_id: int) -> SignatureEncoder | None:
             logger.exception("training signature encoder %s failed", encoder.key)
         for name in saved:
             default_storage.delete(name)
-        message = error.message if isinstance(error, ServiceError) else f"{type(error).__name__}: {error}"
+        message = failure_reason(error)
         encoder_training_fail(encoder_id=encoder_id, error=message)
     encoder.refresh_from_db()
     return encoder

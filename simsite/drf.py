@@ -95,6 +95,28 @@ def json_404(request: Any, exception: Exception | None = None) -> HttpResponse:
     return JsonResponse(error_body("not_found", f"No route or object at {request.path}"), status=404)
 
 
+# What Django refuses before a view runs (SuspiciousOperation and kin), said plainly.
+_BAD_REQUESTS = {
+    "DisallowedHost": ("bad_host", "The Host header names a host this server does not answer to."),
+    "TooManyFieldsSent": ("too_many_fields", "The request has more fields than the server accepts."),
+    "TooManyFilesSent": ("too_many_files", "The request has more files than the server accepts."),
+    "RequestDataTooBig": ("request_too_large", "The request body is larger than the server accepts."),
+}
+
+
+def json_400(request: Any, exception: Exception | None = None) -> HttpResponse:
+    if not request.path.startswith("/api/"):
+        return defaults.bad_request(request, exception or Exception())
+    code, message = _BAD_REQUESTS.get(type(exception).__name__, ("bad_request", "The request is malformed."))
+    return JsonResponse(error_body(code, message), status=400)
+
+
+def json_403(request: Any, exception: Exception | None = None) -> HttpResponse:
+    if not request.path.startswith("/api/"):
+        return defaults.permission_denied(request, exception or PermissionDenied())
+    return JsonResponse(error_body("permission_denied", "You do not have permission to do this."), status=403)
+
+
 def json_500(request: Any) -> HttpResponse:
     if not request.path.startswith("/api/"):
         return defaults.server_error(request)

@@ -50,5 +50,7 @@ if settings.SERVE_MEDIA:
     media_prefix = settings.MEDIA_URL.lstrip("/")
     urlpatterns += [re_path(rf"^{media_prefix}(?P<path>.+)$", views.media_serve, name="media")]
 
+handler400 = "simsite.drf.json_400"
+handler403 = "simsite.drf.json_403"
 handler404 = "simsite.drf.json_404"
 handler500 = "simsite.drf.json_500"
