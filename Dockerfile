@@ -15,4 +15,4 @@ RUN DATABASE_URL=postgres://build@localhost/build SECRET_KEY=build-only-not-secr
 USER simsite
 
 EXPOSE 8000
-CMD ["gunicorn", "simsite.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "120"]
+CMD ["gunicorn", "simsite.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "8", "--timeout", "120"]

@@ -231,7 +231,7 @@ class ProductImportEventsApi(APIView):
         product_import_get(pk=pk)
         context = {"failure_limit": 100}
         return event_stream_response(
-            ProductImportDetailOutput(job, context=context).data for job in product_import_updates(pk)
+            product_import_updates(pk), lambda job: ProductImportDetailOutput(job, context=context).data
         )
 
 

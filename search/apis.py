@@ -108,7 +108,7 @@ class IndexJobEventsApi(APIView):
     @extend_schema(responses={(200, "text/event-stream"): str})
     def get(self, request: Request, pk: int) -> StreamingHttpResponse:
         index_job_get(pk=pk)
-        return event_stream_response(IndexJobOutput(job).data for job in index_job_updates(pk))
+        return event_stream_response(index_job_updates(pk), lambda job: IndexJobOutput(job).data)
 
 
 class IndexStatusApi(APIView):

@@ -19,7 +19,7 @@ from search.selectors import active_model_key, index_job_updates, items_by_ref, 
 from search.services import index_job_create
 from simsite.errors import ServiceError
 from simsite.seed import SeedApiView
-from simsite.sse import event_stream_response
+from simsite.sse import TICK, event_stream_response
 
 
 @extend_schema(exclude=True)
@@ -56,8 +56,11 @@ class SeedSearchApi(SeedApiView):
         return Response({"results": results})
 
 
-def _feature_events(job_id: int) -> Iterator[dict[str, object]]:
+def _feature_events(job_id: int) -> Iterator[object]:
     for job in index_job_updates(job_id):
+        if job is TICK:
+            yield job
+            continue
         yield {"progress": job.percent, "current": job.done + job.failed, "total": job.total}
         if job.state in IndexJob.TERMINAL:
             # As the old tool reported it: how many gallery images now have features.

@@ -225,7 +225,14 @@ DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=
 DUPLICATES_STATEMENT_TIMEOUT_MS = env_int("DUPLICATES_STATEMENT_TIMEOUT_MS", 20000, minimum=100)
 DUPLICATES_MAX_GROUP_ITEMS = env_int("DUPLICATES_MAX_GROUP_ITEMS", 50, minimum=2, maximum=1000)
 JOB_EVENTS_POLL_SECONDS = 0.5
-JOB_EVENTS_TIMEOUT = env_int("JOB_EVENTS_TIMEOUT", 3600, minimum=1)
+# Progress streams (server-sent events) hold a server thread each: they live at most
+# JOB_EVENTS_TIMEOUT seconds (EventSource reconnects after JOB_EVENTS_RETRY_MS), send a
+# heartbeat every JOB_EVENTS_HEARTBEAT_SECONDS (a client that left is noticed then), and a
+# process serves at most JOB_EVENTS_MAX_STREAMS at once (keep it under its threads; 503 past it).
+JOB_EVENTS_TIMEOUT = env_int("JOB_EVENTS_TIMEOUT", 300, minimum=1)
+JOB_EVENTS_RETRY_MS = env_int("JOB_EVENTS_RETRY_MS", 3000, minimum=100)
+JOB_EVENTS_HEARTBEAT_SECONDS = env_int("JOB_EVENTS_HEARTBEAT_SECONDS", 10, minimum=1)
+JOB_EVENTS_MAX_STREAMS = env_int("JOB_EVENTS_MAX_STREAMS", 4, minimum=1)
 # Training embedding models (train_embedding_model, the API, the admin): the folder the API
 # and the admin may name training data in besides the catalog (unset: the catalog only), the
 # task's time limit, and how long a running training may go without reporting progress

@@ -224,7 +224,9 @@ def test_import_events_stream_the_job(staff_client, import_root):
     product_import_run(import_id=job["id"])
     response = staff_client.get(f"/api/v1/products/imports/{job['id']}/events/", HTTP_ACCEPT="text/event-stream")
     assert response["Content-Type"] == "text/event-stream"
-    events = [json.loads(chunk.decode().removeprefix("data: ")) for chunk in response.streaming_content]
+    chunks = [chunk.decode() for chunk in response.streaming_content]
+    assert chunks[0] == "retry: 3000\n\n"
+    events = [json.loads(chunk.removeprefix("data: ")) for chunk in chunks if chunk.startswith("data: ")]
     assert events[-1]["state"] == "succeeded" and events[-1]["created"] == 1
     assert staff_client.get("/api/v1/products/imports/999999/").status_code == 404
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,27 @@ def test_reindex_and_embedding_models_commands(workers, child_env):
         cwd=root, env=child_env, capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode != 0 and "Unknown embedding model" in bad.stderr
+
+
+def test_progress_streams_are_bounded(api_client, settings, fake_embedder):
+    """Each stream holds a server thread: a process serves at most JOB_EVENTS_MAX_STREAMS at
+    once (503 past it, the slot given back when a stream closes), sends heartbeats and the
+    reconnection delay, and ends at JOB_EVENTS_TIMEOUT."""
+    from search.services import index_job_create
+
+    settings.JOB_EVENTS_MAX_STREAMS = 1
+    settings.JOB_EVENTS_TIMEOUT = 2
+    settings.JOB_EVENTS_HEARTBEAT_SECONDS = 1
+    job = index_job_create(collection="gallery")  # stays queued: no worker here
+    first = api_client.get(f"/api/v1/index/jobs/{job.pk}/events/", HTTP_ACCEPT="text/event-stream")
+    assert first.status_code == 200
+    busy = api_client.get(f"/api/v1/index/jobs/{job.pk}/events/")
+    assert busy.status_code == 503 and busy.json()["error"]["code"] == "too_many_streams"
+    started = time.monotonic()
+    body = b"".join(first.streaming_content).decode()
+    first.close()
+    assert 1.5 < time.monotonic() - started < 5  # ended by its time limit, not by the job
+    assert body.startswith("retry: 3000\n\n") and body.count("data: ") == 1 and ": keep-alive\n\n" in body
+    again = api_client.get(f"/api/v1/index/jobs/{job.pk}/events/")
+    assert again.status_code == 200  # the slot came back
+    again.close()
