@@ -6,6 +6,7 @@ import csv
 import io
 import time
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -317,7 +318,8 @@ class SearchBatchApi(APIView):
     renderer_classes = [JSONRenderer, SearchCsvRenderer]
 
     class InputSerializer(SearchOptions):
-        images = serializers.ListField(child=serializers.FileField(), allow_empty=False, max_length=64)
+        images = serializers.ListField(child=serializers.FileField(), allow_empty=False,
+                                       max_length=settings.SEARCH_BATCH_MAX_FILES)  # fmt: skip
 
     @extend_schema(
         request=InputSerializer,

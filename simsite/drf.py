@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, pagination, permissions, throttling
 from rest_framework.response import Response
 
 from simsite.errors import ServiceError
+from simsite.uploads import too_large
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -34,6 +35,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     # Imported here: rest_framework.views reads DRF settings, which name this module.
     from rest_framework.views import exception_handler as drf_exception_handler
 
+    if isinstance(exc, RequestDataTooBig):  # a body over a limit, found while parsing it
+        exc = too_large(exc)
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
     if isinstance(exc, (Http404, ObjectDoesNotExist)):
@@ -108,6 +111,8 @@ def json_400(request: Any, exception: Exception | None = None) -> HttpResponse:
     if not request.path.startswith("/api/"):
         return defaults.bad_request(request, exception or Exception())
     code, message = _BAD_REQUESTS.get(type(exception).__name__, ("bad_request", "The request is malformed."))
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse(error_body(too_large(exception).code, too_large(exception).message), status=413)
     return JsonResponse(error_body(code, message), status=400)
 
 

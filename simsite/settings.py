@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "simsite.uploads.RequestSizeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -170,6 +171,14 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 64_000_000, minimum=1)
 GALLERY_MAX_FILES_PER_REQUEST = env_int("GALLERY_MAX_FILES_PER_REQUEST", 500, minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = GALLERY_MAX_FILES_PER_REQUEST
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# A request body, files included, and any one file in it: refused (413) as it arrives, before
+# it is buffered or spooled (simsite/uploads.py).
+REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
+FILE_UPLOAD_HANDLERS = [
+    "simsite.uploads.LimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 THUMBNAIL_SIZE = 200
 THUMBNAIL_QUALITY = 75
 
@@ -186,6 +195,8 @@ IMAGE_URL_CACHE_SECONDS = env_int("IMAGE_URL_CACHE_SECONDS", 24 * 3600, minimum=
 _import_root = env_str("CATALOG_IMPORT_ROOT")
 CATALOG_IMPORT_ROOT = Path(_import_root).resolve() if _import_root else None
 CSV_IMPORT_MAX_BYTES = env_int("CSV_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
+UPLOAD_MAX_FILE_BYTES = max(IMAGE_MAX_UPLOAD_BYTES, CSV_IMPORT_MAX_BYTES)
+SEARCH_BATCH_MAX_FILES = env_int("SEARCH_BATCH_MAX_FILES", 32, minimum=1, maximum=256)
 CSV_IMPORT_FETCH_WORKERS = env_int("CSV_IMPORT_FETCH_WORKERS", 8, minimum=1, maximum=64)
 # Rows between progress writes; the products of each chunk are queued for embedding at once.
 CSV_IMPORT_CHUNK_ROWS = env_int("CSV_IMPORT_CHUNK_ROWS", 50, minimum=1, maximum=10_000)
