@@ -97,6 +97,7 @@ def _gallery_image(pk: int) -> GalleryImage:
 
 class ProductListApi(APIView):
     throttle_scope = {"POST": "upload"}
+    error_statuses = {"POST": {409: "A product with this sku exists already."}}
     parser_classes = MULTIPART
 
     class FilterSerializer(serializers.Serializer):
@@ -137,6 +138,7 @@ class ProductListApi(APIView):
 
 
 class ProductDetailApi(APIView):
+    error_statuses = {"PATCH": {409: "Another product has this sku."}}
     parser_classes = MULTIPART
 
     class UpdateSerializer(serializers.Serializer):
@@ -224,6 +226,7 @@ class ProductImportDetailApi(APIView):
 
 
 class ProductImportEventsApi(APIView):
+    error_statuses = {503: "This server has all the progress streams it may hold open; poll the import instead."}
     renderer_classes = STREAM_RENDERERS
 
     @extend_schema(responses={(200, "text/event-stream"): ProductImportDetailOutput})

@@ -98,12 +98,15 @@ class IndexJobDetailApi(APIView):
 
 
 class IndexJobCancelApi(APIView):
+    error_statuses = {409: "The job has already ended."}
+
     @extend_schema(request=None, responses=IndexJobOutput)
     def post(self, request: Request, pk: int) -> Response:
         return Response(IndexJobOutput(index_job_cancel(job=index_job_get(pk=pk))).data)
 
 
 class IndexJobEventsApi(APIView):
+    error_statuses = {503: "This server has all the progress streams it may hold open; poll the job instead."}
     renderer_classes = STREAM_RENDERERS
 
     @extend_schema(responses={(200, "text/event-stream"): str})
@@ -154,6 +157,8 @@ class ModelListApi(APIView):
 
 
 class ModelActivateApi(APIView):
+    error_statuses = {409: "Items lack vectors of this model (activate with force to switch anyway)."}
+
     class InputSerializer(serializers.Serializer):
         force = serializers.BooleanField(default=False)
 
@@ -261,6 +266,11 @@ class SearchCsvRenderer(BaseRenderer):
 
 class SearchApi(APIView):
     throttle_scope = "search"
+    error_statuses = {
+        404: "The product or gallery image to search from does not exist.",
+        409: "The item to search from has no vector and its image file is missing.",
+        503: "The model's weights are missing on this server, or its CUDA device is gone.",
+    }
     """A read, though it is a POST (it carries an image): open to everyone. ``?format=csv``
     returns the rows as CSV."""
 
@@ -311,6 +321,7 @@ class SearchApi(APIView):
 
 class SearchBatchApi(APIView):
     throttle_scope = "search_batch"
+    error_statuses = {503: "The model's weights are missing on this server, or its CUDA device is gone."}
     """Several query images at once, embedded as one batch."""
 
     parser_classes = [MultiPartParser]
@@ -349,6 +360,7 @@ class SearchBatchApi(APIView):
 
 class DuplicateListApi(APIView):
     throttle_scope = "duplicates"
+    error_statuses = {503: "Finding the duplicates took longer than DUPLICATES_STATEMENT_TIMEOUT_MS."}
 
     class FilterSerializer(serializers.Serializer):
         collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.GALLERY)
@@ -393,6 +405,14 @@ class TrainedModelOutput(serializers.ModelSerializer):
 
 
 class TrainedModelListApi(APIView):
+    error_statuses = {
+        "POST": {
+            403: "The folder is outside EMBEDDING_TRAINING_ROOT, or no root is set.",
+            404: "No such training folder.",
+            409: "A model with this key exists already.",
+        }
+    }
+
     class InputSerializer(serializers.Serializer):
         data = serializers.CharField(
             max_length=1024, help_text="'catalog' (products by category) or a folder under EMBEDDING_TRAINING_ROOT"
@@ -419,6 +439,8 @@ class TrainedModelListApi(APIView):
 
 
 class TrainedModelDetailApi(APIView):
+    error_statuses = {"DELETE": {409: "The model is active, being trained or being indexed."}}
+
     @extend_schema(responses=TrainedModelOutput)
     def get(self, request: Request, key: str) -> Response:
         return Response(TrainedModelOutput(_trained_or_404(key)).data)

@@ -65,6 +65,10 @@ class VerificationOutput(serializers.ModelSerializer):
 
 class SignatureCompareApi(APIView):
     throttle_scope = "signatures"
+    error_statuses = {
+        409: "The active encoder is not ready.",
+        **{503: "The model's weights are missing on this server, or its CUDA device is gone."},
+    }
     """Two signatures: the same writer or not? A read (it stores nothing): open to everyone."""
 
     parser_classes = [MultiPartParser]
@@ -101,6 +105,7 @@ class SignatureCompareApi(APIView):
 
 
 class SignerListApi(APIView):
+    error_statuses = {"POST": {409: "A signer with this external_id exists already."}}
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -132,6 +137,7 @@ class SignerDetailApi(APIView):
 
 class ReferenceListApi(APIView):
     throttle_scope = {"POST": "upload"}
+    error_statuses = {"POST": {503: "The model's weights are missing on this server, or its CUDA device is gone."}}
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -180,6 +186,10 @@ class ReferenceDetailApi(APIView):
 
 class SignatureVerifyApi(APIView):
     throttle_scope = "signatures"
+    error_statuses = {
+        409: "The signer has no references, or a reference's file is missing.",
+        **{503: "The model's weights are missing on this server, or its CUDA device is gone."},
+    }
     """Is a questioned signature genuine for this signer? Logged (staff only)."""
 
     parser_classes = [MultiPartParser]
@@ -236,6 +246,8 @@ class EncoderListApi(APIView):
 
 
 class EncoderActivateApi(APIView):
+    error_statuses = {409: "The encoder is not trained (yet)."}
+
     @extend_schema(request=None, responses=inline_serializer("ActivatedEncoder", {"active": serializers.CharField()}))
     def post(self, request: Request, key: str) -> Response:
         return Response({"active": encoder_activate(key=key)})

@@ -31,6 +31,7 @@ def _broker_status() -> tuple[str, int]:
 
 
 class HealthApi(APIView):
+    error_statuses = {503: "The database is down, or lacks the pgvector extension (the body says which)."}
     authentication_classes: list = []
     permission_classes = [AllowAny]
 

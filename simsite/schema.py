@@ -1,10 +1,48 @@
-"""OpenAPI naming: nested ``InputSerializer`` classes are named after their API."""
+"""OpenAPI: nested ``InputSerializer`` classes named after their API, and every error status an
+operation can answer documented with the error body (clients and fuzzers read the schema as
+the truth).
+
+The statuses come from what the project's plumbing does to every request - authentication,
+the staff-only writes, content negotiation, parsing and its size bounds, throttles
+(``simsite.drf``, ``simsite.uploads``) - and from what a view declares it refuses on its own
+(``error_statuses``: ``{status: description}``, or by method ``{"POST": {...}}``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema as BaseAutoSchema
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+
+ERROR_BODY = inline_serializer(
+    "ErrorBody",
+    {
+        "error": inline_serializer(
+            "Error",
+            {
+                "code": serializers.CharField(help_text="stable, machine-readable: e.g. not_found, file_too_large"),
+                "message": serializers.CharField(help_text="what went wrong and how to fix it"),
+                "field": serializers.CharField(allow_null=True, help_text="the input at fault, if one is"),
+            },
+        )
+    },
+)
+
+_COMMON = {
+    "400": "Bad request: invalid parameters or body (the error names the field), or a Host this server does not serve.",
+    "401": "Credentials were sent and are wrong, or a write came without any.",
+    "406": "The Accept header asks for a representation this operation does not have.",
+}
+_WRITE = {
+    "403": "The user is not staff, or a session write came without its CSRF token.",
+}
+_BODY = {
+    "413": "The request body, or a file in it, is over the size limit.",
+    "415": "The body's Content-Type is not one this operation parses.",
+}
 
 
 class AutoSchema(BaseAutoSchema):
@@ -15,3 +53,33 @@ class AutoSchema(BaseAutoSchema):
         # "GalleryDeleteApi.InputSerializer" -> "GalleryDeleteInput"
         outer, inner = qualname.rsplit(".", 1)
         return outer.removesuffix("Api") + inner.removesuffix("Serializer")
+
+    def _error_statuses(self) -> dict[str, str]:
+        view, method = self.view, self.method
+        statuses = dict(_COMMON)
+        public = any(isinstance(permission, AllowAny) for permission in view.get_permissions())
+        if method not in ("GET", "HEAD", "OPTIONS") and not public:
+            statuses.update(_WRITE)
+        if method in ("POST", "PUT", "PATCH"):
+            statuses.update(_BODY)
+        if "{" in self.path:
+            statuses["404"] = "No such object."
+        scope = getattr(view, "throttle_scope", None)
+        if isinstance(scope, dict):
+            scope = scope.get(method)
+        if scope:
+            statuses["429"] = f"Too many requests from this client (scope '{scope}'); see Retry-After."
+        declared = getattr(view, "error_statuses", {})
+        if method in declared:
+            declared = declared[method]
+        statuses.update({str(code): text for code, text in declared.items() if str(code).isdigit()})
+        return statuses
+
+    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        for status, description in sorted(self._error_statuses().items()):
+            if status not in responses:
+                response = self._get_response_for_code(ERROR_BODY, status, ["application/json"], direction)
+                response["description"] = description
+                responses[status] = response
+        return responses
