@@ -9,13 +9,13 @@ STAMP := $(VENV)/.requirements.sha256
 
 venv: $(STAMP)
 
-# Reinstall only when requirements.txt changes (the torch wheels are large).
-$(STAMP): requirements.txt
+# Reinstall only when the requirements change (the torch wheels are large).
+$(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$(sha256sum requirements.txt)" ]; then \
+	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$(sha256sum requirements.txt requirements-dev.txt)" ]; then \
 		echo "[simsite] installing requirements into $(VENV)"; \
-		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt && \
-		sha256sum requirements.txt > $(STAMP); \
+		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt && \
+		sha256sum requirements.txt requirements-dev.txt > $(STAMP); \
 	else touch $(STAMP); fi
 
 run: venv

@@ -39,7 +39,7 @@ from catalog.services import (
 )
 from catalog.storage import thumbnail_get
 from search.selectors import gallery_with_embedded_flag, index_job_for_items, products_with_embedded_flag
-from simsite.drf import error_body, paginated_response
+from simsite.drf import PageNumberPagination, error_body, paginated_response
 from simsite.errors import ServiceError
 from simsite.sse import STREAM_RENDERERS, event_stream_response
 
@@ -96,6 +96,7 @@ def _gallery_image(pk: int) -> GalleryImage:
 
 
 class ProductListApi(APIView):
+    pagination_class = PageNumberPagination
     throttle_scope = {"POST": "upload"}
     error_statuses = {"POST": {409: "A product with this sku exists already."}}
     parser_classes = MULTIPART
@@ -249,6 +250,7 @@ class CategoryListApi(APIView):
 
 
 class GalleryListApi(APIView):
+    pagination_class = PageNumberPagination
     throttle_scope = {"POST": "upload"}
     parser_classes = [MultiPartParser]
 
@@ -264,7 +266,21 @@ class GalleryListApi(APIView):
             view=self,
         )
 
-    @extend_schema(request=InputSerializer, responses={201: GalleryImageOutput(many=True)})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: inline_serializer(
+                "GalleryUpload",
+                {
+                    "created": GalleryImageOutput(many=True),
+                    "rejected": serializers.ListField(
+                        child=serializers.DictField(), help_text="per refused file: filename, code, error"
+                    ),
+                    "job": serializers.IntegerField(allow_null=True, help_text="the index job embedding them"),
+                },
+            )
+        },
+    )
     def post(self, request: Request) -> Response:
         files = request.FILES.getlist("files")
         if not files:

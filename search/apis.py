@@ -359,6 +359,7 @@ class SearchBatchApi(APIView):
 
 
 class DuplicateListApi(APIView):
+    pagination_class = PageNumberPagination
     throttle_scope = "duplicates"
     error_statuses = {503: "Finding the duplicates took longer than DUPLICATES_STATEMENT_TIMEOUT_MS."}
 
@@ -405,6 +406,7 @@ class TrainedModelOutput(serializers.ModelSerializer):
 
 
 class TrainedModelListApi(APIView):
+    pagination_class = PageNumberPagination
     error_statuses = {
         "POST": {
             403: "The folder is outside EMBEDDING_TRAINING_ROOT, or no root is set.",

@@ -23,7 +23,7 @@ from signatures.services import (
     signer_create,
     signer_delete,
 )
-from simsite.drf import error_body, paginated_response
+from simsite.drf import PageNumberPagination, error_body, paginated_response
 from simsite.errors import ServiceError
 
 
@@ -105,6 +105,7 @@ class SignatureCompareApi(APIView):
 
 
 class SignerListApi(APIView):
+    pagination_class = PageNumberPagination
     error_statuses = {"POST": {409: "A signer with this external_id exists already."}}
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 

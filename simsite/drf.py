@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions, pagination, permissions, throttling
+from rest_framework import exceptions, negotiation, pagination, permissions, throttling
 from rest_framework.response import Response
 
 from simsite.errors import ServiceError
@@ -85,6 +85,18 @@ class ScopedThrottle(throttling.ScopedRateThrottle):
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return throttling.SimpleRateThrottle.allow_request(self, request, view)
+
+
+class ContentNegotiation(negotiation.DefaultContentNegotiation):
+    """DRF's, except that an unknown ``?format=`` is 406 Not Acceptable (DRF says 404, as if
+    the resource did not exist)."""
+
+    def filter_renderers(self, renderers: list[Any], format: str) -> list[Any]:  # noqa: A002 - DRF's name
+        try:
+            return super().filter_renderers(renderers, format)
+        except Http404:
+            raise exceptions.NotAcceptable(f"No representation '{format[:20]}'; ask for one of "
+                                           f"{', '.join(r.format for r in renderers)}.") from None  # fmt: skip
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

@@ -64,6 +64,8 @@ class AutoSchema(BaseAutoSchema):
             statuses.update(_BODY)
         if "{" in self.path:
             statuses["404"] = "No such object."
+        if method == "GET" and getattr(view, "pagination_class", None) is not None:
+            statuses["404"] = "No such page."
         scope = getattr(view, "throttle_scope", None)
         if isinstance(scope, dict):
             scope = scope.get(method)

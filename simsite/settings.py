@@ -269,6 +269,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "simsite.schema.AutoSchema",
     "EXCEPTION_HANDLER": "simsite.drf.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["simsite.drf.ScopedThrottle"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "simsite.drf.ContentNegotiation",
     # Proxies in front of the app whose X-Forwarded-For is trusted to name the client (0: none).
     "NUM_PROXIES": env_int("THROTTLE_NUM_PROXIES", 0, minimum=0, maximum=10) or None,
 }

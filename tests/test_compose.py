@@ -95,3 +95,12 @@ def test_app_services_share_database_broker_and_media():
         assert env["DATABASE_URL"].startswith("postgres://simsite:")
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert "media:/data/media" in services[name]["volumes"]
+
+
+def test_the_production_image_installs_no_test_tooling():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install -r requirements.txt" in dockerfile and "requirements-dev" not in dockerfile
+    app = {line.split("==")[0].split("[")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
+           if line and not line.startswith("#")}  # fmt: skip
+    assert not app & {"pytest", "pytest-django", "schemathesis", "hypothesis", "playwright", "ruff", "faiss-cpu"}
+    assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text()

@@ -1,0 +1,61 @@
+"""The schema tells the truth: schemathesis generates requests for every operation of
+/api/v1/schema/ (with a staff token, a fixed seed) and checks that none answers a 5xx, that
+every status is one the schema lists, and that every body matches its schema.
+
+The requests go through the whole Django stack in this process (WSGI), against the test
+database; the embedder is a stand-in (the model is not what is tested here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+from tests import images
+from tests.search.helpers import FakeEmbedder, add_gallery_image, add_product
+
+pytestmark = pytest.mark.django_db
+
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+EXAMPLES = 25  # per operation; 44 operations
+
+
+@pytest.fixture
+def staff_token(monkeypatch, staff_user, settings) -> Iterator[str]:
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+    from rest_framework.authtoken.models import Token
+
+    monkeypatch.setattr("search.embedders.get_embedder", lambda spec: FakeEmbedder())
+    settings.JOB_EVENTS_TIMEOUT = 1  # streams of jobs that never end (no worker here)
+    settings.API_THROTTLE_RATES = {}  # a fuzzer is one client sending thousands of requests
+    add_product(images.jpeg_bytes(96, 96, seed=1), "SKU-1", category="shoes")
+    add_gallery_image(images.png_bytes(seed=2), "g.png")
+    token = Token.objects.create(user=staff_user).key
+    # As Django's test client does: the requests run inside the test's transaction, whose
+    # connection must outlive each request.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield token
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def _application():
+    from simsite.wsgi import application
+
+    return application
+
+
+schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", _application())
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+def test_every_operation_keeps_to_its_schema(case, staff_token):
+    case.call_and_validate(headers={"Authorization": f"Token {staff_token}"}, checks=CHECKS)
