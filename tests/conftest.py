@@ -27,6 +27,13 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Users are made and logged in all over the suite; PBKDF2's deliberate slowness would
+    cost seconds per test and tests nothing."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def clear_cache() -> Iterator[None]:
     cache.clear()
     yield
