@@ -112,6 +112,12 @@ def image_validate(*, data: bytes, filename: str | None = None, field: str = "im
                 field=field,
             ) from None
         orientation = image.getexif().get(0x0112, 1)
+    if _hides_another_file(data, image_format):
+        raise ImageRejected(
+            "polyglot_file",
+            f"{label} carries another file (an archive, a program or markup) after the image; send the image alone.",
+            field=field,
+        )
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return IntakeImage(
@@ -121,6 +127,38 @@ def image_validate(*, data: bytes, filename: str | None = None, field: str = "im
         width=width,
         height=height,
     )
+
+
+# Files that must not ride behind an image's data (a polyglot: one file, two meanings).
+_HIDDEN_BINARY = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b\x08", b"%PDF", b"\x7fELF", b"MZ\x90", b"Rar!", b"7z\xbc\xaf")
+_HIDDEN_TEXT = (b"<html", b"<script", b"<svg", b"<!doctype", b"<?xml", b"<?php", b"#!/", b"<iframe", b"javascript:")
+
+
+def _image_end(data: bytes, image_format: str) -> int:
+    """Where the image's own bytes end (len(data) when the format does not say)."""
+    if image_format == "PNG":
+        end = data.rfind(b"IEND")
+        return end + 8 if end >= 0 else len(data)
+    if image_format == "JPEG":
+        end = data.rfind(b"\xff\xd9")
+        return end + 2 if end >= 0 else len(data)
+    if image_format == "BMP" and len(data) >= 6:
+        return min(len(data), int.from_bytes(data[2:6], "little"))
+    if image_format == "WEBP" and len(data) >= 8:
+        return min(len(data), 8 + int.from_bytes(data[4:8], "little"))
+    return len(data)
+
+
+def _hides_another_file(data: bytes, image_format: str) -> bool:
+    """Bytes after the image's end (or, for GIF, anywhere) that start another kind of file.
+    Other trailing bytes - padding, a phone's motion-photo video - are left alone."""
+    if image_format == "GIF":  # no reliable end: look for markup anywhere (long markers, no false alarms)
+        return any(marker in data.lower() for marker in _HIDDEN_TEXT)
+    tail = data[_image_end(data, image_format) :]
+    if not tail.strip(b"\x00 \r\n\t"):
+        return False
+    lowered = tail.lower()
+    return any(marker in tail for marker in _HIDDEN_BINARY) or any(marker in lowered for marker in _HIDDEN_TEXT)
 
 
 def image_open_rgb(data: bytes, *, min_side: int | None = None) -> Image.Image:
