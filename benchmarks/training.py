@@ -103,10 +103,12 @@ def main() -> int:
         )  # fmt: skip
         seconds = time.monotonic() - started
         spec = ModelSpec(key=f"bench_{name}", dim=config.dim, architecture=base.architecture, weights="",
-                         description="", kind="trained", base=config.base, classes=tuple(result.classes))  # fmt: skip
+                         description="", kind="trained", base=config.base, classes=tuple(result.classes),
+                         input_size=result.config.input_size)  # fmt: skip
         tuned = _measure(training.trained_embedder(result, spec).embed_encoded, test_datas, test_labels)
         pretrained = _measure(get_embedder(config.base).embed_encoded, test_datas, test_labels)
-        print(f"training: {seconds:.0f} s in all, best epoch {result.best_epoch} of {len(result.curves['loss'])}, "
+        print(f"input {result.config.input_size}x{result.config.input_size}; "
+              f"training: {seconds:.0f} s in all, best epoch {result.best_epoch} of {len(result.curves['loss'])}, "
               f"{result.images_per_second:.1f} images/s in the epochs (trunk cached)")  # fmt: skip
         print(f"{'class':<14} {'P@10 pre':>9} {'P@10 tuned':>10} {'mAP@10 pre':>10} {'mAP@10 tuned':>12}")
         rows = [("all", pretrained["overall"], tuned["overall"])]

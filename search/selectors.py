@@ -34,7 +34,8 @@ def trained_model_spec(row: TrainedModel) -> ModelSpec:
     return ModelSpec(
         key=row.key, dim=row.dim, architecture=f"{base.architecture} fine-tuned", weights=row.weights,
         description=f"{base.key} fine-tuned here on {row.metrics.get('dataset', row.source)}: {len(row.classes)} "
-        f"classes, {row.dim}-d hidden layer", input_size=base.input_size, mean=base.mean, std=base.std,
+        f"classes, {row.dim}-d hidden layer", input_size=row.config.get("input_size") or base.input_size,
+        mean=base.mean, std=base.std,
         kind="trained", base=row.base, classes=tuple(row.classes),
     )  # fmt: skip
 

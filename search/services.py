@@ -657,9 +657,10 @@ def _model_train(trained: TrainedModel, saved: list[str]) -> None:
         config=config, progress=progress,
     )  # fmt: skip
     _trained_update(trained.pk, progress=0.92, message="measuring the held-out test split")
+    config = result.config  # with the input size chosen from the data
     base = model_spec_get(config.base)
     spec = ModelSpec(key=trained.key, dim=config.dim, architecture=base.architecture, weights="",
-                     description="", input_size=base.input_size, mean=base.mean, std=base.std,
+                     description="", input_size=config.input_size, mean=base.mean, std=base.std,
                      kind="trained", base=config.base, classes=tuple(result.classes))  # fmt: skip
     embedder = training.trained_embedder(result, spec)
     test = [item for item in splits["test"] if item.label in result.classes]

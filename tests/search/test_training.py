@@ -247,3 +247,14 @@ def test_model_spec_of_a_trained_model(tiny_vehicles):
         224,
     )
     assert np.allclose(spec.mean, model_spec_get("resnet18").mean)
+
+
+def test_thumbnails_train_at_a_smaller_input_than_photos():
+    from search.training import SMALL_INPUT, input_size_for
+    from tests import images
+
+    thumbnails = [lambda seed=seed: images.png_bytes(28, 28, seed=seed) for seed in range(5)]
+    photos = [lambda seed=seed: images.jpeg_bytes(640, 480, seed=seed) for seed in range(5)]
+    assert input_size_for(thumbnails, 224) == SMALL_INPUT
+    assert input_size_for(photos, 224) == 224
+    assert input_size_for([lambda: b"not an image"], 224) == 224
