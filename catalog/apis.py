@@ -204,8 +204,9 @@ class ProductImportDetailOutput(ProductImportOutput):
 
 
 class ProductImportApi(APIView):
-    throttle_scope = "upload"
     """Upload a CSV: checked at once (size, encoding, header), imported in the background."""
+
+    throttle_scope = "upload"
 
     parser_classes = [MultiPartParser]
 

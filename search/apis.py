@@ -265,14 +265,15 @@ class SearchCsvRenderer(BaseRenderer):
 
 
 class SearchApi(APIView):
+    """A read, though it is a POST (it carries an image): open to everyone. ``?format=csv``
+    returns the rows as CSV."""
+
     throttle_scope = "search"
     error_statuses = {
         404: "The product or gallery image to search from does not exist.",
         409: "The item to search from has no vector and its image file is missing.",
         503: "The model's weights are missing on this server, or its CUDA device is gone.",
     }
-    """A read, though it is a POST (it carries an image): open to everyone. ``?format=csv``
-    returns the rows as CSV."""
 
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     permission_classes = [AllowAny]
@@ -320,9 +321,10 @@ class SearchApi(APIView):
 
 
 class SearchBatchApi(APIView):
+    """Several query images at once, embedded as one batch."""
+
     throttle_scope = "search_batch"
     error_statuses = {503: "The model's weights are missing on this server, or its CUDA device is gone."}
-    """Several query images at once, embedded as one batch."""
 
     parser_classes = [MultiPartParser]
     permission_classes = [AllowAny]

@@ -24,8 +24,9 @@ from simsite.sse import TICK, event_stream_response
 
 @extend_schema(exclude=True)
 class SeedSearchApi(SeedApiView):
-    throttle_scope = "search"
     """``file`` -> the 6 most similar gallery images."""
+
+    throttle_scope = "search"
 
     parser_classes = [MultiPartParser]
     permission_classes = [AllowAny]

@@ -64,12 +64,13 @@ class VerificationOutput(serializers.ModelSerializer):
 
 
 class SignatureCompareApi(APIView):
+    """Two signatures: the same writer or not? A read (it stores nothing): open to everyone."""
+
     throttle_scope = "signatures"
     error_statuses = {
         409: "The active encoder is not ready.",
         **{503: "The model's weights are missing on this server, or its CUDA device is gone."},
     }
-    """Two signatures: the same writer or not? A read (it stores nothing): open to everyone."""
 
     parser_classes = [MultiPartParser]
     permission_classes = [AllowAny]
@@ -186,12 +187,13 @@ class ReferenceDetailApi(APIView):
 
 
 class SignatureVerifyApi(APIView):
+    """Is a questioned signature genuine for this signer? Logged (staff only)."""
+
     throttle_scope = "signatures"
     error_statuses = {
         409: "The signer has no references, or a reference's file is missing.",
         **{503: "The model's weights are missing on this server, or its CUDA device is gone."},
     }
-    """Is a questioned signature genuine for this signer? Logged (staff only)."""
 
     parser_classes = [MultiPartParser]
 
