@@ -200,7 +200,9 @@ def _cache_key(url: str) -> str:
     return "image-url:" + hashlib.sha256(url.encode()).hexdigest()
 
 
-def image_fetch(*, url: str, field: str = "image_url", use_cache: bool = True) -> IntakeImage:
+def image_fetch(
+    *, url: str, field: str = "image_url", use_cache: bool = True, decode_min_side: int | None = None
+) -> IntakeImage:
     """Download ``url`` and return it as a validated image, or raise ImageRejected.
 
     Results are cached by URL (``IMAGE_URL_CACHE_SECONDS``): a URL fetched before whose
@@ -215,7 +217,7 @@ def image_fetch(*, url: str, field: str = "image_url", use_cache: bool = True) -
         name = image_name_for(sha256=cached["sha256"], extension=cached["extension"])
         if default_storage.exists(name):
             with default_storage.open(name, "rb") as stored:
-                return image_validate(data=stored.read(), field=field)
+                return image_validate(data=stored.read(), field=field, decode_min_side=decode_min_side)
     current = url
     deadline = time.monotonic() + settings.IMAGE_FETCH_TOTAL_TIMEOUT
     for _hop in range(settings.IMAGE_FETCH_MAX_REDIRECTS + 1):
@@ -231,7 +233,7 @@ def image_fetch(*, url: str, field: str = "image_url", use_cache: bool = True) -
     else:
         raise _refuse("url_too_many_redirects", f"More than {settings.IMAGE_FETCH_MAX_REDIRECTS} redirects.", field)
     try:
-        image = image_validate(data=body, field=field)
+        image = image_validate(data=body, field=field, decode_min_side=decode_min_side)
     except ImageRejected as exc:
         raise _refuse("url_not_an_image", f"The URL did not return an acceptable image: {exc.message}", field) from None
     if settings.IMAGE_URL_CACHE_SECONDS:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import warnings
@@ -36,6 +37,9 @@ class IntakeImage:
     format: str
     width: int
     height: int
+    # With ``decode_min_side``: the image as the models read it (upright RGB, a JPEG decoded
+    # at reduced scale), kept from validation so that a query is decoded once.
+    decoded: Image.Image | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def extension(self) -> str:
@@ -51,7 +55,9 @@ def read_limited(stream: IO[bytes], *, field: str = "image") -> bytes:
     return data
 
 
-def image_validate(*, data: bytes, filename: str | None = None, field: str = "image") -> IntakeImage:
+def image_validate(
+    *, data: bytes, filename: str | None = None, field: str = "image", decode_min_side: int | None = None
+) -> IntakeImage:
     """Check that ``data`` is a complete, acceptable raster image; raise ImageRejected if not.
 
     Refuses: empty or over-size files, extensions outside the allowed list, SVG/HTML and
@@ -100,6 +106,10 @@ def image_validate(*, data: bytes, filename: str | None = None, field: str = "im
         if width == 0 or height == 0:
             raise ImageRejected("not_an_image", f"{label} has no pixels.", field=field)
         image_format = image.format
+        if decode_min_side and image_format == "JPEG":
+            # Every coefficient is still decoded (truncation and corruption are found), at the
+            # scale the model needs (image_open_rgb does the same for indexing).
+            image.draft(image.mode, (decode_min_side, decode_min_side))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -112,6 +122,7 @@ def image_validate(*, data: bytes, filename: str | None = None, field: str = "im
                 field=field,
             ) from None
         orientation = image.getexif().get(0x0112, 1)
+        decoded = _upright_rgb(image) if decode_min_side else None
     if _hides_another_file(data, image_format):
         raise ImageRejected(
             "polyglot_file",
@@ -126,6 +137,7 @@ def image_validate(*, data: bytes, filename: str | None = None, field: str = "im
         format=image_format,
         width=width,
         height=height,
+        decoded=decoded,
     )
 
 
@@ -175,6 +187,11 @@ def image_open_rgb(data: bytes, *, min_side: int | None = None) -> Image.Image:
         if min_side and image.format == "JPEG":
             image.draft(image.mode, (min_side, min_side))
         image.load()
+    return _upright_rgb(image)
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    """A loaded image, upright, in 8-bit RGB (see ``image_open_rgb``)."""
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float64)

@@ -21,20 +21,24 @@ from catalog.storage import content_lock, image_discard, image_name_for, image_s
 from simsite.errors import ServiceError
 
 
-def image_from_upload(*, file: UploadedFile, field: str = "image") -> IntakeImage:
-    """Validate an uploaded file as an image (reading no more than the size limit)."""
+def image_from_upload(*, file: UploadedFile, field: str = "image", decode_min_side: int | None = None) -> IntakeImage:
+    """Validate an uploaded file as an image (reading no more than the size limit); with
+    ``decode_min_side``, keep it decoded for a model (``IntakeImage.decoded``)."""
     file.seek(0)
-    return image_validate(data=read_limited(file, field=field), filename=file.name, field=field)
+    return image_validate(data=read_limited(file, field=field), filename=file.name, field=field,
+                          decode_min_side=decode_min_side)  # fmt: skip
 
 
-def image_from_source(*, file: UploadedFile | None, url: str | None, field: str = "image") -> IntakeImage:
+def image_from_source(
+    *, file: UploadedFile | None, url: str | None, field: str = "image", decode_min_side: int | None = None
+) -> IntakeImage:
     """Exactly one of an uploaded file or an http(s) URL, validated."""
     if file is not None and url:
         raise ServiceError("ambiguous_image", "Send either an image file or an image_url, not both.", field=field)
     if file is not None:
-        return image_from_upload(file=file, field=field)
+        return image_from_upload(file=file, field=field, decode_min_side=decode_min_side)
     if url:
-        return image_fetch(url=url, field="image_url")
+        return image_fetch(url=url, field="image_url", decode_min_side=decode_min_side)
     raise ServiceError("image_required", "An image file or an image_url is required.", field=field)
 
 

@@ -21,7 +21,7 @@ from catalog.apis import GalleryImageOutput, ProductOutput
 from catalog.services import image_from_source, image_from_upload
 from search.items import GALLERY_IMAGE, PRODUCT, ItemRef
 from search.models import Collection, IndexJob, TrainedModel
-from search.querying import item_vector, query_vectors
+from search.querying import item_vector, query_decode_side, query_vectors
 from search.registry import TRAINABLE_BASES
 from search.selectors import (
     Match,
@@ -313,8 +313,9 @@ class SearchApi(APIView):
         if item is not None:
             vector = item_vector(model=options["model"], ref=item)
         else:
-            image = image_from_source(file=options.get("image"), url=options.get("image_url"))
-            vector = query_vectors(model=options["model"], images=[image.data])[0]
+            side = query_decode_side(model=options["model"])
+            image = image_from_source(file=options.get("image"), url=options.get("image_url"), decode_min_side=side)
+            vector = query_vectors(model=options["model"], images=[image])[0]
         results = results_payload(search_matches(options, vector, exclude=item), request)
         took_ms = round((time.perf_counter() - started) * 1000, 1)
         return Response({"model": options["model"], "took_ms": took_ms, "results": results})
@@ -350,8 +351,9 @@ class SearchBatchApi(APIView):
         params = self.InputSerializer(data=form_data(request, lists=("category", "images")))
         params.is_valid(raise_exception=True)
         options = params.validated_data
-        images = [image_from_upload(file=file, field="images") for file in options["images"]]
-        vectors = query_vectors(model=options["model"], images=[image.data for image in images])
+        side = query_decode_side(model=options["model"])
+        images = [image_from_upload(file=file, field="images", decode_min_side=side) for file in options["images"]]
+        vectors = query_vectors(model=options["model"], images=images)
         queries = [
             {"filename": file.name, "results": results_payload(search_matches(options, vector), request)}
             for file, vector in zip(options["images"], vectors, strict=True)

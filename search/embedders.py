@@ -292,6 +292,10 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.embed_tensors(torch.stack(list(tensors)))
 
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Vectors for decoded, upright RGB images (what ``image_open_rgb`` gives)."""
+        return self.embed_preprocessed([self.preprocess(image) for image in images])
+
     def embed_bytes(self, datas: Sequence[bytes]) -> np.ndarray:
         return self.embed_preprocessed([self.preprocess_bytes(data) for data in datas])
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from django.conf import settings
 
+from catalog.images import IntakeImage
 from search.items import ItemRef
 from search.models import Embedding
 from search.selectors import model_spec_get
@@ -32,8 +33,24 @@ def embed_locally(*, model: str, images: Sequence[bytes]) -> np.ndarray:
     return get_embedder(model_spec_get(model)).embed_bytes(list(images))
 
 
-def query_vectors(*, model: str, images: Sequence[bytes]) -> np.ndarray:
-    """(N, dim) unit vectors for validated image bytes, embedded as one batch."""
+def query_decode_side(*, model: str) -> int:
+    """The side a query image is decoded at during validation (``IntakeImage.decoded``): the
+    one the embedder decodes stored images at, so that queries and the index see the same."""
+    return 2 * model_spec_get(model).input_size
+
+
+def query_vectors(*, model: str, images: Sequence[IntakeImage | bytes]) -> np.ndarray:
+    """(N, dim) unit vectors for validated images, embedded as one batch: from their decoded
+    pixels when validation kept them (one decode per query), else from their bytes."""
+    decoded = [getattr(image, "decoded", None) for image in images]
+    if settings.SEARCH_QUERY_EMBEDDER != "worker" and images and all(item is not None for item in decoded):
+        from search.embedders import get_embedder
+
+        return get_embedder(model_spec_get(model)).embed_images(decoded)
+    return _query_bytes(model=model, images=[image if isinstance(image, bytes) else image.data for image in images])
+
+
+def _query_bytes(*, model: str, images: Sequence[bytes]) -> np.ndarray:
     if settings.SEARCH_QUERY_EMBEDDER == "worker":
         from celery.exceptions import TimeoutError as CeleryTimeout
 

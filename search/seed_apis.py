@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from catalog.seed_apis import SeedWritePermission
 from catalog.services import image_from_upload
 from search.models import Collection, IndexJob
-from search.querying import query_vectors
+from search.querying import query_decode_side, query_vectors
 from search.selectors import active_model_key, index_job_updates, items_by_ref, items_similar_to, model_coverage
 from search.services import index_job_create
 from simsite.errors import ServiceError
@@ -36,13 +36,13 @@ class SeedSearchApi(SeedApiView):
         if file is None:
             raise ServiceError("file_required", "Send the query image as 'file'.", field="file")
         model = active_model_key()
-        image = image_from_upload(file=file, field="file")
+        image = image_from_upload(file=file, field="file", decode_min_side=query_decode_side(model=model))
         gallery = next(row for row in model_coverage(model=model) if row["collection"] == "gallery")
         if not gallery["items"]:
             raise ServiceError("no_images", "The gallery is empty: upload images first.", field="file")
         if not gallery["embedded"]:
             raise ServiceError("no_features", "No image has features yet: generate features first.", field="file")
-        vector = query_vectors(model=model, images=[image.data])[0]
+        vector = query_vectors(model=model, images=[image])[0]
         matches = items_similar_to(vector=vector, model=model, collection=Collection.GALLERY, k=6)
         images = items_by_ref([match.ref for match in matches], model=model)
         results = [

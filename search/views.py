@@ -17,7 +17,7 @@ from catalog.selectors import category_list, product_import_list, product_list
 from catalog.services import image_from_source
 from search.items import PRODUCT, ItemRef
 from search.models import Collection
-from search.querying import item_vector, query_vectors
+from search.querying import item_vector, query_decode_side, query_vectors
 from search.selectors import active_model_key, items_by_ref, items_similar_to, products_with_embedded_flag
 from simsite.errors import ServiceError
 
@@ -67,11 +67,12 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
         categories = [c for c in request.POST.getlist("category") if c]
         min_price = _decimal(request.POST.get("min_price"), "min_price")
         max_price = _decimal(request.POST.get("max_price"), "max_price")
-        image = image_from_source(
-            file=request.FILES.get("file"), url=(request.POST.get("image_url") or "").strip() or None, field="file"
-        )
         model = active_model_key()
-        vector = query_vectors(model=model, images=[image.data])[0]
+        image = image_from_source(
+            file=request.FILES.get("file"), url=(request.POST.get("image_url") or "").strip() or None, field="file",
+            decode_min_side=query_decode_side(model=model),
+        )  # fmt: skip
+        vector = query_vectors(model=model, images=[image])[0]
     except ServiceError as error:
         context["error"] = error.message
         return render(request, "search/catalog_search.html", context, status=error.status_code)

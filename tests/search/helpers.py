@@ -54,6 +54,9 @@ class FakeEmbedder:
             rows.append(vector / np.linalg.norm(vector))
         return np.asarray(rows, dtype=np.float32).reshape(len(items), self.dim)
 
+    def embed_images(self, images: list) -> np.ndarray:
+        return self.embed_preprocessed([image.tobytes() for image in images])
+
     def embed_bytes(self, datas: list[bytes]) -> np.ndarray:
         return self.embed_preprocessed(list(datas))
 

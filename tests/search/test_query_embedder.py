@@ -50,3 +50,20 @@ def test_queries_have_their_own_queue_and_an_abandoned_query_is_never_computed(s
     while result.state == "PENDING" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert result.state == "REVOKED"  # expired: dropped by the worker, not computed
+
+
+def test_a_query_is_decoded_once_and_gets_the_indexing_vector(settings):
+    """Validation keeps the pixels at the scale the embedder decodes stored images at; the
+    vector from them is the one the bytes give (so queries and the index stay comparable)."""
+    from catalog.images import image_validate
+    from search.embedders import get_embedder
+    from search.querying import query_decode_side
+
+    settings.SEARCH_QUERY_EMBEDDER = "web"
+    for data in (images.jpeg_bytes(1024, 768, seed=11), images.exif_rotated_jpeg(), images.png_bytes(300, 200)):
+        intake = image_validate(data=data, decode_min_side=query_decode_side(model="efficientnet_lite0"))
+        assert intake.decoded is not None and intake.decoded.mode == "RGB"
+        from_pixels = query_vectors(model="efficientnet_lite0", images=[intake])
+        from_bytes = get_embedder("efficientnet_lite0").embed_bytes([data])
+        assert np.abs(from_pixels - from_bytes).max() < 1e-5
+    assert image_validate(data=images.png_bytes()).decoded is None  # only when asked
