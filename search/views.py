@@ -18,7 +18,13 @@ from catalog.services import image_from_source
 from search.items import PRODUCT, ItemRef
 from search.models import Collection
 from search.querying import item_vector, query_decode_side, query_vectors
-from search.selectors import active_model_key, items_by_ref, items_similar_to, products_with_embedded_flag
+from search.selectors import (
+    active_model_key,
+    items_by_ref,
+    items_similar_to,
+    model_coverage,
+    products_with_embedded_flag,
+)
 from simsite.errors import ServiceError
 
 DEFAULT_THRESHOLD_PERCENT = 70
@@ -98,6 +104,16 @@ def gallery_page(request: HttpRequest) -> HttpResponse:
     """The image library: upload, browse, preview, select and delete, embed, search by image.
     The page reads and writes through the API (``/api/v1/gallery/``, ``/api/v1/search/``...)."""
     return render(request, "search/gallery.html", {"staff": request.user.is_staff, "page_size": GALLERY_PAGE_SIZE})
+
+
+@ensure_csrf_cookie
+def search_page(request: HttpRequest) -> HttpResponse:
+    """Search by an image file, an image URL, or a product or gallery image (``?product=ID``,
+    ``?gallery_image=ID``), with k, a minimum similarity, the collection and product filters;
+    says how much of the collection is embedded (the page calls ``POST /api/v1/search/``)."""
+    model = active_model_key()
+    coverage = {"model": model, "rows": model_coverage(model=model)}
+    return render(request, "search/search.html", {"categories": category_list(), "coverage": coverage})
 
 
 @ensure_csrf_cookie

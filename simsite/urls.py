@@ -39,6 +39,7 @@ urlpatterns = [
     path("catalog/", search_views.catalog_page, name="catalog-page"),
     path("catalog/<int:pk>/", search_views.product_page, name="product-page"),
     path("gallery/", search_views.gallery_page, name="gallery-page"),
+    path("search/", search_views.search_page, name="search-page"),
     path("jobs/", search_views.jobs_page, name="jobs-page"),
     path("signatures/", signature_views.signatures_page, name="signatures-page"),
     path("admin/", admin.site.urls),
