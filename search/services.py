@@ -148,17 +148,22 @@ def index_job_create(
     return job
 
 
-def _jobs_for_items(model: str, product_ids: Sequence[int], gallery_ids: Sequence[int]) -> IndexJob:
+def _jobs_for_items(
+    model: str, product_ids: Sequence[int], gallery_ids: Sequence[int], mode: str = IndexJob.Mode.MISSING
+) -> IndexJob:
     collection = Collection.PRODUCTS if not gallery_ids else Collection.GALLERY if not product_ids else Collection.ALL
-    job = IndexJob.objects.create(collection=collection, model=model, mode=IndexJob.Mode.MISSING)
+    job = IndexJob.objects.create(collection=collection, model=model, mode=mode)
     job.total = _create_batches(job, product_ids=list(product_ids), gallery_ids=list(gallery_ids))
     job.save(update_fields=["total"])
     transaction.on_commit(lambda: index_job_dispatch(job_id=job.pk))
     return job
 
 
-def items_index(*, product_ids: Sequence[int] = (), gallery_ids: Sequence[int] = ()) -> IndexJob | None:
-    """Embed these new or changed items in the background, with every model in use.
+def items_index(
+    *, product_ids: Sequence[int] = (), gallery_ids: Sequence[int] = (), mode: str = IndexJob.Mode.MISSING
+) -> IndexJob | None:
+    """Embed these new or changed items in the background, with every model in use (``mode``
+    "all": again, even where their vectors are current - the admin's *Reindex selected*).
 
     The jobs and batches commit with the caller's transaction; their messages are sent after
     the commit, and if the broker is down the reconciler sends them later. Returns the job
@@ -170,7 +175,7 @@ def items_index(*, product_ids: Sequence[int] = (), gallery_ids: Sequence[int] =
     result = None
     with transaction.atomic():
         for key in sorted(models_being_indexed()):
-            job = _jobs_for_items(key, product_ids, gallery_ids)
+            job = _jobs_for_items(key, product_ids, gallery_ids, mode)
             if key == active:
                 result = job
     return result
