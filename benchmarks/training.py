@@ -3,7 +3,7 @@ images neither has learnt from.
 
     make bench-training                                   # vehicles and Fashion-MNIST
     make bench-training ARGS="--only vehicles --epochs 8"
-    make bench-training ARGS="--fmnist-train 6000 --fmnist-test 10000"
+    make bench-training ARGS="--fmnist-train 12000 --fmnist-test 10000"
 
 vehicles (../shared/data/vehicles): split by item, stratified and seeded, exactly as
 ``train_embedding_model`` splits it (70% train, 15% validation, 15% test); both models are
@@ -69,7 +69,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["vehicles", "fashion-mnist"], action="append")
     parser.add_argument("--epochs", type=int, default=None, help="at most (default: the command's)")
-    parser.add_argument("--fmnist-train", type=int, default=2000, help="training-split images to learn from")
+    parser.add_argument("--fmnist-train", type=int, default=6000, help="training-split images to learn from")
     parser.add_argument("--fmnist-test", type=int, default=2000, help="official test-split images measured")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
