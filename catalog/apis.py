@@ -39,7 +39,7 @@ from catalog.services import (
 )
 from catalog.storage import thumbnail_get
 from search.selectors import gallery_with_embedded_flag, index_job_for_items, products_with_embedded_flag
-from simsite.drf import PageNumberPagination, error_body, paginated_response
+from simsite.drf import PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
 from simsite.sse import STREAM_RENDERERS, event_stream_response
 
@@ -241,13 +241,15 @@ class ProductImportEventsApi(APIView):
 
 
 class CategoryListApi(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(
         responses=inline_serializer(
             "Category", {"category": serializers.CharField(), "count": serializers.IntegerField()}, many=True
         )
     )
     def get(self, request: Request) -> Response:
-        return Response(category_list())
+        return paginated_items(items=category_list(), request=request, view=self)
 
 
 class GalleryListApi(APIView):

@@ -46,7 +46,7 @@ from search.services import (
     model_training_start,
     trained_model_delete,
 )
-from simsite.drf import PageNumberPagination
+from simsite.drf import PageNumberPagination, paginated_items, paginated_response
 from simsite.errors import ServiceError
 from simsite.sse import STREAM_RENDERERS, event_stream_response
 
@@ -70,6 +70,8 @@ def job_payload(job: IndexJob) -> dict[str, object]:
 
 
 class IndexJobCreateApi(APIView):
+    pagination_class = PageNumberPagination
+
     class InputSerializer(serializers.Serializer):
         collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.ALL)
         model = serializers.CharField(required=False)
@@ -88,7 +90,8 @@ class IndexJobCreateApi(APIView):
 
     @extend_schema(responses=IndexJobOutput(many=True))
     def get(self, request: Request) -> Response:
-        return Response(IndexJobOutput(index_job_list(), many=True).data)
+        return paginated_response(queryset=index_job_list(), serializer_class=IndexJobOutput, request=request,
+                                  view=self)  # fmt: skip
 
 
 class IndexJobDetailApi(APIView):
@@ -116,6 +119,8 @@ class IndexJobEventsApi(APIView):
 
 
 class IndexStatusApi(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(
         responses=inline_serializer(
             "IndexStatus",
@@ -130,10 +135,12 @@ class IndexStatusApi(APIView):
         )
     )
     def get(self, request: Request) -> Response:
-        return Response(index_status())
+        return paginated_items(items=index_status(), request=request, view=self)
 
 
 class ModelListApi(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(
         responses=inline_serializer(
             "EmbeddingModel",
@@ -153,7 +160,7 @@ class ModelListApi(APIView):
         )
     )
     def get(self, request: Request) -> Response:
-        return Response(embedding_model_list())
+        return paginated_items(items=embedding_model_list(), request=request, view=self)
 
 
 class ModelActivateApi(APIView):

@@ -94,8 +94,9 @@ def index_job_get(*, pk: int) -> IndexJob:
     return IndexJob.objects.get(pk=pk)
 
 
-def index_job_list(*, limit: int = 50) -> QuerySet[IndexJob]:
-    return IndexJob.objects.all()[:limit]
+def index_job_list() -> QuerySet[IndexJob]:
+    """Newest first (paged by the API; finished jobs are pruned after JOB_RETENTION_DAYS)."""
+    return IndexJob.objects.all()
 
 
 def index_job_failures(*, job: IndexJob, limit: int = 50) -> list[dict[str, object]]:

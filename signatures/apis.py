@@ -23,7 +23,7 @@ from signatures.services import (
     signer_create,
     signer_delete,
 )
-from simsite.drf import PageNumberPagination, error_body, paginated_response
+from simsite.drf import PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
 
 
@@ -138,6 +138,7 @@ class SignerDetailApi(APIView):
 
 
 class ReferenceListApi(APIView):
+    pagination_class = PageNumberPagination
     throttle_scope = {"POST": "upload"}
     error_statuses = {"POST": {503: "The model's weights are missing on this server, or its CUDA device is gone."}}
     parser_classes = [MultiPartParser]
@@ -148,7 +149,7 @@ class ReferenceListApi(APIView):
     @extend_schema(responses=ReferenceOutput(many=True))
     def get(self, request: Request, pk: int) -> Response:
         references = reference_list(signer=signer_get(pk=pk))
-        return Response(ReferenceOutput(references, many=True, context={"request": request}).data)
+        return paginated_response(queryset=references, serializer_class=ReferenceOutput, request=request, view=self)
 
     @extend_schema(
         request=InputSerializer,
@@ -219,6 +220,8 @@ class SignatureVerifyApi(APIView):
 
 
 class EncoderListApi(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(
         responses=inline_serializer(
             "SignatureEncoder",
@@ -245,7 +248,7 @@ class EncoderListApi(APIView):
         )
     )
     def get(self, request: Request) -> Response:
-        return Response(encoder_list())
+        return paginated_items(items=encoder_list(), request=request, view=self)
 
 
 class EncoderActivateApi(APIView):

@@ -145,3 +145,10 @@ def paginated_response(*, queryset: Any, serializer_class: Any, request: Any, vi
     page = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer_class(page, many=True, context={"request": request}).data
     return paginator.get_paginated_response(data)
+
+
+def paginated_items(*, items: Any, request: Any, view: Any) -> Response:
+    """A page of ``items`` (a list of plain rows, or a queryset of them) in the paginated shape."""
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(items, request, view=view)
+    return paginator.get_paginated_response(page)

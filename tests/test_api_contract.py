@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
+import torch
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
@@ -36,6 +37,9 @@ def staff_token(monkeypatch, staff_user, settings) -> Iterator[str]:
     add_product(images.jpeg_bytes(96, 96, seed=1), "SKU-1", category="shoes")
     add_gallery_image(images.png_bytes(seed=2), "g.png")
     token = Token.objects.create(user=staff_user).key
+    # The embedder flushes denormal floats to zero for speed (process-wide, once it has loaded);
+    # Hypothesis must be able to generate them. Flushing again afterwards does no harm.
+    torch.set_flush_denormal(False)
     # As Django's test client does: the requests run inside the test's transaction, whose
     # connection must outlive each request.
     request_started.disconnect(close_old_connections)
@@ -43,6 +47,7 @@ def staff_token(monkeypatch, staff_user, settings) -> Iterator[str]:
     yield token
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
+    torch.set_flush_denormal(True)
 
 
 def _application():

@@ -67,4 +67,4 @@ def test_a_trained_model_shows_its_test_figures_and_can_be_built_then_activated(
     page.click(f"{row} >> button:has-text('Build, then activate')")
     page.wait_for_selector("#jobs tr[data-id]:has-text('fashion')")
     jobs = page.evaluate("fetch('/api/v1/index/jobs/').then((r) => r.json())")
-    assert [job["activate_when_done"] for job in jobs if job["model"] == "fashion"] == [True]
+    assert [job["activate_when_done"] for job in jobs["results"] if job["model"] == "fashion"] == [True]

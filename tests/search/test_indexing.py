@@ -61,7 +61,7 @@ def test_uploaded_images_are_embedded_by_a_worker(staff_client, api_client, work
     assert sorted(item["embedded"] for item in listing) == [False] + [True] * 7
     assert api_client.get("/api/v1/health/").json()["workers"] >= 1
 
-    status = {(r["collection"], r["model"]): r for r in api_client.get("/api/v1/index/status/").json()}
+    status = {(r["collection"], r["model"]): r for r in api_client.get("/api/v1/index/status/").json()["results"]}
     assert status[("gallery", "efficientnet_lite0")]["missing"] == 1
 
     # Deleting an item deletes its vectors.
@@ -175,7 +175,7 @@ def test_second_model_is_built_beside_the_first_and_switched_on_complete(
     assert activated.status_code == 200 and activated.json() == {"active": "resnet18"}
     after = search()
     assert after["model"] == "resnet18" and len(after["results"]) == 3
-    models = {row["key"]: row for row in api_client.get("/api/v1/models/").json()}
+    models = {row["key"]: row for row in api_client.get("/api/v1/models/").json()["results"]}
     assert models["resnet18"]["active"] and not models["efficientnet_lite0"]["active"]
     assert models["resnet18"]["embedded"] == 6 and models["resnet18"]["dim"] == 512
 

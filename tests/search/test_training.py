@@ -72,7 +72,7 @@ def test_train_register_reindex_and_search_with_the_trained_model(tiny_vehicles,
     for name in trained.plots.values():
         assert default_storage.open(name).read(8) == b"\x89PNG\r\n\x1a\n"
 
-    models = {m["key"]: m for m in api_client.get("/api/v1/models/").json()}
+    models = {m["key"]: m for m in api_client.get("/api/v1/models/").json()["results"]}
     assert models["tiny_vehicles"]["kind"] == "trained" and models["tiny_vehicles"]["dim"] == 64
     assert models["tiny_vehicles"]["base"] == "efficientnet_lite0" and not models["tiny_vehicles"]["active"]
     assert models["tiny_vehicles"]["metrics"]["test"] == trained.metrics["test"]

@@ -89,7 +89,7 @@ def test_enrol_and_verify(api_client, staff_client, staff_user, django_capture_o
 
 
 def test_encoders_list_and_activation(api_client, staff_client):
-    encoders = {row["key"]: row for row in api_client.get("/api/v1/signatures/models/").json()}
+    encoders = {row["key"]: row for row in api_client.get("/api/v1/signatures/models/").json()["results"]}
     default, baseline = encoders["efficientnet_lite0_strokes"], encoders["efficientnet_lite0_ink"]
     assert default["active"] and not baseline["active"] and default["eer"] < baseline["eer"]
     assert baseline["eer"] and baseline["threshold"] and baseline["dataset"] and baseline["thresholds"]["5"]

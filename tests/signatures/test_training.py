@@ -52,7 +52,7 @@ def test_train_activate_and_verify_with_the_trained_encoder(
     for name in encoder.plots.values():
         assert default_storage.open(name).read(8) == b"\x89PNG\r\n\x1a\n"
 
-    models = {m["key"]: m for m in api_client.get("/api/v1/signatures/models/").json()}
+    models = {m["key"]: m for m in api_client.get("/api/v1/signatures/models/").json()["results"]}
     assert models["tiny"]["active"] and models["tiny"]["kind"] == "trained" and models["tiny"]["status"] == "succeeded"
     assert models["tiny"]["threshold"] == encoder.threshold and models["tiny"]["dim"] == 112
     assert models["tiny"]["thresholds"] == encoder.metrics["thresholds"]
@@ -122,7 +122,7 @@ def test_unready_and_unknown_encoders_cannot_be_activated(staff_client, tiny_set
     refused = staff_client.post("/api/v1/signatures/models/queued-one/activate/")
     assert refused.status_code == 409 and "queued" in refused.json()["error"]["message"]
     assert staff_client.post("/api/v1/signatures/models/nope/activate/").status_code == 404
-    listed = {m["key"]: m for m in staff_client.get("/api/v1/signatures/models/").json()}
+    listed = {m["key"]: m for m in staff_client.get("/api/v1/signatures/models/").json()["results"]}
     assert listed["queued-one"]["status"] == "queued" and listed["queued-one"]["threshold"] is None
 
 
