@@ -67,3 +67,36 @@ def test_hostile_files_are_refused_and_leave_nothing(staff_client, media_root, s
     assert code in codes or (name == "empty" and code == "empty"), code
     assert not GalleryImage.objects.exists() and not Product.objects.exists() and not Reference.objects.exists()
     assert _stored(media_root) == before
+
+
+def test_the_admin_product_form_refuses_the_corpus(admin_client, media_root):
+    before = _stored(media_root)
+    for _name, filename, data, _codes in CORPUS:
+        response = admin_client.post("/admin/catalog/product/add/", {
+            "sku": "H1", "name": "n", "category": "c", "price": "1", "upload": _upload(filename, data)})  # fmt: skip
+        assert response.status_code == 200, filename  # the form again, with the error
+        assert "errornote" in response.content.decode() or "errorlist" in response.content.decode()
+    assert not Product.objects.exists() and _stored(media_root) == before
+
+
+def test_csv_import_rows_naming_the_corpus_fail_one_by_one(staff_client, settings, tmp_path, media_root):
+    from catalog.csv_import import product_import_run
+
+    root = tmp_path / "import-root"
+    root.mkdir()
+    settings.CATALOG_IMPORT_ROOT = root.resolve()
+    rows = ["id,name,category,price,image_url"]
+    for index, (_name, filename, data, _codes) in enumerate(CORPUS):
+        (root / f"{index}-{filename}").write_bytes(data)
+        rows.append(f"H{index},n,c,1,{index}-{filename}")
+    upload = SimpleUploadedFile("hostile.csv", "\n".join(rows).encode(), "text/csv")
+    job = staff_client.post("/api/v1/products/import/", {"file": upload}, format="multipart").json()
+    product_import_run(import_id=job["id"])
+    report = staff_client.get(f"/api/v1/products/imports/{job['id']}/").json()
+    assert report["state"] == "succeeded" and report["created"] == 0
+    assert report["failed_count"] == len(CORPUS)
+    codes = {item["row"]: item["code"] for item in report["failed"]}
+    for index, (_name, _filename, _data, expected) in enumerate(CORPUS):
+        assert codes[index + 2] in expected | {"path_not_allowed"}, (index, codes[index + 2])
+    assert not Product.objects.exists()
+    assert not [name for name in _stored(media_root) if name.startswith(("images/", "thumbs/"))]
