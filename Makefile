@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test manage bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
+.PHONY: run test manage fashion-mnist bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
 
 venv: $(STAMP)
 
@@ -29,7 +29,15 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "[simsite] chromium not found: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
 
-test: venv browser
+# Real photos for the demo and for tests when ../shared/data is absent (Debian's package).
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "[simsite] installing Debian's dataset-fashion-mnist"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+		else echo "[simsite] dataset-fashion-mnist not found: tests that need it will be skipped"; fi; }
+
+test: venv browser fashion-mnist
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) scripts/stack.py test $(PYTEST_ARGS)

@@ -30,14 +30,31 @@ pytestmark = pytest.mark.django_db(transaction=True)
 VEHICLES = SHARED_DATA / "vehicles"
 
 
+# Where ../shared/data is not beside the checkout: real Fashion-MNIST photos (Debian's
+# package) stand in, one garment class per folder.
+_STAND_INS = {"bikes": 1, "cars": 8, "trucks": 7}
+
+
 def _vehicle_subset(folder, per_class: int, classes: tuple[str, ...] = ("bikes", "cars", "trucks")):
-    """A few real vehicle photos per class, copied into a sub-folder per class."""
-    if not (VEHICLES / "labels.csv").is_file():
-        pytest.skip("../shared/data/vehicles is not present")
+    """A few real photos per class, in a sub-folder per class: vehicles from ../shared/data,
+    else Fashion-MNIST's."""
+    if (VEHICLES / "labels.csv").is_file():
+        for label in classes:
+            (folder / label).mkdir(parents=True)
+            for path in sorted((VEHICLES / label).glob("*.jpg"))[:per_class]:
+                shutil.copy(path, folder / label / path.name)
+        return folder
+    from PIL import Image
+
+    from catalog.fashion_mnist import DEFAULT_PATH, fashion_mnist_load
+
+    if not DEFAULT_PATH.is_dir():
+        pytest.skip("neither ../shared/data/vehicles nor Debian's dataset-fashion-mnist is present")
+    photos, labels = fashion_mnist_load(split="test")
     for label in classes:
         (folder / label).mkdir(parents=True)
-        for path in sorted((VEHICLES / label).glob("*.jpg"))[:per_class]:
-            shutil.copy(path, folder / label / path.name)
+        for index in np.flatnonzero(labels == _STAND_INS[label])[:per_class]:
+            Image.fromarray(photos[index]).convert("RGB").save(folder / label / f"{index}.jpg", quality=95)
     return folder
 
 
