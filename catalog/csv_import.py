@@ -184,6 +184,12 @@ def _records(text: io.TextIOBase) -> Iterator[tuple[int, dict[str, str] | Servic
         yield number, dict(zip(header, cells, strict=False))
 
 
+# Cells a spreadsheet runs as formulas when the data is exported again ("=HYPERLINK(...)",
+# "@SUM(...)", "+cmd|..."). "-" is left alone: "-20% sale" is a name, prices are numbers.
+_TEXT_COLUMNS = ("id", "name", "category")
+_FORMULA_STARTS = ("=", "+", "@")
+
+
 def _parse(number: int, raw: dict[str, str]) -> _Row:
     values: dict[str, str] = {}
     for column in COLUMNS:
@@ -192,6 +198,9 @@ def _parse(number: int, raw: dict[str, str]) -> _Row:
             raise ServiceError("csv_row_invalid", f"'{column}' is missing")
         if column in _LIMITS and len(value) > _LIMITS[column]:
             raise ServiceError("csv_row_invalid", f"'{column}' is longer than {_LIMITS[column]} characters")
+        if column in _TEXT_COLUMNS and value[:1] in _FORMULA_STARTS:
+            raise ServiceError("csv_formula_cell", f"'{column}' starts with '{value[0]}': a spreadsheet would run it "
+                               "as a formula (CSV injection); write the text without it")  # fmt: skip
         values[column] = value
     if len(values["image_url"]) > 2048:
         raise ServiceError("csv_row_invalid", "'image_url' is longer than 2048 characters")

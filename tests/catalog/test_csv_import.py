@@ -197,6 +197,20 @@ def test_every_bad_row_kind_fails_alone_with_record_numbers(staff_client, import
     assert all("/" + "tmp" not in item["error"] and str(import_root) not in item["error"] for item in report["failed"])
 
 
+def test_formula_cells_fail_their_rows(staff_client, import_root):
+    rows = [
+        "id,name,category,price,image_url",
+        'F1,"=HYPERLINK(""http://evil.example"",""click"")",shoes,1.00,photos/shoe.png',
+        "F2,Shoe,@SUM(A1:A9),1.00,photos/shoe.png",
+        "+F3,Shoe,shoes,1.00,photos/shoe.png",
+        "F4,-20% sale,shoes,1.00,photos/shoe.png",  # a name, not a formula
+    ]
+    report = import_csv(staff_client, "\n".join(rows) + "\n")
+    assert {item["row"]: item["code"] for item in report["failed"]} == {2: "csv_formula_cell", 3: "csv_formula_cell",
+                                                                       4: "csv_formula_cell"}  # fmt: skip
+    assert list(Product.objects.values_list("sku", flat=True)) == ["F4"]
+
+
 def test_products_are_queued_for_embedding_chunk_by_chunk(staff_client, import_root, settings):
     from search.models import IndexBatch
 
