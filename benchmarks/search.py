@@ -156,14 +156,14 @@ def run(args: argparse.Namespace) -> None:
     for query in queries:
         t, matches = timed(lambda q=query: items_similar_to(vector=q, model=model, k=10, exact=True), 1)
         exact_times += t
-        exact_ids.append({m.id for m in matches})
+        exact_ids.append({m.ref for m in matches})
     for query in queries[:10]:  # warm the index pages into the cache, as a running service has them
         items_similar_to(vector=query, model=model, k=10)
     hnsw_ids, hnsw_times = [], []
     for query in queries:
         t, matches = timed(lambda q=query: items_similar_to(vector=q, model=model, k=10), 1)
         hnsw_times += t
-        hnsw_ids.append({m.id for m in matches})
+        hnsw_ids.append({m.ref for m in matches})
     recall = statistics.mean(len(a & b) / 10 for a, b in zip(hnsw_ids, exact_ids, strict=True))
     report(f"selector, HNSW on halfvec (pgvector), hnsw.ef_search={settings.SEARCH_HNSW_EF_SEARCH}", hnsw_times,
            f"recall@10 {recall:.3f}")  # fmt: skip
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> None:
             for query, truth in zip(queries, exact_ids, strict=True):
                 t, matches = timed(lambda q=query: items_similar_to(vector=q, model=model, k=10), 1)
                 sweep_times += t
-                sweep_recall.append(len({m.id for m in matches} & truth) / 10)
+                sweep_recall.append(len({m.ref for m in matches} & truth) / 10)
         report(f"selector, HNSW, hnsw.ef_search={ef}", sweep_times,
                f"recall@10 {statistics.mean(sweep_recall):.3f}")  # fmt: skip
 
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> None:
             cursor.execute(vector_sql, [model, literal])
             found = {row[0] for row in cursor.fetchall()}
             halfvec_times.append(1000 * (time.perf_counter() - started))
-        halfvec_recall.append(len(found & truth) / 10)
+        halfvec_recall.append(len(found & {ref.id for ref in truth}) / 10)
     report(
         "bare SQL on a full-precision vector HNSW index (the alternative)",
         halfvec_times,
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> None:
         truth = items_similar_to(vector=query, model=model, k=10, categories=category, exact=True)
         filtered_times += t
         filtered_counts.append(len(found))
-        filtered_recall.append(len({m.id for m in found} & {m.id for m in truth}) / 10)
+        filtered_recall.append(len({m.ref for m in found} & {m.ref for m in truth}) / 10)
     plan = items_similar_plan(vector=queries[0], model=model, k=10, categories=[CATEGORIES[0]])
     plan_name = "HNSW, iterative scan" if hnsw_index_name(model) in plan else "exact scan of the category"
     report(
