@@ -182,15 +182,15 @@ def results_payload(matches: list[Match], request: Request) -> list[dict[str, ob
     """Matches with their items' fields, in match order (items deleted meanwhile are dropped)."""
     items = items_by_ref([match.ref for match in matches])
     context = {"request": request}
-    return [
-        {
-            "type": match.ref.kind,
-            "similarity": match.similarity,
-            **ITEM_OUTPUTS[match.ref.kind](items[match.ref], context=context).data,
-        }
-        for match in matches
-        if match.ref in items
-    ]
+    # One serializer per kind (many=True): DRF builds a serializer's fields once, which per
+    # item cost more than the search itself (profiled: 2 ms an item).
+    rows: dict[ItemRef, dict] = {}
+    for kind, output in ITEM_OUTPUTS.items():
+        refs = [ref for ref in items if ref.kind == kind]
+        for ref, row in zip(refs, output([items[ref] for ref in refs], many=True, context=context).data, strict=True):
+            rows[ref] = row
+    return [{"type": match.ref.kind, "similarity": match.similarity, **rows[match.ref]}
+            for match in matches if match.ref in rows]  # fmt: skip
 
 
 def form_data(request: Request, *, lists: tuple[str, ...]) -> dict[str, object]:
