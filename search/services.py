@@ -669,7 +669,7 @@ def _model_train(trained: TrainedModel, saved: list[str]) -> None:
                      kind="trained", base=config.base, classes=tuple(result.classes))  # fmt: skip
     embedder = training.trained_embedder(result, spec)
     test = [item for item in splits["test"] if item.label in result.classes]
-    datas, labels, kept = [], [], []
+    datas, labels = [], []
     for item in test:
         try:
             datas.append(item.read())
@@ -680,14 +680,10 @@ def _model_train(trained: TrainedModel, saved: list[str]) -> None:
     kept = [i for i, vector in enumerate(vectors) if not isinstance(vector, Exception)]
     labels = [labels[i] for i in kept]
     datas = [datas[i] for i in kept]
-    test_metrics = retrieval_metrics(np.stack([vectors[i] for i in kept]), labels)
-    base_vectors = get_embedder(base).embed_encoded(datas)
-    base_metrics = retrieval_metrics(np.stack(base_vectors), labels)
-    predicted = training.classify(embedder, datas, config.temperature)
-    truth = [result.classes.index(label) for label in labels]
-    confusion = np.zeros((len(result.classes), len(result.classes)), dtype=int)
-    for actual, guess in zip(truth, predicted, strict=True):
-        confusion[actual, guess] += 1
+    test_vectors = np.stack([vectors[i] for i in kept])
+    test_metrics = retrieval_metrics(test_vectors, labels)
+    base_metrics = retrieval_metrics(np.stack(get_embedder(base).embed_encoded(datas)), labels)
+    confusion = training.confusion_matrix(embedder, test_vectors, labels, result.classes)
 
     folder = f"models/embeddings/{trained.key}"
     saved.append(default_storage.save(f"{folder}/weights.pt", ContentFile(training.weights_file(result))))

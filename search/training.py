@@ -286,8 +286,16 @@ def trained_embedder(result: TrainingResult, spec: ModelSpec) -> Embedder:
 
 
 @torch.no_grad()
-def classify(embedder: Embedder, datas: Sequence[bytes], temperature: float) -> np.ndarray:
-    """Class indices a trained embedder's classifier predicts for encoded images."""
+def confusion_matrix(
+    embedder: Embedder, vectors: np.ndarray, labels: Sequence[str], classes: Sequence[str]
+) -> np.ndarray:
+    """The trained classifier's confusion matrix (rows: truth) from the embeddings already
+    computed: its logits are cosines to each class direction (the temperature only scales
+    them), so no second pass through the network is needed."""
     network: FineTunedNet = embedder.network
-    tensors = torch.stack([embedder.preprocess_bytes(data) for data in datas]).to(embedder.device)
-    return network.logits(network(tensors), temperature).argmax(1).cpu().numpy()
+    directions = nn.functional.normalize(network.classifier.detach().float().cpu(), dim=1).numpy()
+    predicted = (np.asarray(vectors, dtype=np.float32) @ directions.T).argmax(axis=1)
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    for label, guess in zip(labels, predicted, strict=True):
+        matrix[list(classes).index(label), guess] += 1
+    return matrix

@@ -96,11 +96,7 @@ class Command(BaseCommand):
                     gallery, np.stack(embedder.embed_bytes(edited)), originals, edit_names
                 )
             if spec.kind == "trained" and set(labels) <= set(spec.classes):
-                config = trained[spec.key].config if spec.key in trained else {}
-                predicted = training.classify(embedder, datas, config.get("temperature", 0.05))
-                matrix = np.zeros((len(spec.classes), len(spec.classes)), dtype=int)
-                for label, guess in zip(labels, predicted, strict=True):
-                    matrix[spec.classes.index(label), guess] += 1
+                matrix = training.confusion_matrix(embedder, gallery, labels, spec.classes)
                 entry["accuracy"] = round(float(np.trace(matrix) / max(matrix.sum(), 1)), 4)
                 entry["confusion"] = {"classes": list(spec.classes), "matrix": matrix.tolist()}
                 (output / f"confusion-{spec.key}.png").write_bytes(confusion_plot(matrix, spec.classes, key=spec.key))
