@@ -40,7 +40,10 @@ from search.selectors import (
     trained_model_list,
 )
 from search.services import (
+    DUPLICATES_MAX_GROUPS,
     active_model_set,
+    duplicates_dismiss,
+    duplicates_keep,
     index_job_cancel,
     index_job_create,
     model_training_start,
@@ -405,6 +408,61 @@ class DuplicateListApi(APIView):
             payload.append({"similarity": group["similarity"], "size": group["size"],
                             "items": results_payload(matches, request)})  # fmt: skip
         return paginator.get_paginated_response(payload)
+
+
+class ItemRefInput(serializers.Serializer):
+    type = serializers.ChoiceField(choices=[PRODUCT.name, GALLERY_IMAGE.name])
+    id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+
+    def to_internal_value(self, data: object) -> ItemRef:
+        checked = super().to_internal_value(data)
+        return ItemRef(checked["type"], checked["id"])
+
+
+class DuplicatesKeepApi(APIView):
+    """Resolve duplicate groups: keep one copy of each, delete the others."""
+
+    error_statuses = {409: "A copy to keep no longer exists (nothing was deleted)."}
+
+    class InputSerializer(serializers.Serializer):
+        class GroupSerializer(serializers.Serializer):
+            keep = ItemRefInput()
+            delete = serializers.ListField(child=ItemRefInput(), min_length=1, max_length=1000)
+
+        groups = serializers.ListField(child=GroupSerializer(), min_length=1, max_length=DUPLICATES_MAX_GROUPS)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "DuplicatesKept", {"deleted": serializers.IntegerField(help_text="items deleted (gone ones not counted)")}
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        groups = [(group["keep"], group["delete"]) for group in data.validated_data["groups"]]
+        return Response({"deleted": duplicates_keep(groups=groups)})
+
+
+class DuplicatesDismissApi(APIView):
+    """Mark groups as not duplicates: none of their items are grouped together again."""
+
+    class InputSerializer(serializers.Serializer):
+        groups = serializers.ListField(
+            child=serializers.ListField(child=ItemRefInput(), min_length=2, max_length=1000),
+            min_length=1, max_length=DUPLICATES_MAX_GROUPS,
+        )  # fmt: skip
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "DuplicatesDismissed", {"remembered": serializers.IntegerField(help_text="groups remembered")}
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"remembered": duplicates_dismiss(groups=data.validated_data["groups"], user=request.user)})
 
 
 class TrainedModelOutput(serializers.ModelSerializer):

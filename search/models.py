@@ -238,3 +238,37 @@ class TrainedModel(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class DuplicateDismissal(models.Model):
+    """A group of items someone marked as *not duplicates*: no two of its items are grouped
+    as near-duplicates again (under any model or threshold). An item added later that looks
+    like one of them still forms a new group with it."""
+
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"not duplicates #{self.pk}"
+
+
+class DuplicateDismissalItem(models.Model):
+    """One item of a dismissed group (deleted with the item)."""
+
+    dismissal = models.ForeignKey(DuplicateDismissal, on_delete=models.CASCADE, related_name="items")
+    product = models.ForeignKey("catalog.Product", null=True, blank=True, on_delete=models.CASCADE)
+    gallery_image = models.ForeignKey("catalog.GalleryImage", null=True, blank=True, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(product__isnull=False, gallery_image__isnull=True)
+                    | models.Q(product__isnull=True, gallery_image__isnull=False)
+                ),
+                name="dismissal_item_exactly_one_item",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"product {self.product_id}" if self.product_id else f"gallery image {self.gallery_image_id}"

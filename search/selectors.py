@@ -15,7 +15,15 @@ from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet
 
 from catalog.models import GalleryImage, Product
 from search.items import GALLERY_IMAGE, KINDS, PRODUCT, ItemRef, kinds_of
-from search.models import ActiveModel, Collection, Embedding, IndexBatch, IndexJob, TrainedModel
+from search.models import (
+    ActiveModel,
+    Collection,
+    DuplicateDismissalItem,
+    Embedding,
+    IndexBatch,
+    IndexJob,
+    TrainedModel,
+)
 from search.registry import MODELS, ModelSpec
 from simsite.errors import ServiceError
 from simsite.sse import row_updates
@@ -332,14 +340,17 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     Bounded: the threshold snaps down to a 0.001 grid (so the cache serves every nearby
     request), the statement runs under ``DUPLICATES_STATEMENT_TIMEOUT_MS`` (503 past it), and a
     group lists at most ``DUPLICATES_MAX_GROUP_ITEMS`` items (``size`` says how many it has).
-    Cached until the model's vectors change.
+    Pairs inside a group someone marked as not duplicates (``DuplicateDismissal``) are left
+    out. Cached until the model's vectors or the dismissals change.
     """
     threshold = math.floor(round(threshold * 1000, 6)) / 1000
     spec = model_spec_get(model)
     dim = spec.dim
     condition = "" if collection == Collection.ALL else f"AND {{t}}.{kinds_of(collection)[0].column} IS NOT NULL"
     stamp = Embedding.objects.filter(model=spec.key).aggregate(count=Count("id"), last=Max("id"))
-    key = f"duplicates:{spec.key}:{collection}:{threshold}:{stamp['count']}:{stamp['last']}"
+    dismissed = DuplicateDismissalItem.objects.aggregate(count=Count("id"), last=Max("id"))
+    key = (f"duplicates:{spec.key}:{collection}:{threshold}:{stamp['count']}:{stamp['last']}"
+           f":{dismissed['count']}:{dismissed['last']}")  # fmt: skip
     cached = cache.get(key)
     if cached is not None:
         return cached
@@ -369,6 +380,12 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
         raise ServiceError("duplicates_timeout", f"Finding duplicates among {stamp['count']} vectors took longer "
                            f"than {timeout / 1000:g} s; try a narrower collection, or again later.",
                            status_code=503) from None  # fmt: skip
+    dismissals: dict[ItemRef, set[int]] = {}
+    if dismissed["count"]:
+        for dismissal, product, gallery_image in DuplicateDismissalItem.objects.values_list(
+            "dismissal_id", "product_id", "gallery_image_id"
+        ):
+            dismissals.setdefault(ItemRef.from_columns(product, gallery_image), set()).add(dismissal)
     parent: dict[ItemRef, ItemRef] = {}
 
     def root(node: ItemRef) -> ItemRef:
@@ -381,6 +398,8 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     weakest: dict[ItemRef, float] = {}
     for a_product, a_gallery, b_product, b_gallery, similarity in pairs:
         a, b = ItemRef.from_columns(a_product, a_gallery), ItemRef.from_columns(b_product, b_gallery)
+        if dismissals.get(a, set()) & dismissals.get(b, set()):
+            continue
         ra, rb = root(a), root(b)
         joined = min(weakest.get(ra, 1.0), weakest.get(rb, 1.0), float(similarity))
         parent[ra] = rb
@@ -394,3 +413,64 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     groups.sort(key=lambda group: (-group["similarity"], -group["size"], group["items"][0]))
     cache.set(key, groups, 600)
     return groups
+
+
+# How the duplicates review picks the copy to keep: the first of these keys wins, then the next.
+KEEP_RULES: dict[str, str] = {
+    "resolution": "the largest resolution, then the largest file, then the oldest",
+    "size": "the largest file, then the largest resolution, then the oldest",
+    "oldest": "the first added",
+    "newest": "the last added",
+}
+
+
+@dataclass(frozen=True)
+class DuplicateCopy:
+    """One item of a duplicate group as the review shows it."""
+
+    ref: ItemRef
+    item: object
+    label: str
+    width: int
+    height: int
+    bytes: int
+    added_at: object
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def _copy_of(ref: ItemRef, item: object) -> DuplicateCopy:
+    file = ref.item_kind.file_of(item)
+    try:
+        size = file.storage.size(file.name)
+    except OSError:  # the stored file is gone: it is the copy not to keep
+        size = 0
+    label = item.original_filename if ref.kind == GALLERY_IMAGE.name else f"{item.sku} {item.name}"
+    added = item.uploaded_at if ref.kind == GALLERY_IMAGE.name else item.created_at
+    return DuplicateCopy(ref, item, label, item.width, item.height, size, added)
+
+
+def _keep_order(rule: str):  # noqa: ANN202 - a sort key
+    if rule == "size":
+        return lambda copy: (-copy.bytes, -copy.pixels, copy.added_at, copy.ref)
+    if rule == "oldest":
+        return lambda copy: (copy.added_at, copy.ref)
+    if rule == "newest":
+        return lambda copy: (-copy.added_at.timestamp(), copy.ref)
+    return lambda copy: (-copy.pixels, -copy.bytes, copy.added_at, copy.ref)
+
+
+def duplicate_groups_detailed(groups: Sequence[dict[str, object]], *, rule: str) -> list[dict[str, object]]:
+    """The groups (a page of ``duplicate_groups``) with each copy's resolution, file size and
+    date, the copy to keep first (by ``rule``, one of ``KEEP_RULES``); items deleted meanwhile
+    are left out, and groups left with one item dropped."""
+    items = items_by_ref([ref for group in groups for ref in group["items"]])
+    detailed = []
+    for group in groups:
+        copies = sorted((_copy_of(ref, items[ref]) for ref in group["items"] if ref in items), key=_keep_order(rule))
+        if len(copies) > 1:
+            detailed.append({"similarity": group["similarity"], "percent": round(group["similarity"] * 100, 1),
+                             "size": group["size"], "copies": copies})  # fmt: skip
+    return detailed

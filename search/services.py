@@ -22,12 +22,15 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.csv_import import product_imports_prune, product_imports_reconcile
+from catalog.services import gallery_images_delete, product_delete
 from search.datasets import CATALOG
-from search.items import KINDS, ItemRef, kinds_of
+from search.items import GALLERY_IMAGE, KINDS, PRODUCT, ItemRef, kinds_of
 from search.models import (
     HNSW_BUILD_SETTING,
     ActiveModel,
     Collection,
+    DuplicateDismissal,
+    DuplicateDismissalItem,
     Embedding,
     EmbeddingFailure,
     IndexBatch,
@@ -37,7 +40,7 @@ from search.models import (
     hnsw_index_sql,
 )
 from search.registry import ModelSpec
-from search.selectors import active_model_key, model_coverage, model_spec_get, models_being_indexed
+from search.selectors import active_model_key, items_by_ref, model_coverage, model_spec_get, models_being_indexed
 from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError, failure_reason
 
@@ -774,3 +777,59 @@ def trained_models_reconcile() -> dict[str, int]:
                 _trained_update(trained_id)
                 report["training_resent"] += 1
     return report
+
+
+DUPLICATES_MAX_GROUPS = 500  # groups one review request may resolve
+
+
+def _groups_checked(groups: Sequence[Sequence[ItemRef]]) -> dict[ItemRef, object]:
+    if not groups:
+        raise ServiceError("invalid", "Name at least one group.", field="groups")
+    if len(groups) > DUPLICATES_MAX_GROUPS:
+        raise ServiceError("invalid", f"At most {DUPLICATES_MAX_GROUPS} groups at once.", field="groups")
+    for group in groups:
+        if len(set(group)) < 2:
+            raise ServiceError("invalid", "A group names at least two different items.", field="groups")
+    return items_by_ref([ref for group in groups for ref in group])
+
+
+def duplicates_dismiss(*, groups: Sequence[Sequence[ItemRef]], user: object = None) -> int:
+    """Remember each group as *not duplicates* (``duplicate_groups`` never joins two of its
+    items again). Items deleted meanwhile are skipped. Returns the groups remembered."""
+    found = _groups_checked(groups)
+    remembered = 0
+    with transaction.atomic():
+        for group in groups:
+            present = [ref for ref in dict.fromkeys(group) if ref in found]
+            if len(present) < 2:
+                continue
+            dismissal = DuplicateDismissal.objects.create(created_by=user if getattr(user, "pk", None) else None)
+            DuplicateDismissalItem.objects.bulk_create(
+                DuplicateDismissalItem(dismissal=dismissal, **{ref.item_kind.column: ref.id}) for ref in present
+            )
+            remembered += 1
+    return remembered
+
+
+def duplicates_keep(*, groups: Sequence[tuple[ItemRef, Sequence[ItemRef]]]) -> int:
+    """For each ``(keep, others)`` group delete the others (vectors and unused files with
+    them), in one transaction. Refused, deleting nothing, when a copy to keep is gone or is
+    also to be deleted: a review must never lose every copy. Returns the items deleted."""
+    found = _groups_checked([[keep, *others] for keep, others in groups])
+    keeping = {keep for keep, _ in groups}
+    doomed = {ref for _, others in groups for ref in others if ref in found}
+    if lost := sorted(ref for ref in keeping if ref not in found):
+        raise ServiceError("keep_missing", f"The copy to keep ({lost[0].kind} {lost[0].id}) no longer exists; "
+                           "reload the groups.", status_code=409)  # fmt: skip
+    if both := sorted(keeping & doomed):
+        raise ServiceError("invalid", f"{both[0].kind} {both[0].id} is kept in one group and deleted in another.",
+                           field="groups")  # fmt: skip
+    deleted = 0
+    with transaction.atomic():
+        gallery = [ref.id for ref in doomed if ref.kind == GALLERY_IMAGE.name]
+        if gallery:
+            deleted += gallery_images_delete(ids=gallery)
+        for ref in sorted(ref for ref in doomed if ref.kind == PRODUCT.name):
+            product_delete(product=found[ref])
+            deleted += 1
+    return deleted

@@ -5,26 +5,32 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from catalog.models import Product
 from catalog.selectors import category_list, product_import_list, product_list
 from catalog.services import image_from_source
-from search.items import PRODUCT, ItemRef
+from search.items import KINDS, PRODUCT, ItemRef
 from search.models import Collection
 from search.querying import item_vector, query_decode_side, query_vectors
 from search.selectors import (
+    KEEP_RULES,
     active_model_key,
+    duplicate_groups,
+    duplicate_groups_detailed,
     items_by_ref,
     items_similar_to,
     model_coverage,
     products_with_embedded_flag,
 )
+from search.services import duplicates_dismiss, duplicates_keep
 from simsite.errors import ServiceError
 
 DEFAULT_THRESHOLD_PERCENT = 70
@@ -165,3 +171,97 @@ def product_page(request: HttpRequest, pk: int) -> HttpResponse:
         ]
     context["model"] = model
     return render(request, "search/product.html", context)
+
+
+DUPLICATES_PAGE_SIZE = 20
+DUPLICATES_DEFAULT_PERCENT = 95
+
+
+def _duplicates_options(query: object) -> tuple[dict[str, object], str | None]:
+    """The review's collection, threshold (percent), keep rule and page from the query string;
+    a bad value falls back to its default with a message naming it."""
+    options: dict[str, object] = {
+        "collection": query.get("collection") or Collection.GALLERY,
+        "threshold": DUPLICATES_DEFAULT_PERCENT,
+        "keep": query.get("keep") or settings.DUPLICATES_KEEP_RULE,
+        "page": query.get("page") or 1,
+    }
+    problems = []
+    if options["collection"] not in Collection.values:
+        problems.append(f"collection must be one of {', '.join(Collection.values)}")
+        options["collection"] = Collection.GALLERY
+    if options["keep"] not in KEEP_RULES:
+        problems.append(f"keep must be one of {', '.join(KEEP_RULES)}")
+        options["keep"] = settings.DUPLICATES_KEEP_RULE
+    try:
+        percent = float(query.get("threshold") or DUPLICATES_DEFAULT_PERCENT)
+        if not 50 <= percent <= 100:
+            raise ValueError
+        options["threshold"] = percent
+    except ValueError:
+        problems.append("threshold must be a percent between 50 and 100")
+    return options, ("; ".join(problems).capitalize() + ".") if problems else None
+
+
+def _ref(value: str) -> ItemRef:
+    kind, _, pk = value.partition(":")
+    if kind not in KINDS or not pk.isdigit():
+        raise ServiceError("invalid", f"Not an item: {value[:40]!r}.", field="groups")
+    return ItemRef(kind, int(pk))
+
+
+def _duplicates_resolve(request: HttpRequest) -> str:
+    """Apply the review form's action to the groups it names; returns what was done."""
+    if request.POST.get("group"):  # one group's own button: "keep:3"
+        action, _, number = request.POST["group"].partition(":")
+        chosen = [number]
+    else:  # a bulk button, for the selected groups
+        action, chosen = request.POST.get("action", ""), request.POST.getlist("selected")
+    if not chosen:
+        raise ServiceError("invalid", "Select at least one group.", field="groups")
+    groups = []
+    for number in chosen[:500]:
+        members = [_ref(value) for value in request.POST.get(f"members-{number}", "").split(",") if value]
+        keep = request.POST.get(f"keep-{number}")
+        groups.append((_ref(keep) if keep else None, members))
+    if action == "dismiss":
+        remembered = duplicates_dismiss(groups=[members for _, members in groups], user=request.user)
+        return f"{remembered} group{'s' if remembered != 1 else ''} marked as not duplicates."
+    if action == "keep":
+        if any(keep is None or keep not in members for keep, members in groups):
+            raise ServiceError("invalid", "Choose the copy to keep in each group.", field="groups")
+        deleted = duplicates_keep(groups=[(keep, [ref for ref in members if ref != keep]) for keep, members in groups])
+        return f"Kept one copy of {len(groups)} group{'s' if len(groups) != 1 else ''}; deleted {deleted}."
+    raise ServiceError("invalid", "Unknown action.", field="action")
+
+
+@require_http_methods(["GET", "POST"])
+def duplicates_page(request: HttpRequest) -> HttpResponse:
+    """Near-duplicate groups, a page at a time, the copy to keep pre-selected by a rule; staff
+    keep one copy (deleting the others) or mark a group as not duplicates, per group or for
+    every selected group. Posts back here and redirects to the same page (no resubmission)."""
+    if request.method == "POST":
+        if not request.user.is_staff:
+            return render(request, "search/duplicates.html", {"error": "Log in as staff to resolve duplicates."},
+                          status=403)  # fmt: skip
+        try:
+            messages.success(request, _duplicates_resolve(request))
+        except ServiceError as error:
+            messages.error(request, error.message)
+        return redirect(request.get_full_path())
+    options, problem = _duplicates_options(request.GET)
+    model = active_model_key()
+    context: dict[str, object] = {"options": options, "rules": KEEP_RULES, "collections": Collection.choices,
+                                  "rule_text": KEEP_RULES[options["keep"]], "staff": request.user.is_staff,
+                                  "model": model, "error": problem}  # fmt: skip
+    try:
+        groups = duplicate_groups(model=model, collection=options["collection"], threshold=options["threshold"] / 100)
+    except ServiceError as error:
+        context["error"] = error.message
+        return render(request, "search/duplicates.html", context, status=error.status_code)
+    page = Paginator(groups, DUPLICATES_PAGE_SIZE).get_page(options["page"])
+    query = request.GET.copy()
+    query.pop("page", None)
+    context.update(page=page, groups=duplicate_groups_detailed(page.object_list, rule=options["keep"]),
+                   query=query.urlencode(), coverage=model_coverage(model=model))  # fmt: skip
+    return render(request, "search/duplicates.html", context, status=400 if problem else 200)

@@ -235,6 +235,8 @@ SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
 DUPLICATES_STATEMENT_TIMEOUT_MS = env_int("DUPLICATES_STATEMENT_TIMEOUT_MS", 20000, minimum=100)
 DUPLICATES_MAX_GROUP_ITEMS = env_int("DUPLICATES_MAX_GROUP_ITEMS", 50, minimum=2, maximum=1000)
+# Which copy of a duplicate group the review page pre-selects to keep (search.selectors.KEEP_RULES).
+DUPLICATES_KEEP_RULE = env_choice("DUPLICATES_KEEP_RULE", "resolution", {"resolution", "size", "oldest", "newest"})
 JOB_EVENTS_POLL_SECONDS = 0.5
 # Progress streams (server-sent events) hold a server thread each: they live at most
 # JOB_EVENTS_TIMEOUT seconds (EventSource reconnects after JOB_EVENTS_RETRY_MS), send a

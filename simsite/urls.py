@@ -41,6 +41,7 @@ urlpatterns = [
     path("gallery/", search_views.gallery_page, name="gallery-page"),
     path("search/", search_views.search_page, name="search-page"),
     path("jobs/", search_views.jobs_page, name="jobs-page"),
+    path("duplicates/", search_views.duplicates_page, name="duplicates-page"),
     path("signatures/", signature_views.signatures_page, name="signatures-page"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

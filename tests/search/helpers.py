@@ -7,8 +7,9 @@ import numpy as np
 from catalog.images import image_validate
 from catalog.models import GalleryImage, Product
 from catalog.services import gallery_image_create, product_create
-from search.models import IndexBatch, IndexJob
+from search.models import Embedding, IndexBatch, IndexJob
 from search.services import index_batch_run, items_index
+from tests import images
 
 
 def index_now(*, product_ids=(), gallery_ids=()) -> IndexJob | None:
@@ -71,3 +72,21 @@ class FakeEmbedder:
         for i, vector in zip(good, self.embed_preprocessed([results[i] for i in good]), strict=True):
             results[i] = vector
         return results
+
+
+def gallery_images_with_vectors(
+    sizes: list[tuple[int, int]], vectors: np.ndarray, *, model: str = "efficientnet_lite0", name: str = "copy"
+) -> list[GalleryImage]:
+    """Gallery images of these sizes (real JPEG files) given these vectors."""
+    made = []
+    for i, ((width, height), vector) in enumerate(zip(sizes, vectors, strict=True)):
+        image = add_gallery_image(images.jpeg_bytes(width, height, seed=i), f"{name}{i}.jpg")
+        Embedding.objects.create(gallery_image=image, model=model, vector=vector, sha256=image.sha256)
+        made.append(image)
+    return made
+
+
+def vectors_near(base: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` unit vectors about 0.99 similar to ``base`` (near-duplicates)."""
+    vectors = base + 0.01 * rng.standard_normal((count, base.size))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageEnhance, ImageOps
 
@@ -56,8 +57,8 @@ def test_transformed_copies_find_their_original(api_client):
             queries.append((path.name, name, data))
 
     ranks: dict[str, list[int]] = {name: [] for name in TRANSFORMS}
-    for start in range(0, len(queries), 48):
-        chunk = queries[start : start + 48]
+    for start in range(0, len(queries), settings.SEARCH_BATCH_MAX_FILES):
+        chunk = queries[start : start + settings.SEARCH_BATCH_MAX_FILES]
         files = [SimpleUploadedFile(f"{i}.jpg", data, "image/jpeg") for i, (_, _, data) in enumerate(chunk)]
         response = api_client.post(
             "/api/v1/search/batch/", {"images": files, "k": 10, "collection": "gallery"}, format="multipart"
