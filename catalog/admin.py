@@ -2,18 +2,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from catalog.csv_import import product_import_create
-from catalog.forms import ProductAdminForm, ProductImportForm
+from catalog.csv_import import product_import_cancel, product_import_create
+from catalog.forms import GalleryUploadForm, ProductAdminForm, ProductImportForm
 from catalog.models import GalleryImage, Product, ProductImport, ProductImportFailure
 from catalog.selectors import product_get
-from catalog.services import gallery_images_delete, product_create, product_delete, product_update
+from catalog.services import (
+    gallery_images_delete,
+    gallery_images_upload,
+    product_create,
+    product_delete,
+    product_update,
+)
 from simsite.errors import ServiceError
 
 
@@ -103,8 +109,27 @@ class GalleryImageAdmin(admin.ModelAdmin):
     def thumbnail(self, obj: GalleryImage) -> str:
         return _thumbnail(reverse("catalog:gallery-thumbnail", args=[obj.pk]))
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # uploads go through the gallery API/page, which validate the image
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        """Add many images at once, through the same intake as the gallery API (each refused
+        file is named with its reason; the accepted ones are embedded in the background)."""
+        if not self.has_add_permission(request):
+            return HttpResponse(status=403)
+        form = GalleryUploadForm(request.POST, request.FILES) if request.method == "POST" else GalleryUploadForm()
+        if request.method == "POST" and form.is_valid():
+            created, rejected = gallery_images_upload(files=form.cleaned_data["files"])
+            if created:
+                self.message_user(request, f"{len(created)} image{'s' if len(created) != 1 else ''} added; their "
+                                  "features are generated in the background.")  # fmt: skip
+            for refusal in rejected:
+                self.message_user(request, f"Refused {refusal['filename']}: {refusal['error']}", messages.ERROR)
+            if created:
+                return HttpResponseRedirect(reverse("admin:catalog_galleryimage_changelist"))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "title": "Add gallery images"}  # fmt: skip
+        return TemplateResponse(request, "admin/catalog/galleryimage/upload.html", context)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # an image is replaced by uploading another, not edited
 
     def delete_model(self, request: HttpRequest, obj: GalleryImage) -> None:
         gallery_images_delete(ids=[obj.pk])
@@ -129,6 +154,7 @@ class ProductImportAdmin(admin.ModelAdmin):
 
     list_display = ["id", "filename", "state", "progress", "created", "updated", "failure_count", "created_at"]
     list_filter = ["state"]
+    actions = ["cancel"]
     readonly_fields = ["filename", "state", "progress", "created", "updated", "failure_count", "error",
                        "created_at", "started_at", "finished_at"]  # fmt: skip
     fields = readonly_fields
@@ -151,3 +177,11 @@ class ProductImportAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.action(description="Cancel the selected imports (rows imported so far are kept)")
+    def cancel(self, request: HttpRequest, queryset: Any) -> None:
+        running = list(queryset.filter(state__in=[ProductImport.State.QUEUED, ProductImport.State.RUNNING]))
+        for job in running:
+            product_import_cancel(job=job)
+        self.message_user(request, f"{len(running)} import{'s' if len(running) != 1 else ''} cancelled"
+                          + ("; the others had finished." if len(running) < queryset.count() else "."))  # fmt: skip

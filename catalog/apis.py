@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.csv_import import product_import_create
+from catalog.csv_import import product_import_cancel, product_import_create
 from catalog.models import GalleryImage, Product, ProductImport
 from catalog.selectors import (
     category_list,
@@ -225,6 +225,15 @@ class ProductImportDetailApi(APIView):
     @extend_schema(responses=ProductImportDetailOutput)
     def get(self, request: Request, pk: int) -> Response:
         return Response(ProductImportDetailOutput(product_import_get(pk=pk)).data)
+
+
+class ProductImportCancelApi(APIView):
+    error_statuses = {409: "The import has already finished."}
+
+    @extend_schema(request=None, responses=ProductImportDetailOutput)
+    def post(self, request: Request, pk: int) -> Response:
+        job = product_import_cancel(job=product_import_get(pk=pk))
+        return Response(ProductImportDetailOutput(job).data)
 
 
 class ProductImportEventsApi(APIView):

@@ -267,7 +267,8 @@ def _fail(chunk: _Chunk, job: ProductImport, number: int, code: str, message: st
 
 
 def _commit_chunk(job: ProductImport, token: str, done: int, chunk: _Chunk) -> bool:
-    """Record a chunk's progress and queue its products for embedding; False if the lease was lost."""
+    """Record a chunk's progress and queue its products for embedding; False if the lease was
+    lost or the import was cancelled (the rows written so far are kept and counted)."""
     with transaction.atomic():
         updated = ProductImport.objects.filter(pk=job.pk, runner=token).update(
             done=done, created=F("created") + chunk.created, updated=F("updated") + chunk.updated,
@@ -277,7 +278,7 @@ def _commit_chunk(job: ProductImport, token: str, done: int, chunk: _Chunk) -> b
             return False
         ProductImportFailure.objects.bulk_create(chunk.failures, ignore_conflicts=True)
         images_changed_send(product_ids=chunk.product_ids)
-    return True
+    return not ProductImport.objects.filter(pk=job.pk, state=ProductImport.State.CANCELLED).exists()
 
 
 def _count_records(name: str) -> int:
@@ -297,7 +298,7 @@ def product_import_run(*, import_id: int, progress: Callable[[ProductImport], No
             _run(job, token, progress)
     except Exception as error:
         logger.exception("import %s failed", import_id)
-        ProductImport.objects.filter(pk=import_id, runner=token).update(
+        ProductImport.objects.filter(pk=import_id, runner=token, state=ProductImport.State.RUNNING).update(
             state=ProductImport.State.FAILED, error=f"the import stopped: {type(error).__name__}",
             finished_at=timezone.now(), lease_until=None,
         )  # fmt: skip
@@ -378,12 +379,24 @@ def _run(job: ProductImport, token: str, progress: Callable[[ProductImport], Non
                         progress(job)
     if not _commit_chunk(job, token, done, chunk):
         return
-    ProductImport.objects.filter(pk=job.pk, runner=token).update(
+    ProductImport.objects.filter(pk=job.pk, runner=token, state=ProductImport.State.RUNNING).update(
         state=ProductImport.State.SUCCEEDED, finished_at=timezone.now(), lease_until=None
     )
     if progress is not None:
         job.refresh_from_db()
         progress(job)
+
+
+def product_import_cancel(*, job: ProductImport) -> ProductImport:
+    """Stop an import: a queued one never starts, a running one stops after its current chunk
+    (the products imported so far stay, counted in ``done``/``created``/``updated``)."""
+    updated = ProductImport.objects.filter(
+        pk=job.pk, state__in=[ProductImport.State.QUEUED, ProductImport.State.RUNNING]
+    ).update(state=ProductImport.State.CANCELLED, finished_at=timezone.now(), lease_until=None)
+    job.refresh_from_db()
+    if not updated and job.state != ProductImport.State.CANCELLED:
+        raise ServiceError("import_finished", f"Import {job.pk} has already {job.state}.", status_code=409)
+    return job
 
 
 def product_imports_reconcile(*, grace_seconds: int = 10) -> int:

@@ -36,3 +36,27 @@ class ProductAdminForm(forms.ModelForm):
 
 class ProductImportForm(forms.Form):
     file = forms.FileField(help_text="CSV with header id,name,category,price,image_url")
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Several files in one field (Django's documented recipe for multiple uploads)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        files = [file for file in (data if isinstance(data, list | tuple) else [data]) if file]
+        if not files:
+            if self.required:
+                raise forms.ValidationError(self.error_messages["required"], code="required")
+            return []
+        return [super(MultipleImageField, self).clean(file, initial) for file in files]
+
+
+class GalleryUploadForm(forms.Form):
+    files = MultipleImageField(help_text="PNG, JPEG, GIF, BMP or WebP, up to 16 MB each; choose or drop many at once.")

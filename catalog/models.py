@@ -56,8 +56,9 @@ class ProductImport(models.Model):
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
-    TERMINAL = (State.SUCCEEDED, State.FAILED)
+    TERMINAL = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
     file = models.FileField(max_length=255)
     filename = models.CharField(max_length=255)

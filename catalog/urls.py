@@ -8,6 +8,7 @@ urlpatterns = [
     path("products/import/", apis.ProductImportApi.as_view(), name="product-import"),
     path("products/imports/<int:pk>/", apis.ProductImportDetailApi.as_view(), name="product-import-detail"),
     path("products/imports/<int:pk>/events/", apis.ProductImportEventsApi.as_view(), name="product-import-events"),
+    path("products/imports/<int:pk>/cancel/", apis.ProductImportCancelApi.as_view(), name="product-import-cancel"),
     path("products/<int:pk>/", apis.ProductDetailApi.as_view(), name="product-detail"),
     path("products/<int:pk>/thumbnail/", apis.ProductThumbnailApi.as_view(), name="product-thumbnail"),
     path("categories/", apis.CategoryListApi.as_view(), name="category-list"),

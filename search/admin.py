@@ -5,16 +5,19 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.files.storage import default_storage
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from search.datasets import CATALOG
-from search.models import Collection, TrainedModel
+from search.models import Collection, DuplicateDismissal, EmbeddingModelChoice, IndexJob, TrainedModel
 from search.registry import TRAINABLE_BASES
-from search.selectors import active_model_key
+from search.selectors import active_model_key, embedding_model_list, index_job_failures, model_specs
 from search.services import (
     DEFAULT_TRAINING_EPOCHS,
+    active_model_set,
+    index_job_cancel,
     index_job_create,
     model_training_start,
     model_training_validate,
@@ -158,3 +161,125 @@ class TrainedModelAdmin(admin.ModelAdmin):
             "", '<a href="{0}"><img src="{0}" alt="{1}" height="220" loading="lazy"></a> ',
             ((default_storage.url(name), label) for label, name in obj.plots.items()),
         ) or "-"  # fmt: skip
+
+
+class IndexJobForm(forms.ModelForm):
+    """Queue an index job: a collection's items embedded with a model by the workers."""
+
+    model = forms.ChoiceField(help_text="Blank: the active model")
+
+    class Meta:
+        model = IndexJob
+        fields = ["collection", "model", "mode", "activate_when_done"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "model" in self.fields:  # the add form (a job's own page is read-only)
+            self.fields["model"].choices = [(spec.key, spec.key) for spec in model_specs()]
+            self.fields["model"].initial = active_model_key()
+
+
+@admin.register(IndexJob)
+class IndexJobAdmin(admin.ModelAdmin):
+    """Index jobs: queue one, follow its progress and failures, cancel it."""
+
+    list_display = ["id", "collection", "model", "mode", "state", "progress", "failed", "activate_when_done",
+                    "created_at", "finished_at"]  # fmt: skip
+    list_filter = ["state", "collection", "model"]
+    actions = ["cancel"]
+    readonly_fields = ["collection", "model", "mode", "activate_when_done", "state", "progress", "failed", "error",
+                       "failures", "created_at", "started_at", "finished_at"]  # fmt: skip
+    form = IndexJobForm
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["collection", "model", "mode", "activate_when_done"] if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a job is queued (added), followed and cancelled, never edited
+
+    def save_model(self, request: HttpRequest, obj: IndexJob, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        job = index_job_create(collection=data["collection"], model=data["model"], mode=data["mode"],
+                               activate_when_done=data["activate_when_done"])  # fmt: skip
+        obj.pk = job.pk
+
+    @admin.display(description="Progress")
+    def progress(self, obj: IndexJob) -> str:
+        return format_html('<progress max="100" value="{}"></progress> {} / {} ({}%)', obj.percent, obj.done,
+                           obj.total, obj.percent)  # fmt: skip
+
+    @admin.display(description="Failed items")
+    def failures(self, obj: IndexJob) -> str:
+        rows = index_job_failures(job=obj)
+        return format_html_join("", "<div>{} {}: {}</div>", ((r["type"], r["id"], r["error"]) for r in rows)) or "-"
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel(self, request: HttpRequest, queryset: Any) -> None:
+        cancelled = 0
+        for job in queryset.filter(state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]):
+            index_job_cancel(job=job)
+            cancelled += 1
+        self.message_user(request, f"{cancelled} job{'s' if cancelled != 1 else ''} cancelled"
+                          + ("; the others had finished." if cancelled < queryset.count() else "."))  # fmt: skip
+
+
+@admin.register(EmbeddingModelChoice)
+class EmbeddingModelAdmin(admin.ModelAdmin):
+    """Every embedding model (pretrained and trained here) with its coverage; staff build an
+    index for one, or make it the model searches use."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if request.method == "POST":
+            if not self.has_change_permission(request):
+                return HttpResponse(status=403)
+            self._act(request, request.POST.get("action", ""), request.POST.get("model", ""))
+            return HttpResponseRedirect(request.get_full_path())
+        models = [{**row, "precision_10": row["metrics"].get("test", {}).get("precision@10"),
+                   "items": row["embedded"] + row["missing"]} for row in embedding_model_list()]  # fmt: skip
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Embedding models",
+                   "models": models, "can_change": self.has_change_permission(request)}  # fmt: skip
+        return TemplateResponse(request, "admin/search/embeddingmodelchoice/change_list.html", context)
+
+    def _act(self, request: HttpRequest, action: str, model: str) -> None:
+        try:
+            if action == "activate":
+                key = active_model_set(model=model, force=request.POST.get("force") == "1")
+                self.message_user(request, f"Searches now use {key}.")
+            elif action in ("build", "build_activate"):
+                job = index_job_create(collection=Collection.ALL, model=model, activate_when_done=action != "build")
+                then = "; searches switch to it when it succeeds." if job.activate_when_done else "."
+                self.message_user(request, f"Index job {job.pk} queued for {job.model}{then}")
+            else:
+                self.message_user(request, "Unknown action.", messages.ERROR)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+
+
+@admin.register(DuplicateDismissal)
+class DuplicateDismissalAdmin(admin.ModelAdmin):
+    """Groups marked as not duplicates on the review page; delete one to let its items be
+    grouped again."""
+
+    list_display = ["id", "members", "created_by", "created_at"]
+
+    @admin.display(description="Items")
+    def members(self, obj: DuplicateDismissal) -> str:
+        return ", ".join(str(item) for item in obj.items.all()[:10])
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).prefetch_related("items")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -272,3 +272,13 @@ class DuplicateDismissalItem(models.Model):
 
     def __str__(self) -> str:
         return f"product {self.product_id}" if self.product_id else f"gallery image {self.gallery_image_id}"
+
+
+class EmbeddingModelChoice(ActiveModel):
+    """The admin's *Embedding models* page (coverage, build index, activate). A proxy: the
+    models come from the registry and the trained models, the choice is ``ActiveModel``."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "embedding model"
+        verbose_name_plural = "embedding models"

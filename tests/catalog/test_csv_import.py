@@ -254,3 +254,51 @@ def test_a_second_delivery_does_not_run_an_import_twice(staff_client, import_roo
     product_import_run(import_id=job_id)  # a redelivered message finds the import finished
     job = ProductImport.objects.get(pk=job_id)
     assert (job.state, job.created, job.updated, job.done) == ("succeeded", 1, 0, 1)
+
+
+def test_cancelling_an_import_stops_it_after_its_chunk_and_keeps_what_was_imported(staff_client, import_root, settings):
+    from catalog.models import ProductImport
+
+    settings.CSV_IMPORT_CHUNK_ROWS = 2
+    rows = ["id,name,category,price,image_url"] + [f"C{i},Item {i},x,1.00,photos/shoe.png" for i in range(6)]
+    upload = SimpleUploadedFile("c.csv", "\n".join(rows).encode(), "text/csv")
+    job_id = staff_client.post("/api/v1/products/import/", {"file": upload}, format="multipart").json()["id"]
+
+    def cancel_after_the_first_chunk(job) -> None:
+        if job.done == 2:
+            response = staff_client.post(f"/api/v1/products/imports/{job_id}/cancel/")
+            assert response.status_code == 200 and response.json()["state"] == "cancelled"
+
+    product_import_run(import_id=job_id, progress=cancel_after_the_first_chunk)
+    job = ProductImport.objects.get(pk=job_id)
+    assert (job.state, job.done, job.created) == ("cancelled", 4, 4)  # the chunk under way finished
+    assert Product.objects.count() == 4
+    product_import_run(import_id=job_id)  # a redelivered message does not resume it
+    assert Product.objects.count() == 4
+    again = staff_client.post(f"/api/v1/products/imports/{job_id}/cancel/")
+    assert again.status_code == 200  # cancelling twice is harmless
+
+
+def test_a_queued_import_cancelled_never_runs_and_a_finished_one_cannot_be(staff_client, api_client, import_root):
+    csv = b"id,name,category,price,image_url\nQ1,S,x,1,photos/shoe.png\n"
+    upload = SimpleUploadedFile("q.csv", csv, "text/csv")
+    queued = staff_client.post("/api/v1/products/import/", {"file": upload}, format="multipart").json()["id"]
+    assert api_client.post(f"/api/v1/products/imports/{queued}/cancel/").status_code == 401
+    assert staff_client.post(f"/api/v1/products/imports/{queued}/cancel/").json()["state"] == "cancelled"
+    product_import_run(import_id=queued)
+    assert not Product.objects.exists()
+    finished = import_csv(staff_client, csv)["id"]
+    refused = staff_client.post(f"/api/v1/products/imports/{finished}/cancel/")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "import_finished"
+    assert staff_client.post("/api/v1/products/imports/999999/cancel/").status_code == 404
+
+
+def test_the_admin_cancels_selected_imports(admin_client, staff_client, import_root):
+    from catalog.models import ProductImport
+
+    upload = SimpleUploadedFile("a.csv", b"id,name,category,price,image_url\nA1,S,x,1,photos/shoe.png\n", "text/csv")
+    job_id = staff_client.post("/api/v1/products/import/", {"file": upload}, format="multipart").json()["id"]
+    response = admin_client.post("/admin/catalog/productimport/", {"action": "cancel", "_selected_action": [job_id]},
+                                 follow=True)  # fmt: skip
+    assert "1 import cancelled." in response.content.decode()
+    assert ProductImport.objects.get(pk=job_id).state == "cancelled"

@@ -68,3 +68,24 @@ def test_a_trained_model_shows_its_test_figures_and_can_be_built_then_activated(
     page.wait_for_selector("#jobs tr[data-id]:has-text('fashion')")
     jobs = page.evaluate("fetch('/api/v1/index/jobs/').then((r) => r.json())")
     assert [job["activate_when_done"] for job in jobs["results"] if job["model"] == "fashion"] == [True]
+
+
+@pytest.fixture
+def queued_import():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from catalog.csv_import import product_import_create
+
+    upload = SimpleUploadedFile("spring.csv", b"id,name,category,price,image_url\nS1,S,x,1,a.png\n", "text/csv")
+    return product_import_create(upload=upload, dispatch=False)
+
+
+def test_staff_cancel_a_csv_import(live_server, library, queued_import, browser_page):
+    page = browser_page
+    page.goto(live_server.url + "/jobs/")
+    row = f"tr:has-text('#{queued_import.pk}')"
+    assert "queued" in page.inner_text(row) and page.locator(f"{row} button").count() == 0
+    log_in(page, live_server.url, *library, "/jobs/")
+    with page.expect_navigation():
+        page.click(f"{row} >> button:has-text('Cancel')")
+    assert "cancelled" in page.inner_text(row) and page.locator(f"{row} button").count() == 0
