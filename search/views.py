@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from catalog.models import Product
-from catalog.selectors import category_list, product_import_list, product_list
+from catalog.selectors import category_list, gallery_image_list, product_import_list, product_list
 from catalog.services import image_from_source
 from search.items import KINDS, PRODUCT, ItemRef
 from search.models import Collection
@@ -35,6 +35,7 @@ from simsite.errors import ServiceError
 
 DEFAULT_THRESHOLD_PERCENT = 70
 RESULT_LIMIT = 24
+HOME_GALLERY_SHOWN = 12
 GALLERY_PAGE_SIZE = 60  # thumbnails per page: a page of a 50,000-image library stays light
 
 
@@ -67,10 +68,13 @@ def _threshold(value: str | None) -> float:
 @require_http_methods(["GET", "POST"])
 def catalog_search(request: HttpRequest) -> HttpResponse:
     """Find similar products by photo or image URL, above a threshold (percent, default 70)."""
+    images = gallery_image_list()
     context: dict[str, object] = {
         "categories": category_list(),
         "threshold": DEFAULT_THRESHOLD_PERCENT,
         "form": request.POST if request.method == "POST" else {},
+        # The home page also shows the image library and search, as the earlier gallery tool did.
+        "gallery": {"count": images.count(), "latest": images[:HOME_GALLERY_SHOWN]},
     }
     if request.method == "GET":
         return render(request, "search/catalog_search.html", context)
@@ -174,6 +178,7 @@ def product_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 DUPLICATES_PAGE_SIZE = 20
+KEEP_RULE_LABELS = {"resolution": "Largest resolution", "size": "Largest file", "oldest": "Oldest", "newest": "Newest"}
 DUPLICATES_DEFAULT_PERCENT = 95
 
 
@@ -251,7 +256,7 @@ def duplicates_page(request: HttpRequest) -> HttpResponse:
         return redirect(request.get_full_path())
     options, problem = _duplicates_options(request.GET)
     model = active_model_key()
-    context: dict[str, object] = {"options": options, "rules": KEEP_RULES, "collections": Collection.choices,
+    context: dict[str, object] = {"options": options, "rules": KEEP_RULE_LABELS, "collections": Collection.choices,
                                   "rule_text": KEEP_RULES[options["keep"]], "staff": request.user.is_staff,
                                   "model": model, "error": problem}  # fmt: skip
     try:

@@ -57,3 +57,25 @@ def test_find_similar_products_by_photo(products, live_server, browser_page, tmp
     page.click("button[type=submit]")
     page.wait_for_selector("#search-error")
     assert "not a PNG, JPEG" in page.locator("#search-error").inner_text()
+
+
+@pytest.fixture
+def gallery():
+    from tests.search.helpers import add_gallery_image
+
+    made = [add_gallery_image(images.jpeg_bytes(160, 120, seed=20 + i), f"holiday{i}.jpg") for i in range(3)]
+    index_now(gallery_ids=[image.pk for image in made])
+    return made
+
+
+def test_the_home_page_shows_the_image_library_and_leads_to_search(gallery, live_server, browser_page, screenshots):
+    page = browser_page
+    page.goto(live_server.url + "/")
+    screenshots(page, "home")
+    library = page.locator("#library")
+    assert "3 images in the gallery" in library.inner_text()
+    assert library.locator("a.card").count() == 3
+    library.locator(f"a[title='{gallery[0].original_filename}']").click()
+    page.wait_for_url(f"**/search/?gallery_image={gallery[0].pk}")
+    page.wait_for_selector(".result")
+    assert "holiday" in page.inner_text("main")
