@@ -41,6 +41,7 @@ from catalog.storage import thumbnail_get
 from search.selectors import gallery_with_embedded_flag, index_job_for_items, products_with_embedded_flag
 from simsite.drf import PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
+from simsite.replicas import reads_from_replica
 from simsite.sse import STREAM_RENDERERS, event_stream_response
 
 MULTIPART = [MultiPartParser, FormParser, JSONParser]
@@ -115,6 +116,7 @@ class ProductListApi(APIView):
         image = serializers.FileField(required=False)
         image_url = serializers.URLField(required=False, max_length=2048)
 
+    @reads_from_replica
     @extend_schema(parameters=[FilterSerializer], responses=ProductOutput(many=True))
     def get(self, request: Request) -> Response:
         params = {**request.query_params.dict(), "category": request.query_params.getlist("category")}
@@ -150,6 +152,7 @@ class ProductDetailApi(APIView):
         image = serializers.FileField(required=False)
         image_url = serializers.URLField(required=False, max_length=2048)
 
+    @reads_from_replica
     @extend_schema(responses=ProductOutput)
     def get(self, request: Request, pk: int) -> Response:
         return Response(ProductOutput(_product(pk), context={"request": request}).data)
@@ -252,6 +255,7 @@ class ProductImportEventsApi(APIView):
 class CategoryListApi(APIView):
     pagination_class = PageNumberPagination
 
+    @reads_from_replica
     @extend_schema(
         responses=inline_serializer(
             "Category", {"category": serializers.CharField(), "count": serializers.IntegerField()}, many=True
@@ -269,6 +273,7 @@ class GalleryListApi(APIView):
     class InputSerializer(serializers.Serializer):
         files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
 
+    @reads_from_replica
     @extend_schema(responses=GalleryImageOutput(many=True))
     def get(self, request: Request) -> Response:
         return paginated_response(

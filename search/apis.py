@@ -51,6 +51,7 @@ from search.services import (
 )
 from simsite.drf import PageNumberPagination, paginated_items, paginated_response
 from simsite.errors import ServiceError
+from simsite.replicas import reads_from_replica
 from simsite.sse import STREAM_RENDERERS, event_stream_response
 
 # How each kind of item is written in results.
@@ -124,6 +125,7 @@ class IndexJobEventsApi(APIView):
 class IndexStatusApi(APIView):
     pagination_class = PageNumberPagination
 
+    @reads_from_replica
     @extend_schema(
         responses=inline_serializer(
             "IndexStatus",
@@ -144,6 +146,7 @@ class IndexStatusApi(APIView):
 class ModelListApi(APIView):
     pagination_class = PageNumberPagination
 
+    @reads_from_replica
     @extend_schema(
         responses=inline_serializer(
             "EmbeddingModel",
@@ -303,6 +306,7 @@ class SearchApi(APIView):
                 )
             return super().validate(attrs)
 
+    @reads_from_replica
     @extend_schema(
         request=InputSerializer,
         responses=inline_serializer(
@@ -345,6 +349,7 @@ class SearchBatchApi(APIView):
         images = serializers.ListField(child=serializers.FileField(), allow_empty=False,
                                        max_length=settings.SEARCH_BATCH_MAX_FILES)  # fmt: skip
 
+    @reads_from_replica
     @extend_schema(
         request=InputSerializer,
         responses=inline_serializer(
@@ -382,6 +387,7 @@ class DuplicateListApi(APIView):
         threshold = serializers.FloatField(default=0.95, min_value=0.5, max_value=1.0)
         model = serializers.CharField(required=False)
 
+    @reads_from_replica
     @extend_schema(
         parameters=[FilterSerializer],
         responses=inline_serializer(

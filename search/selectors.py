@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,6 +27,7 @@ from search.models import (
 )
 from search.registry import MODELS, ModelSpec
 from simsite.errors import ServiceError
+from simsite.replicas import read_connection
 from simsite.sse import row_updates
 
 
@@ -248,6 +250,8 @@ def _similar_query(
         if max_price is not None:
             where.append("p.price <= %s")
             params.append(max_price)
+    if not exact and _candidates_at_most(join, where, params, settings.SEARCH_EXACT_MAX_ROWS):
+        exact = True  # so few rows that reading them all is about as fast as the index, and exact
     if exclude is not None:
         where.append(f"e.{exclude.item_kind.column} IS DISTINCT FROM %s")
         params.append(exclude.id)
@@ -263,10 +267,42 @@ def _similar_query(
     if not exact:
         # ef_search bounds how many candidates HNSW keeps: at least 2k of them.
         session["hnsw.ef_search"] = str(max(settings.SEARCH_HNSW_EF_SEARCH, min(1000, 2 * k)))
+        # Past a few thousand rows the index is always the faster plan, but PostgreSQL prices
+        # a 1280-d distance like an addition: at ef_search 320 it chose a 600 ms scan over a
+        # 3 ms index scan. Every exact plan sorts, the index scan does not: no sorting here.
+        session["enable_sort"] = "off"
         if filtered or exclude is not None or collection != Collection.ALL:
             # Keep scanning the graph until k rows pass the filters (pgvector >= 0.8).
             session["hnsw.iterative_scan"] = "relaxed_order"
     return sql, [literal, *params, literal, k], session
+
+
+# (filters, model, collection) -> (when counted, rows up to the bound): plan choices only, so a
+# count up to a minute old is good enough and saves a query per search.
+_CANDIDATE_COUNTS: dict[tuple, tuple[float, int]] = {}
+_CANDIDATE_COUNT_SECONDS = 60
+
+
+def _candidates_at_most(join: str, where: list[str], params: list[object], bound: int) -> bool:
+    """Whether the query's filters leave at most ``bound`` vectors (a count that stops at
+    ``bound + 1`` rows, remembered for a minute per process and filter set)."""
+    key = (join, tuple(where), tuple(tuple(p) if isinstance(p, list) else p for p in params), bound)
+    now = time.monotonic()
+    cached = _CANDIDATE_COUNTS.get(key)
+    if cached is None or now - cached[0] > _CANDIDATE_COUNT_SECONDS:
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM search_embedding e {join} WHERE {' AND '.join(where)} LIMIT %s) c"  # noqa: S608
+        with read_connection().cursor() as cursor:
+            cursor.execute(sql, [*params, bound + 1])
+            cached = (now, cursor.fetchone()[0])
+        if len(_CANDIDATE_COUNTS) > 10_000:
+            _CANDIDATE_COUNTS.clear()
+        _CANDIDATE_COUNTS[key] = cached
+    return cached[1] <= bound
+
+
+def candidate_counts_forget() -> None:
+    """Count again on the next search (tests, which change the data wholesale, call it)."""
+    _CANDIDATE_COUNTS.clear()
 
 
 def _set_locally(cursor: object, session: dict[str, str]) -> None:
@@ -303,7 +339,8 @@ def items_similar_to(
     if query is None:
         return []
     sql, params, session = query
-    with transaction.atomic(), connection.cursor() as cursor:
+    database = read_connection()  # a read replica inside replica_reads() (simsite/replicas.py)
+    with transaction.atomic(using=database.alias), database.cursor() as cursor:
         _set_locally(cursor, session)
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -325,7 +362,8 @@ def items_similar_plan(**query: object) -> str:
     if built is None:
         return ""
     sql, params, session = built
-    with transaction.atomic(), connection.cursor() as cursor:
+    database = read_connection()
+    with transaction.atomic(using=database.alias), database.cursor() as cursor:
         _set_locally(cursor, session)
         cursor.execute("EXPLAIN " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())
@@ -369,7 +407,8 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
     """  # noqa: S608 - only fixed fragments are interpolated
     timeout = settings.DUPLICATES_STATEMENT_TIMEOUT_MS
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        database = read_connection()
+        with transaction.atomic(using=database.alias), database.cursor() as cursor:
             cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout)])
             cursor.execute(sql, [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, threshold])

@@ -32,6 +32,7 @@ from search.selectors import (
 )
 from search.services import duplicates_dismiss, duplicates_keep
 from simsite.errors import ServiceError
+from simsite.replicas import on_replica, reads_from_replica
 
 DEFAULT_THRESHOLD_PERCENT = 70
 RESULT_LIMIT = 24
@@ -66,6 +67,7 @@ def _threshold(value: str | None) -> float:
 # A read: the old tools' clients post here without a CSRF token, and nothing is written.
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@reads_from_replica
 def catalog_search(request: HttpRequest) -> HttpResponse:
     """Find similar products by photo or image URL, above a threshold (percent, default 70)."""
     images = gallery_image_list()
@@ -117,6 +119,7 @@ def gallery_page(request: HttpRequest) -> HttpResponse:
 
 
 @ensure_csrf_cookie
+@reads_from_replica
 def search_page(request: HttpRequest) -> HttpResponse:
     """Search by an image file, an image URL, or a product or gallery image (``?product=ID``,
     ``?gallery_image=ID``), with k, a minimum similarity, the collection and product filters;
@@ -137,6 +140,7 @@ CATALOG_PAGE_SIZE = 24
 SIMILAR_SHOWN = 8
 
 
+@reads_from_replica
 def catalog_page(request: HttpRequest) -> HttpResponse:
     """The product grid: name search, category and price filters, pages."""
     context: dict[str, object] = {"categories": category_list(), "form": request.GET}
@@ -157,6 +161,7 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
     return render(request, "search/catalog.html", context, status=400 if "error" in context else 200)
 
 
+@reads_from_replica
 def product_page(request: HttpRequest, pk: int) -> HttpResponse:
     """One product: its image and details, and the products most similar to it."""
     product = get_object_or_404(products_with_embedded_flag(product_list()), pk=pk)
@@ -254,6 +259,10 @@ def duplicates_page(request: HttpRequest) -> HttpResponse:
         except ServiceError as error:
             messages.error(request, error.message)
         return redirect(request.get_full_path())
+    return on_replica(_duplicates_show, request)
+
+
+def _duplicates_show(request: HttpRequest) -> HttpResponse:
     options, problem = _duplicates_options(request.GET)
     model = active_model_key()
     context: dict[str, object] = {"options": options, "rules": KEEP_RULE_LABELS, "collections": Collection.choices,

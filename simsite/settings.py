@@ -81,6 +81,21 @@ _database = dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_
 if _database["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured(f"DATABASE_URL must be a PostgreSQL URL, got engine {_database['ENGINE']}")
 DATABASES = {"default": _database}
+# Read replicas (streaming standbys of the primary) for the read-only work: searches,
+# duplicates, lists. simsite.replicas routes them; writes stay on the primary.
+DATABASE_REPLICAS: list[str] = []
+for _number, _url in enumerate(env_list("DATABASE_REPLICA_URLS", [])):
+    _replica = dj_database_url.parse(_url, conn_max_age=_database["CONN_MAX_AGE"])
+    if _replica["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URLS must hold PostgreSQL URLs, got engine {_replica['ENGINE']}")
+    # A replica that is down must not hold a request for long: it is skipped.
+    _replica["OPTIONS"] = {**_replica.get("OPTIONS", {}), "connect_timeout": 2}
+    _replica["TEST"] = {"MIRROR": "default"}  # in tests, a replica reads the test database
+    DATABASES[f"replica_{_number}"] = _replica
+    DATABASE_REPLICAS.append(f"replica_{_number}")
+DATABASE_ROUTERS = ["simsite.replicas.ReplicaRouter"]
+# Seconds a replica that failed is left out before it is tried again.
+DATABASE_REPLICA_RETRY_SECONDS = env_int("DATABASE_REPLICA_RETRY_SECONDS", 30, minimum=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -230,6 +245,9 @@ RECONCILE_SWEEP_LIMIT = env_int("RECONCILE_SWEEP_LIMIT", 5000, minimum=1)
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
 # 160: recall@10 0.96 on 100,000 clustered real embeddings at the latency of 80 (benchmarks/search.py).
 SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 160, minimum=10, maximum=1000)
+# Searches whose filters leave at most this many vectors scan them exactly instead of using the
+# index (an exact scan reads about 5 us per 1280-d vector here: 1,000 rows ~ one index query).
+SEARCH_EXACT_MAX_ROWS = env_int("SEARCH_EXACT_MAX_ROWS", 1000, minimum=0)
 SEARCH_QUERY_EMBEDDER = env_choice("SEARCH_QUERY_EMBEDDER", "web", {"web", "worker"})
 SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
@@ -299,9 +317,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "Collection": "search.models.Collection",
+        # Index jobs and CSV imports have the same states: one enum.
         "JobState": "search.models.IndexJob.State",
         "JobMode": "search.models.IndexJob.Mode",
-        "ImportState": "catalog.models.ProductImport.State",
     },
 }
 

