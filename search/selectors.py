@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -210,8 +211,14 @@ class Match:
     similarity: float
 
 
+@functools.cache
+def _literal_format(dim: int) -> str:
+    return "[" + ",".join(["%.7g"] * dim) + "]"
+
+
 def _vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
+    """pgvector's text form, in one formatting call (a third of the time of one per number)."""
+    return _literal_format(len(vector)) % tuple(vector.tolist())
 
 
 def _similar_query(
@@ -255,12 +262,15 @@ def _similar_query(
     if exclude is not None:
         where.append(f"e.{exclude.item_kind.column} IS DISTINCT FROM %s")
         params.append(exclude.id)
-    distance = f"e.vector::vector({dim}) <=> %s::vector({dim})"
+    # The query vector is sent (and parsed) once; the index and the similarity read it from q.
+    query = f"WITH q AS (SELECT %s::vector({dim}) AS v)"
+    distance = f"e.vector::vector({dim}) <=> (SELECT v FROM q)"  # noqa: S608 - fixed fragments only
     # The index orders by half-precision distance; "+ 0" hides the full-precision one from
     # it, so an exact request is a real exact scan. Similarities are always full precision.
-    order = f"({distance}) + 0" if exact else f"e.vector::halfvec({dim}) <=> %s::halfvec({dim})"
+    approximate = f"e.vector::halfvec({dim}) <=> (SELECT v::halfvec({dim}) FROM q)"  # noqa: S608
+    order = f"({distance}) + 0" if exact else approximate
     conditions = " AND ".join(where)
-    select = f"SELECT e.product_id, e.gallery_image_id, 1 - ({distance}) AS similarity FROM search_embedding e"  # noqa: S608
+    select = f"{query} SELECT e.product_id, e.gallery_image_id, 1 - ({distance}) AS similarity FROM search_embedding e"  # noqa: S608
     sql = f"{select} {join} WHERE {conditions} ORDER BY {order} LIMIT %s"  # noqa: S608
     literal = _vector_literal(vector)
     session: dict[str, str] = {}
@@ -274,7 +284,7 @@ def _similar_query(
         if filtered or exclude is not None or collection != Collection.ALL:
             # Keep scanning the graph until k rows pass the filters (pgvector >= 0.8).
             session["hnsw.iterative_scan"] = "relaxed_order"
-    return sql, [literal, *params, literal, k], session
+    return sql, [literal, *params, k], session
 
 
 # (filters, model, collection) -> (when counted, rows up to the bound): plan choices only, so a

@@ -64,12 +64,17 @@ def uses_hnsw(plan: str) -> bool:
     return "embedding_resnet18_hnsw" in plan
 
 
-def test_plans(vectors):
+def test_plans(vectors, settings):
+    settings.SEARCH_EXACT_MAX_ROWS = 200  # scaled to this small catalog (tests/search/test_plans.py: the default)
     query = vectors["data"][5]
     assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10))
-    # 1,000 gallery vectors: sorting them all is cheaper than the graph, and PostgreSQL knows it.
+    # The 1,000 gallery vectors: more than 200, the graph.
+    assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, collection="gallery"))
+    settings.SEARCH_EXACT_MAX_ROWS = 1000
+    # 1,000 gallery vectors at the default bound: scanning them all exactly.
     small = items_similar_plan(vector=query, model=MODEL, k=10, collection="gallery")
     assert not uses_hnsw(small) and "Sort" in small
+    settings.SEARCH_EXACT_MAX_ROWS = 200
     assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, collection="products"))
     # A category of 11%: the graph, scanned iteratively until k rows pass the filter.
     assert uses_hnsw(items_similar_plan(vector=query, model=MODEL, k=10, categories=["shoes"]))
