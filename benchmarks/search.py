@@ -2,6 +2,7 @@
 
     make bench-search                      # 100,000 vectors, 50 queries
     make bench-search ARGS="--n 20000"     # quicker
+    EMBEDDED_POSTGRES_SHARED_BUFFERS=6GB make bench-search ARGS="--n 1000000"   # a million (about 30 min)
 
 Vectors: real embeddings of the vehicle photos (../shared/data) with the active model,
 repeated with noise to N, unit length; products in 10 categories. In one run it measures
@@ -87,13 +88,16 @@ def copy_into_database(data: object, model: str) -> None:
     raw.commit()
 
 
-def build_index(sql: str, name: str) -> tuple[float, float]:
+def build_index(sql: str, name: str, n: int) -> tuple[float, float]:
     from django.db import connection
 
     from search.models import HNSW_BUILD_SETTING
 
+    # The graph must fit in maintenance_work_mem while it is built (about 4.2 KB a vector),
+    # or the build slows down many times over.
+    memory_mb = max(3072, int(n * 4.2 / 1024) + 512)
     with connection.cursor() as cursor:
-        cursor.execute("SET maintenance_work_mem = '3GB'")
+        cursor.execute(f"SET maintenance_work_mem = '{memory_mb}MB'")
         cursor.execute(HNSW_BUILD_SETTING)
         started = time.perf_counter()
         cursor.execute(sql)
@@ -136,7 +140,7 @@ def run(args: argparse.Namespace) -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE search_embedding")
         cursor.execute("ANALYZE catalog_product")
-    build_half = build_index(hnsw_index_sql(model, dim), hnsw_index_name(model))
+    build_half = build_index(hnsw_index_sql(model, dim), hnsw_index_name(model), args.n)
     # Past 200,000 vectors: no second (full-precision) index, and NumPy gives the ground truth
     # (exact SQL scans take seconds each there; three are timed).
     large = args.n > 200_000
@@ -145,6 +149,7 @@ def run(args: argparse.Namespace) -> None:
         f"CREATE INDEX {vector_name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops) "
         f"WITH (m = 16, ef_construction = 64) WHERE model = '{model}'",
         vector_name,
+        args.n,
     )  # fmt: skip
 
     queries = load_vectors(args.queries, base, rng)
