@@ -28,6 +28,7 @@ from search.selectors import (
     active_model_key,
     duplicate_groups,
     embedding_model_list,
+    embedding_stamp,
     index_job_failures,
     index_job_get,
     index_job_list,
@@ -44,6 +45,7 @@ from search.services import (
     active_model_set,
     duplicates_dismiss,
     duplicates_keep,
+    duplicates_scan_refresh,
     index_job_cancel,
     index_job_create,
     model_training_start,
@@ -380,7 +382,10 @@ class SearchBatchApi(APIView):
 class DuplicateListApi(APIView):
     pagination_class = PageNumberPagination
     throttle_scope = "duplicates"
-    error_statuses = {503: "Finding the duplicates took longer than DUPLICATES_STATEMENT_TIMEOUT_MS."}
+    error_statuses = {
+        503: "Finding the duplicates took longer than DUPLICATES_STATEMENT_TIMEOUT_MS, or a large "
+        "library's first background scan is not done yet (duplicates_scanning)."
+    }
 
     class FilterSerializer(serializers.Serializer):
         collection = serializers.ChoiceField(choices=Collection.choices, default=Collection.GALLERY)
@@ -405,7 +410,10 @@ class DuplicateListApi(APIView):
         params.is_valid(raise_exception=True)
         options = params.validated_data
         model = model_spec_get(options.get("model") or active_model_key()).key
-        groups = duplicate_groups(model=model, collection=options["collection"], threshold=options["threshold"])
+        stamp = embedding_stamp(model=model)
+        duplicates_scan_refresh(model=model, stamp=stamp)  # a large library's duplicates: found in the background
+        groups = duplicate_groups(model=model, collection=options["collection"], threshold=options["threshold"],
+                                  stamp=stamp)  # fmt: skip
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(groups, request, view=self)
         payload = []

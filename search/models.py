@@ -282,3 +282,58 @@ class EmbeddingModelChoice(ActiveModel):
         proxy = True
         verbose_name = "embedding model"
         verbose_name_plural = "embedding models"
+
+
+class DuplicateScan(models.Model):
+    """Near-duplicate pairs among one model's vectors, found in the background: for libraries
+    past ``DUPLICATES_SYNC_MAX_VECTORS``, where finding them during a request would time out.
+
+    A task scans a chunk of vectors (each one's nearest neighbours at least
+    ``DUPLICATES_PAIR_FLOOR`` similar) and queues the next chunk; reads group the pairs of the
+    newest finished scan. ``vectors_count``/``vectors_last`` say which vectors it saw: when they
+    change, a new scan starts and the finished one is served until it is done.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    model = models.CharField(max_length=64, db_index=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    vectors_count = models.PositiveIntegerField()
+    vectors_last = models.BigIntegerField(null=True)
+    done = models.PositiveIntegerField(default=0)  # vectors scanned
+    last_id = models.BigIntegerField(default=0)  # the last search_embedding id scanned
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    progressed_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"duplicates scan {self.pk} of {self.model} ({self.state})"
+
+    @property
+    def percent(self) -> float:
+        if not self.vectors_count:
+            return 100.0
+        return round(100.0 * min(self.done, self.vectors_count) / self.vectors_count, 1)
+
+
+class DuplicatePair(models.Model):
+    """Two items a scan found near-duplicate (plain ids: a deleted item changes the vectors,
+    so a new scan follows, and readers drop items that are gone)."""
+
+    scan = models.ForeignKey(DuplicateScan, on_delete=models.CASCADE, related_name="pairs")
+    a_product_id = models.BigIntegerField(null=True)
+    a_gallery_image_id = models.BigIntegerField(null=True)
+    b_product_id = models.BigIntegerField(null=True)
+    b_gallery_image_id = models.BigIntegerField(null=True)
+    similarity = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["scan", "similarity"], name="duplicate_pair_scan_similarity")]

@@ -21,6 +21,8 @@ from search.models import (
     ActiveModel,
     Collection,
     DuplicateDismissalItem,
+    DuplicatePair,
+    DuplicateScan,
     Embedding,
     IndexBatch,
     IndexJob,
@@ -379,30 +381,31 @@ def items_similar_plan(**query: object) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
-def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[dict[str, object]]:
-    """Groups of items whose vectors are at least ``threshold`` similar, most similar first.
+def _neighbour_pairs_now(spec: ModelSpec, collection: str, threshold: float, count: int) -> list[tuple]:
+    timeout = settings.DUPLICATES_STATEMENT_TIMEOUT_MS
+    try:
+        database = read_connection()
+        with transaction.atomic(using=database.alias), database.cursor() as cursor:
+            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout)])
+            cursor.execute(duplicate_neighbours_sql(spec.dim, collection),
+                           [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, threshold])  # fmt: skip
+            return cursor.fetchall()
+    except OperationalError as error:
+        if getattr(error.__cause__, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        raise ServiceError("duplicates_timeout", f"Finding duplicates among {count} vectors took longer "
+                           f"than {timeout / 1000:g} s; try a narrower collection, or again later.",
+                           status_code=503) from None  # fmt: skip
 
-    Each item's nearest neighbours come from the HNSW index in one SQL statement (a LATERAL
-    k-NN join: about n log n, never an n-squared loop); pairs above the threshold are joined
-    into groups (connected components). A group's similarity is its weakest joining pair.
-    Bounded: the threshold snaps down to a 0.001 grid (so the cache serves every nearby
-    request), the statement runs under ``DUPLICATES_STATEMENT_TIMEOUT_MS`` (503 past it), and a
-    group lists at most ``DUPLICATES_MAX_GROUP_ITEMS`` items (``size`` says how many it has).
-    Pairs inside a group someone marked as not duplicates (``DuplicateDismissal``) are left
-    out. Cached until the model's vectors or the dismissals change.
-    """
-    threshold = math.floor(round(threshold * 1000, 6)) / 1000
-    spec = model_spec_get(model)
-    dim = spec.dim
+
+def duplicate_neighbours_sql(dim: int, collection: str, *, id_range: bool = False) -> str:
+    """Each vector's nearest neighbours at least a similarity apart: one LATERAL k-NN join on
+    the HNSW index (about n log n, never an n-squared loop). Parameters: model, neighbours,
+    model, [first id, last id,] floor."""
     condition = "" if collection == Collection.ALL else f"AND {{t}}.{kinds_of(collection)[0].column} IS NOT NULL"
-    stamp = Embedding.objects.filter(model=spec.key).aggregate(count=Count("id"), last=Max("id"))
-    dismissed = DuplicateDismissalItem.objects.aggregate(count=Count("id"), last=Max("id"))
-    key = (f"duplicates:{spec.key}:{collection}:{threshold}:{stamp['count']}:{stamp['last']}"
-           f":{dismissed['count']}:{dismissed['last']}")  # fmt: skip
-    cached = cache.get(key)
-    if cached is not None:
-        return cached
-    sql = f"""
+    ids = "AND a.id > %s AND a.id <= %s" if id_range else ""
+    return f"""
         SELECT a.product_id, a.gallery_image_id, n.product_id, n.gallery_image_id, n.similarity
         FROM search_embedding a
         CROSS JOIN LATERAL (
@@ -413,22 +416,73 @@ def duplicate_groups(*, model: str, collection: str, threshold: float) -> list[d
             ORDER BY b.vector::halfvec({dim}) <=> a.vector::halfvec({dim})
             LIMIT %s
         ) n
-        WHERE a.model = %s {condition.format(t="a")} AND n.similarity >= %s
+        WHERE a.model = %s {condition.format(t="a")} {ids} AND n.similarity >= %s
     """  # noqa: S608 - only fixed fragments are interpolated
-    timeout = settings.DUPLICATES_STATEMENT_TIMEOUT_MS
-    try:
-        database = read_connection()
-        with transaction.atomic(using=database.alias), database.cursor() as cursor:
-            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout)])
-            cursor.execute(sql, [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, threshold])
-            pairs = cursor.fetchall()
-    except OperationalError as error:
-        if getattr(error.__cause__, "sqlstate", None) != "57014":  # query_canceled
-            raise
-        raise ServiceError("duplicates_timeout", f"Finding duplicates among {stamp['count']} vectors took longer "
-                           f"than {timeout / 1000:g} s; try a narrower collection, or again later.",
-                           status_code=503) from None  # fmt: skip
+
+
+def duplicate_scan_latest(*, model: str, finished: bool = False) -> DuplicateScan | None:
+    scans = DuplicateScan.objects.filter(model=model)
+    if finished:
+        scans = scans.filter(state=DuplicateScan.State.SUCCEEDED)
+    return scans.order_by("-created_at", "-id").first()
+
+
+def embedding_stamp(*, model: str) -> dict[str, int | None]:
+    """How many vectors a model has and its newest one's id: what a cached answer saw."""
+    return Embedding.objects.filter(model=model).aggregate(count=Count("id"), last=Max("id"))
+
+
+def _scanned_pairs(scan: DuplicateScan, collection: str, threshold: float) -> list[tuple]:
+    if threshold < settings.DUPLICATES_PAIR_FLOOR:
+        raise ServiceError("threshold_below_scan", f"This library's duplicates are found in the background at "
+                           f"{settings.DUPLICATES_PAIR_FLOOR:g} or more; ask for a threshold of at least that.",
+                           field="threshold")  # fmt: skip
+    pairs = DuplicatePair.objects.filter(scan=scan, similarity__gte=threshold)
+    if collection != Collection.ALL:
+        column = kinds_of(collection)[0].column
+        pairs = pairs.filter(**{f"a_{column}__isnull": False, f"b_{column}__isnull": False})
+    return list(pairs.values_list("a_product_id", "a_gallery_image_id", "b_product_id", "b_gallery_image_id",
+                                  "similarity"))  # fmt: skip
+
+
+def duplicate_groups(
+    *, model: str, collection: str, threshold: float, stamp: dict[str, int | None] | None = None
+) -> list[dict[str, object]]:
+    """Groups of items whose vectors are at least ``threshold`` similar, most similar first.
+
+    Each item's nearest neighbours come from the HNSW index (``duplicate_neighbours_sql``);
+    pairs above the threshold are joined into groups (connected components). A group's
+    similarity is its weakest joining pair. Up to ``DUPLICATES_SYNC_MAX_VECTORS`` vectors the
+    pairs are found during the request, under ``DUPLICATES_STATEMENT_TIMEOUT_MS`` (503 past it);
+    beyond, they come from the newest finished background scan (``DuplicateScan``; 503
+    ``duplicates_scanning`` until the first one is done). The threshold snaps down to a 0.001
+    grid (so the cache serves every nearby request), and a group lists at most
+    ``DUPLICATES_MAX_GROUP_ITEMS`` items (``size`` says how many it has). Pairs inside a group
+    someone marked as not duplicates (``DuplicateDismissal``) are left out. Cached until the
+    vectors, the scan or the dismissals change. ``stamp``: the model's ``embedding_stamp`` if
+    the caller has it.
+    """
+    threshold = math.floor(round(threshold * 1000, 6)) / 1000
+    spec = model_spec_get(model)
+    stamp = stamp or embedding_stamp(model=spec.key)
+    scan = None
+    if stamp["count"] > settings.DUPLICATES_SYNC_MAX_VECTORS:
+        scan = duplicate_scan_latest(model=spec.key, finished=True)
+        if scan is None:
+            running = duplicate_scan_latest(model=spec.key)
+            progress = f" ({running.percent:g}% done)" if running is not None else ""
+            raise ServiceError("duplicates_scanning", f"Duplicates among {stamp['count']} vectors are being found "
+                               f"in the background{progress}; try again in a while.", status_code=503)  # fmt: skip
+    dismissed = DuplicateDismissalItem.objects.aggregate(count=Count("id"), last=Max("id"))
+    key = (f"duplicates:{spec.key}:{collection}:{threshold}:{stamp['count']}:{stamp['last']}"
+           f":{dismissed['count']}:{dismissed['last']}:{scan.pk if scan else ''}")  # fmt: skip
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    if scan is not None:
+        pairs = _scanned_pairs(scan, collection, threshold)
+    else:
+        pairs = _neighbour_pairs_now(spec, collection, threshold, stamp["count"])
     dismissals: dict[ItemRef, set[int]] = {}
     if dismissed["count"]:
         for dismissal, product, gallery_image in DuplicateDismissalItem.objects.values_list(

@@ -31,6 +31,8 @@ from search.models import (
     Collection,
     DuplicateDismissal,
     DuplicateDismissalItem,
+    DuplicatePair,
+    DuplicateScan,
     Embedding,
     EmbeddingFailure,
     IndexBatch,
@@ -40,7 +42,16 @@ from search.models import (
     hnsw_index_sql,
 )
 from search.registry import ModelSpec
-from search.selectors import active_model_key, items_by_ref, model_coverage, model_spec_get, models_being_indexed
+from search.selectors import (
+    active_model_key,
+    duplicate_neighbours_sql,
+    duplicate_scan_latest,
+    embedding_stamp,
+    items_by_ref,
+    model_coverage,
+    model_spec_get,
+    models_being_indexed,
+)
 from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError, failure_reason
 
@@ -833,3 +844,81 @@ def duplicates_keep(*, groups: Sequence[tuple[ItemRef, Sequence[ItemRef]]]) -> i
             product_delete(product=found[ref])
             deleted += 1
     return deleted
+
+
+SCAN_TASK = "search.tasks.duplicate_scan_chunk"
+
+
+def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None = None) -> DuplicateScan | None:
+    """Start a background duplicates scan where one is due: past ``DUPLICATES_SYNC_MAX_VECTORS``
+    vectors, when no scan saw the current vectors and none is under way (a scan silent for
+    ``DUPLICATES_SCAN_STALL_SECONDS`` is failed and replaced). Returns the scan under way, if any."""
+    key = model_spec_get(model).key
+    stamp = stamp or embedding_stamp(model=key)
+    if stamp["count"] <= settings.DUPLICATES_SYNC_MAX_VECTORS:
+        return None
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # one request decides at a time; the others read its answer
+            cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [f"duplicates-scan:{key}"])
+            if not cursor.fetchone()[0]:
+                return duplicate_scan_latest(model=key)
+        latest = duplicate_scan_latest(model=key)
+        active = latest is not None and latest.state in (DuplicateScan.State.QUEUED, DuplicateScan.State.RUNNING)
+        stalled = timezone.now() - timedelta(seconds=settings.DUPLICATES_SCAN_STALL_SECONDS)
+        if active and latest.progressed_at < stalled:
+            duplicate_scan_fail(scan_id=latest.pk, error="the scan stopped making progress")
+            active = False
+        if active:
+            return latest
+        seen = latest is not None and (latest.vectors_count, latest.vectors_last) == (stamp["count"], stamp["last"])
+        if seen and latest.state == DuplicateScan.State.SUCCEEDED:
+            return None
+        scan = DuplicateScan.objects.create(model=key, vectors_count=stamp["count"], vectors_last=stamp["last"])
+        transaction.on_commit(lambda: task_send(SCAN_TASK, scan.pk))
+    return scan
+
+
+def duplicate_scan_run(*, scan_id: int) -> bool:
+    """Scan the next chunk of a duplicates scan's vectors; True when more remain (the caller
+    queues the next chunk). Safe to run twice: a chunk is claimed by the scan's position."""
+    scan = DuplicateScan.objects.filter(pk=scan_id).first()
+    if scan is None or scan.state in (DuplicateScan.State.SUCCEEDED, DuplicateScan.State.FAILED):
+        return False
+    spec = model_spec_get(scan.model)
+    ids = list(Embedding.objects.filter(model=spec.key, id__gt=scan.last_id, id__lte=scan.vectors_last or 0)
+               .order_by("id").values_list("id", flat=True)[: settings.DUPLICATES_SCAN_CHUNK])  # fmt: skip
+    with transaction.atomic():
+        pairs: list[DuplicatePair] = []
+        if ids:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+                cursor.execute(duplicate_neighbours_sql(spec.dim, Collection.ALL, id_range=True),
+                               [spec.key, settings.DUPLICATES_NEIGHBOURS, spec.key, scan.last_id, ids[-1],
+                                settings.DUPLICATES_PAIR_FLOOR])  # fmt: skip
+                pairs = [DuplicatePair(scan_id=scan.pk, a_product_id=row[0], a_gallery_image_id=row[1],
+                                       b_product_id=row[2], b_gallery_image_id=row[3], similarity=row[4])
+                         for row in cursor.fetchall()]  # fmt: skip
+        more = len(ids) == settings.DUPLICATES_SCAN_CHUNK
+        now = timezone.now()
+        claimed = DuplicateScan.objects.filter(pk=scan.pk, last_id=scan.last_id).exclude(
+            state__in=[DuplicateScan.State.SUCCEEDED, DuplicateScan.State.FAILED]
+        ).update(
+            last_id=ids[-1] if ids else scan.last_id, done=F("done") + len(ids), progressed_at=now,
+            state=DuplicateScan.State.RUNNING if more else DuplicateScan.State.SUCCEEDED,
+            finished_at=None if more else now,
+        )  # fmt: skip
+        if not claimed:  # another delivery scanned this chunk first
+            transaction.set_rollback(True)
+            return False
+        DuplicatePair.objects.bulk_create(pairs, batch_size=5000)
+        if not more:  # the older scans of this model are superseded
+            DuplicateScan.objects.filter(model=spec.key, created_at__lt=scan.created_at).exclude(
+                state__in=[DuplicateScan.State.QUEUED, DuplicateScan.State.RUNNING]
+            ).delete()
+    return more
+
+
+def duplicate_scan_fail(*, scan_id: int, error: str) -> None:
+    DuplicateScan.objects.filter(pk=scan_id).exclude(state=DuplicateScan.State.SUCCEEDED).update(
+        state=DuplicateScan.State.FAILED, error=error[:500], finished_at=timezone.now()
+    )

@@ -11,6 +11,7 @@ from django.db import DatabaseError, InterfaceError, close_old_connections, conn
 
 from search import services
 from search.querying import embed_locally
+from simsite.celery import task_send
 from simsite.errors import ServiceError, failure_reason
 
 logger = logging.getLogger(__name__)
@@ -83,3 +84,19 @@ def model_train(trained_id: int) -> None:
     """Train a queued embedding model (queue ``embed``: GPU workers). A second delivery finds
     it claimed and does nothing; a worker killed mid-run is found by ``reconcile``."""
     services.model_training_run(trained_id=trained_id)
+
+
+@shared_task(acks_late=True, autoretry_for=_TRANSIENT, max_retries=3, retry_backoff=True)
+def duplicate_scan_chunk(scan_id: int) -> None:
+    """One chunk of a background duplicates scan, then the next chunk's message."""
+    try:
+        more = services.duplicate_scan_run(scan_id=scan_id)
+    except _TRANSIENT:
+        raise
+    except Exception as error:  # noqa: BLE001 - a scan must end, whatever stops it
+        logger.exception("duplicates scan %s failed", scan_id)
+        _after_error()
+        services.duplicate_scan_fail(scan_id=scan_id, error=failure_reason(error))
+        return
+    if more:
+        task_send(services.SCAN_TASK, scan_id)

@@ -25,12 +25,14 @@ from search.selectors import (
     active_model_key,
     duplicate_groups,
     duplicate_groups_detailed,
+    duplicate_scan_latest,
+    embedding_stamp,
     items_by_ref,
     items_similar_to,
     model_coverage,
     products_with_embedded_flag,
 )
-from search.services import duplicates_dismiss, duplicates_keep
+from search.services import duplicates_dismiss, duplicates_keep, duplicates_scan_refresh
 from simsite.errors import ServiceError
 from simsite.replicas import on_replica, reads_from_replica
 
@@ -269,7 +271,12 @@ def _duplicates_show(request: HttpRequest) -> HttpResponse:
                                   "rule_text": KEEP_RULES[options["keep"]], "staff": request.user.is_staff,
                                   "model": model, "error": problem}  # fmt: skip
     try:
-        groups = duplicate_groups(model=model, collection=options["collection"], threshold=options["threshold"] / 100)
+        stamp = embedding_stamp(model=model)
+        running = duplicates_scan_refresh(model=model, stamp=stamp)  # large libraries: found in the background
+        if stamp["count"] > settings.DUPLICATES_SYNC_MAX_VECTORS:
+            context["scan"] = {"running": running, "finished": duplicate_scan_latest(model=model, finished=True)}
+        groups = duplicate_groups(model=model, collection=options["collection"], threshold=options["threshold"] / 100,
+                                  stamp=stamp)  # fmt: skip
     except ServiceError as error:
         context["error"] = error.message
         return render(request, "search/duplicates.html", context, status=error.status_code)

@@ -127,6 +127,8 @@ class ReplicaRouter:
     """Reads inside ``replica_reads()`` go to its replica; everything else to the primary."""
 
     def db_for_read(self, model: type, **hints: Any) -> str | None:
+        if connections[DEFAULT_DB_ALIAS].in_atomic_block:
+            return None  # a write transaction under way reads what it wrote: the primary
         return _current.get()
 
     def db_for_write(self, model: type, **hints: Any) -> str:

@@ -253,6 +253,14 @@ SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
 DUPLICATES_STATEMENT_TIMEOUT_MS = env_int("DUPLICATES_STATEMENT_TIMEOUT_MS", 20000, minimum=100)
 DUPLICATES_MAX_GROUP_ITEMS = env_int("DUPLICATES_MAX_GROUP_ITEMS", 50, minimum=2, maximum=1000)
+# Past this many vectors of a model, duplicates are found by a background scan (search.models.
+# DuplicateScan) instead of during the request; the scan keeps pairs at least DUPLICATES_PAIR_FLOOR similar.
+DUPLICATES_SYNC_MAX_VECTORS = env_int("DUPLICATES_SYNC_MAX_VECTORS", 20_000, minimum=0)
+DUPLICATES_PAIR_FLOOR = float(env_str("DUPLICATES_PAIR_FLOOR", "0.8"))
+if not 0.5 <= DUPLICATES_PAIR_FLOOR <= 1:
+    raise ImproperlyConfigured(f"DUPLICATES_PAIR_FLOOR must be between 0.5 and 1, got {DUPLICATES_PAIR_FLOOR}")
+DUPLICATES_SCAN_CHUNK = env_int("DUPLICATES_SCAN_CHUNK", 2000, minimum=1)
+DUPLICATES_SCAN_STALL_SECONDS = env_int("DUPLICATES_SCAN_STALL_SECONDS", 600, minimum=5)
 # Which copy of a duplicate group the review page pre-selects to keep (search.selectors.KEEP_RULES).
 DUPLICATES_KEEP_RULE = env_choice("DUPLICATES_KEEP_RULE", "resolution", {"resolution", "size", "oldest", "newest"})
 JOB_EVENTS_POLL_SECONDS = 0.5
