@@ -54,6 +54,7 @@ from search.selectors import (
 )
 from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError, failure_reason
+from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -612,32 +613,15 @@ def model_training_start(**options: object) -> TrainedModel:
 
 
 def _trained_update(trained_id: int, **fields: object) -> None:
-    TrainedModel.objects.filter(pk=trained_id).update(updated_at=timezone.now(), **fields)
+    training_run_touch(TrainedModel, pk=trained_id, **fields)
 
 
 def model_training_run(*, trained_id: int) -> TrainedModel | None:
-    """Train a queued model (claimed by a conditional update, so a second delivery of the
-    task does nothing): split the data by item, fine-tune, measure the test split against the
+    """Train a queued model (``simsite.training_runs``: claimed once, failed with the reason
+    whatever goes wrong): split the data by item, fine-tune, measure the test split against the
     base model, save the weights and plots and register the model (activating it if asked,
-    once its vectors are built). Any failure ends the run as failed, with the reason."""
-    claimed = TrainedModel.objects.filter(pk=trained_id, status=TrainedModel.Status.QUEUED).update(
-        status=TrainedModel.Status.RUNNING, progress=0.0, message="reading the images", updated_at=timezone.now()
-    )
-    if not claimed:
-        return None
-    trained = TrainedModel.objects.get(pk=trained_id)
-    saved: list[str] = []
-    try:
-        _model_train(trained, saved)
-    except Exception as error:  # noqa: BLE001 - every failure must end the run, whatever it is
-        if not isinstance(error, ServiceError):
-            logger.exception("training embedding model %s failed", trained.key)
-        for name in saved:
-            default_storage.delete(name)
-        message = failure_reason(error)
-        model_training_fail(trained_id=trained_id, error=message)
-    trained.refresh_from_db()
-    return trained
+    once its vectors are built)."""
+    return training_run_execute(TrainedModel, pk=trained_id, first_message="reading the images", train=_model_train)
 
 
 def _model_train(trained: TrainedModel, saved: list[str]) -> None:
@@ -739,10 +723,7 @@ def _model_train(trained: TrainedModel, saved: list[str]) -> None:
 
 
 def model_training_fail(*, trained_id: int, error: str) -> None:
-    TrainedModel.objects.filter(
-        pk=trained_id, status__in=[TrainedModel.Status.QUEUED, TrainedModel.Status.RUNNING]
-    ).update(status=TrainedModel.Status.FAILED, message=error[:300], finished_at=timezone.now(),
-             updated_at=timezone.now())  # fmt: skip
+    training_run_fail(TrainedModel, pk=trained_id, error=error)
 
 
 def trained_model_delete(*, trained: TrainedModel) -> None:
@@ -770,24 +751,10 @@ def trained_model_delete(*, trained: TrainedModel) -> None:
 def trained_models_reconcile() -> dict[str, int]:
     """Re-send training runs whose message was lost; fail those whose worker stopped
     reporting (killed, out of memory). Part of the periodic reconciler."""
-    now = timezone.now()
-    report = {"training_resent": 0, "training_stalled": 0}
-    stall = now - timedelta(seconds=settings.EMBEDDING_TRAINING_STALL_SECONDS)
-    running = TrainedModel.objects.filter(status=TrainedModel.Status.RUNNING, updated_at__lt=stall)
-    for trained_id in running.values_list("pk", flat=True):
-        seconds = settings.EMBEDDING_TRAINING_STALL_SECONDS
-        error = f"the worker stopped reporting progress for {seconds} s (killed?); start the training again"
-        model_training_fail(trained_id=trained_id, error=error)
-        report["training_stalled"] += 1
-    if queue_length("embed") == 0:
-        lost = TrainedModel.objects.filter(
-            status=TrainedModel.Status.QUEUED, updated_at__lt=now - timedelta(seconds=60)
-        )
-        for trained_id in lost.values_list("pk", flat=True):
-            if task_send(TRAIN_TASK, trained_id):
-                _trained_update(trained_id)
-                report["training_resent"] += 1
-    return report
+    stalled, resent = training_runs_reconcile(
+        TrainedModel, stall_seconds=settings.EMBEDDING_TRAINING_STALL_SECONDS, task=TRAIN_TASK, queue="embed"
+    )
+    return {"training_resent": resent, "training_stalled": stalled}
 
 
 DUPLICATES_MAX_GROUPS = 500  # groups one review request may resolve

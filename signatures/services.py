@@ -7,11 +7,9 @@ that deleting a catalog image never touches a signature on file).
 from __future__ import annotations
 
 import base64
-import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,9 @@ from signatures.models import ActiveEncoder, Reference, ReferenceVector, Signatu
 from signatures.preprocessing import SignatureImage, signature_preprocess
 from signatures.registry import PRETRAINED, EncoderSpec
 from signatures.selectors import active_encoder_key, encoder_spec
-from simsite.celery import queue_length, task_send
-from simsite.errors import ServiceError, failure_reason
-
-logger = logging.getLogger(__name__)
+from simsite.celery import task_send
+from simsite.errors import ServiceError
+from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
 
 # Training: epochs by default (about 5 minutes for SVC2004's 24 writers on a 2-core CPU;
 # more overfit: README, "Signatures"), and the share of writers kept out for validation.
@@ -285,33 +282,16 @@ def encoder_training_start(**options: object) -> SignatureEncoder:
 
 
 def _encoder_update(encoder_id: int, **fields: object) -> None:
-    SignatureEncoder.objects.filter(pk=encoder_id).update(updated_at=timezone.now(), **fields)
+    training_run_touch(SignatureEncoder, pk=encoder_id, **fields)
 
 
 def encoder_training_run(*, encoder_id: int) -> SignatureEncoder | None:
-    """Train a queued encoder (claimed by a conditional update, so a second delivery of the
-    task does nothing): read and preprocess the data, split it by writer, train, calibrate the
-    threshold on the validation writers, save weights and plots, and register the encoder
-    (activating it if asked). Any failure ends the run as failed, with the reason."""
-    claimed = SignatureEncoder.objects.filter(pk=encoder_id, status=SignatureEncoder.Status.QUEUED).update(
-        status=SignatureEncoder.Status.RUNNING, progress=0.0, message="reading the signatures",
-        updated_at=timezone.now(),
-    )  # fmt: skip
-    if not claimed:
-        return None
-    encoder = SignatureEncoder.objects.get(pk=encoder_id)
-    saved: list[str] = []
-    try:
-        _encoder_train(encoder, saved)
-    except Exception as error:  # noqa: BLE001 - every failure must end the run, whatever it is
-        if not isinstance(error, ServiceError):
-            logger.exception("training signature encoder %s failed", encoder.key)
-        for name in saved:
-            default_storage.delete(name)
-        message = failure_reason(error)
-        encoder_training_fail(encoder_id=encoder_id, error=message)
-    encoder.refresh_from_db()
-    return encoder
+    """Train a queued encoder (``simsite.training_runs``: claimed once, failed with the reason
+    whatever goes wrong): read and preprocess the data, split it by writer, train, calibrate
+    the threshold on the validation writers, save weights and plots, and register the encoder
+    (activating it if asked)."""
+    return training_run_execute(SignatureEncoder, pk=encoder_id, first_message="reading the signatures",
+                                train=_encoder_train)  # fmt: skip
 
 
 def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
@@ -387,10 +367,7 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
 
 
 def encoder_training_fail(*, encoder_id: int, error: str) -> None:
-    SignatureEncoder.objects.filter(
-        pk=encoder_id, status__in=[SignatureEncoder.Status.QUEUED, SignatureEncoder.Status.RUNNING]
-    ).update(status=SignatureEncoder.Status.FAILED, message=error[:300], finished_at=timezone.now(),
-             updated_at=timezone.now())  # fmt: skip
+    training_run_fail(SignatureEncoder, pk=encoder_id, error=error)
 
 
 def encoder_delete(*, encoder: SignatureEncoder) -> None:
@@ -412,27 +389,10 @@ def encoder_delete(*, encoder: SignatureEncoder) -> None:
 def encoder_reconcile() -> dict[str, int]:
     """Periodic (Celery beat): re-send training runs whose message was lost; fail those whose
     worker stopped reporting (killed, out of memory)."""
-    now = timezone.now()
-    report = {"resent": 0, "stalled": 0}
-    stall = now - timedelta(seconds=settings.SIGNATURE_TRAINING_STALL_SECONDS)
-    for encoder_id in SignatureEncoder.objects.filter(
-        status=SignatureEncoder.Status.RUNNING, updated_at__lt=stall
-    ).values_list("pk", flat=True):
-        encoder_training_fail(
-            encoder_id=encoder_id,
-            error=f"the worker stopped reporting progress for "
-            f"{settings.SIGNATURE_TRAINING_STALL_SECONDS} s (killed?); start the training again",
-        )
-        report["stalled"] += 1
-    if queue_length("embed") == 0:
-        # Queued, nothing waits in the queue and no worker holds it: the message is gone.
-        lost = SignatureEncoder.objects.filter(status=SignatureEncoder.Status.QUEUED,
-                                               updated_at__lt=now - timedelta(seconds=60))  # fmt: skip
-        for encoder_id in lost.values_list("pk", flat=True):
-            if task_send(TRAIN_TASK, encoder_id):
-                _encoder_update(encoder_id)
-                report["resent"] += 1
-    return report
+    stalled, resent = training_runs_reconcile(
+        SignatureEncoder, stall_seconds=settings.SIGNATURE_TRAINING_STALL_SECONDS, task=TRAIN_TASK, queue="embed"
+    )
+    return {"resent": resent, "stalled": stalled}
 
 
 def signature_files_resolve(*, path: str, field: str) -> bytes:

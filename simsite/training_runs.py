@@ -1,0 +1,85 @@
+"""The lifecycle of a training run, shared by the embedding models trained here
+(``search.TrainedModel``) and the signature encoders (``signatures.SignatureEncoder``).
+
+A run is a row with ``status`` (queued, running, succeeded, failed), ``progress``, ``message``,
+``updated_at`` and ``finished_at``. A worker claims a queued run with a conditional update (a
+second delivery of the task does nothing), trains it, and ends it as failed with the reason
+whatever goes wrong, deleting the files it had saved. The periodic reconciler fails a run whose
+worker stopped reporting, and re-sends a queued run whose message was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.db.models import Model
+from django.utils import timezone
+
+from simsite.celery import queue_length, task_send
+from simsite.errors import ServiceError, failure_reason
+
+logger = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+# A queued run older than this, with nothing in its queue, lost its message.
+LOST_AFTER_SECONDS = 60
+
+
+def training_run_touch(model: type[Model], *, pk: int, **fields: object) -> None:
+    """Record progress (``fields``) and that the worker is alive."""
+    model.objects.filter(pk=pk).update(updated_at=timezone.now(), **fields)
+
+
+def training_run_fail(model: type[Model], *, pk: int, error: str) -> None:
+    model.objects.filter(pk=pk, status__in=[QUEUED, RUNNING]).update(
+        status=FAILED, message=error[:300], finished_at=timezone.now(), updated_at=timezone.now()
+    )
+
+
+def training_run_execute(
+    model: type[Model], *, pk: int, first_message: str, train: Callable[[Any, list[str]], None]
+) -> Any:
+    """Claim the queued run ``pk`` and ``train(run, saved)`` it; ``train`` appends the storage
+    names it writes to ``saved`` (deleted if the run fails). None if the run was not queued."""
+    claimed = model.objects.filter(pk=pk, status=QUEUED).update(
+        status=RUNNING, progress=0.0, message=first_message, updated_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    run = model.objects.get(pk=pk)
+    saved: list[str] = []
+    try:
+        train(run, saved)
+    except Exception as error:  # noqa: BLE001 - every failure must end the run, whatever it is
+        if not isinstance(error, ServiceError):
+            logger.exception("training run %s (%s) failed", run.pk, model.__name__)
+        for name in saved:
+            default_storage.delete(name)
+        training_run_fail(model, pk=pk, error=failure_reason(error))
+    run.refresh_from_db()
+    return run
+
+
+def training_runs_reconcile(model: type[Model], *, stall_seconds: int, task: str, queue: str) -> tuple[int, int]:
+    """Fail the runs whose worker stopped reporting for ``stall_seconds`` (killed, out of
+    memory); re-send ``task`` for queued runs whose message is gone (nothing waits in
+    ``queue``). Returns (stalled, resent)."""
+    now = timezone.now()
+    stalled = 0
+    silent = model.objects.filter(status=RUNNING, updated_at__lt=now - timedelta(seconds=stall_seconds))
+    for pk in silent.values_list("pk", flat=True):
+        training_run_fail(model, pk=pk, error=f"the worker stopped reporting progress for {stall_seconds} s "
+                          "(killed?); start the training again")  # fmt: skip
+        stalled += 1
+    resent = 0
+    if queue_length(queue) == 0:
+        lost = model.objects.filter(status=QUEUED, updated_at__lt=now - timedelta(seconds=LOST_AFTER_SECONDS))
+        for pk in lost.values_list("pk", flat=True):
+            if task_send(task, pk):
+                training_run_touch(model, pk=pk)
+                resent += 1
+    return stalled, resent
