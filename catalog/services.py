@@ -173,6 +173,17 @@ def product_delete(*, product: Product) -> None:
         _discard_after_commit(name=name, sha256=sha)
 
 
+def products_delete(*, ids: Iterable[int]) -> int:
+    """Delete these products with their vectors and unused image files, in one statement."""
+    queryset = Product.objects.filter(pk__in=list(ids))
+    with transaction.atomic():
+        files = list(queryset.values_list("image", "sha256").distinct())
+        deleted = queryset.delete()[1].get(Product._meta.label, 0)
+        for name, sha in files:
+            _discard_after_commit(name=name, sha256=sha)
+    return deleted
+
+
 def gallery_image_create(*, image: IntakeImage, original_filename: str, notify: bool = True) -> GalleryImage:
     gallery_image = GalleryImage(original_filename=original_filename[:255])
     _save_with_image(

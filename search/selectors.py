@@ -499,20 +499,27 @@ def duplicate_groups(
         return node
 
     weakest: dict[ItemRef, float] = {}
-    for a_product, a_gallery, b_product, b_gallery, similarity in pairs:
+    # Dismissals are cannot-link rules: two items of one dismissed group never end up in one
+    # group, not even through a third item. The strongest pairs are joined first.
+    cannot: dict[ItemRef, set[int]] = {}
+    for a_product, a_gallery, b_product, b_gallery, similarity in sorted(pairs, key=lambda row: -row[4]):
         a, b = ItemRef.from_columns(a_product, a_gallery), ItemRef.from_columns(b_product, b_gallery)
-        if dismissals.get(a, set()) & dismissals.get(b, set()):
-            continue
         ra, rb = root(a), root(b)
-        joined = min(weakest.get(ra, 1.0), weakest.get(rb, 1.0), float(similarity))
+        if ra == rb:
+            continue
+        for node, top in ((a, ra), (b, rb)):
+            cannot.setdefault(top, set(dismissals.get(node, ())))
+        if cannot[ra] & cannot[rb]:
+            continue
         parent[ra] = rb
-        weakest[rb] = min(weakest.get(rb, 1.0), joined)
+        cannot[rb] |= cannot.pop(ra)
+        weakest[rb] = min(weakest.get(ra, 1.0), weakest.get(rb, 1.0), float(similarity))
     members: dict[ItemRef, list[ItemRef]] = {}
     for node in parent:
         members.setdefault(root(node), []).append(node)
     cap = settings.DUPLICATES_MAX_GROUP_ITEMS
     groups = [{"similarity": round(weakest.get(top, 1.0), 4), "size": len(items), "items": sorted(items)[:cap]}
-              for top, items in members.items()]  # fmt: skip
+              for top, items in members.items() if len(items) > 1]  # fmt: skip
     groups.sort(key=lambda group: (-group["similarity"], -group["size"], group["items"][0]))
     cache.set(key, groups, 600)
     return groups

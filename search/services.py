@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.csv_import import product_imports_prune, product_imports_reconcile
-from catalog.services import gallery_images_delete, product_delete
+from catalog.services import gallery_images_delete, products_delete
 from search.datasets import CATALOG
 from search.items import GALLERY_IMAGE, KINDS, PRODUCT, ItemRef, kinds_of
 from search.models import (
@@ -792,25 +792,28 @@ def duplicates_dismiss(*, groups: Sequence[Sequence[ItemRef]], user: object = No
 def duplicates_keep(*, groups: Sequence[tuple[ItemRef, Sequence[ItemRef]]]) -> int:
     """For each ``(keep, others)`` group delete the others (vectors and unused files with
     them), in one transaction. Refused, deleting nothing, when a copy to keep is gone or is
-    also to be deleted: a review must never lose every copy. Returns the items deleted."""
+    also to be deleted: a review must never lose every copy. The rows are locked before the
+    check, so two reviewers keeping different copies of one group cannot delete both.
+    Returns the items deleted."""
     found = _groups_checked([[keep, *others] for keep, others in groups])
     keeping = {keep for keep, _ in groups}
     doomed = {ref for _, others in groups for ref in others if ref in found}
-    if lost := sorted(ref for ref in keeping if ref not in found):
-        raise ServiceError("keep_missing", f"The copy to keep ({lost[0].kind} {lost[0].id}) no longer exists; "
-                           "reload the groups.", status_code=409)  # fmt: skip
     if both := sorted(keeping & doomed):
         raise ServiceError("invalid", f"{both[0].kind} {both[0].id} is kept in one group and deleted in another.",
                            field="groups")  # fmt: skip
-    deleted = 0
     with transaction.atomic():
-        gallery = [ref.id for ref in doomed if ref.kind == GALLERY_IMAGE.name]
-        if gallery:
-            deleted += gallery_images_delete(ids=gallery)
-        for ref in sorted(ref for ref in doomed if ref.kind == PRODUCT.name):
-            product_delete(product=found[ref])
-            deleted += 1
-    return deleted
+        present: set[ItemRef] = set()
+        for kind in (PRODUCT, GALLERY_IMAGE):  # in one order, by id: no deadlock between reviewers
+            ids = sorted(ref.id for ref in keeping | doomed if ref.kind == kind.name)
+            rows = kind.model.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+            present.update(ItemRef(kind.name, pk) for pk in rows.values_list("pk", flat=True))
+        if lost := sorted(ref for ref in keeping if ref not in present):
+            raise ServiceError("keep_missing", f"The copy to keep ({lost[0].kind} {lost[0].id}) no longer exists; "
+                               "reload the groups.", status_code=409)  # fmt: skip
+        gallery = [ref.id for ref in doomed if ref.kind == GALLERY_IMAGE.name and ref in present]
+        products = [ref.id for ref in doomed if ref.kind == PRODUCT.name and ref in present]
+        deleted = gallery_images_delete(ids=gallery) if gallery else 0
+        return deleted + (products_delete(ids=products) if products else 0)
 
 
 SCAN_TASK = "search.tasks.duplicate_scan_chunk"
@@ -818,28 +821,33 @@ SCAN_TASK = "search.tasks.duplicate_scan_chunk"
 
 def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None = None) -> DuplicateScan | None:
     """Start a background duplicates scan where one is due: past ``DUPLICATES_SYNC_MAX_VECTORS``
-    vectors, when no scan saw the current vectors and none is under way (a scan silent for
-    ``DUPLICATES_SCAN_STALL_SECONDS`` is failed and replaced). Returns the scan under way, if any."""
+    vectors, when no scan saw the current vectors and none is under way. A scan silent for
+    ``DUPLICATES_SCAN_STALL_SECONDS`` (its message lost, its worker killed) is resumed where it
+    stopped; after a failed scan, a new one waits as long. Idempotent: any read may call it.
+    ``stamp`` (possibly read on a replica) only says whether the library is large; the decision
+    reads the primary. Returns the scan under way, if any."""
     key = model_spec_get(model).key
-    stamp = stamp or embedding_stamp(model=key)
-    if stamp["count"] <= settings.DUPLICATES_SYNC_MAX_VECTORS:
+    if (stamp or embedding_stamp(model=key))["count"] <= settings.DUPLICATES_SYNC_MAX_VECTORS:
         return None
-    with transaction.atomic():
+    active = (DuplicateScan.State.QUEUED, DuplicateScan.State.RUNNING)
+    with transaction.atomic():  # reads the primary (simsite.replicas.ReplicaRouter)
         with connection.cursor() as cursor:  # one request decides at a time; the others read its answer
             cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [f"duplicates-scan:{key}"])
             if not cursor.fetchone()[0]:
-                return duplicate_scan_latest(model=key)
+                latest = duplicate_scan_latest(model=key)
+                return latest if latest is not None and latest.state in active else None
+        stamp = embedding_stamp(model=key)
         latest = duplicate_scan_latest(model=key)
-        active = latest is not None and latest.state in (DuplicateScan.State.QUEUED, DuplicateScan.State.RUNNING)
-        stalled = timezone.now() - timedelta(seconds=settings.DUPLICATES_SCAN_STALL_SECONDS)
-        if active and latest.progressed_at < stalled:
-            duplicate_scan_fail(scan_id=latest.pk, error="the scan stopped making progress")
-            active = False
-        if active:
+        now = timezone.now()
+        quiet = now - timedelta(seconds=settings.DUPLICATES_SCAN_STALL_SECONDS)
+        if latest is not None and latest.state in active:
+            if latest.progressed_at < quiet:  # resume it: chunks are claimed by position, a copy is harmless
+                DuplicateScan.objects.filter(pk=latest.pk).update(progressed_at=now)
+                transaction.on_commit(lambda: task_send(SCAN_TASK, latest.pk))
             return latest
-        seen = latest is not None and (latest.vectors_count, latest.vectors_last) == (stamp["count"], stamp["last"])
-        if seen and latest.state == DuplicateScan.State.SUCCEEDED:
-            return None
+        if latest is not None and (latest.vectors_count, latest.vectors_last) == (stamp["count"], stamp["last"]):
+            if latest.state == DuplicateScan.State.SUCCEEDED or latest.finished_at and latest.finished_at > quiet:
+                return None  # up to date, or it failed on these very vectors a moment ago
         scan = DuplicateScan.objects.create(model=key, vectors_count=stamp["count"], vectors_last=stamp["last"])
         transaction.on_commit(lambda: task_send(SCAN_TASK, scan.pk))
     return scan

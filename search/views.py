@@ -34,7 +34,7 @@ from search.selectors import (
 )
 from search.services import duplicates_dismiss, duplicates_keep, duplicates_scan_refresh
 from simsite.errors import ServiceError
-from simsite.replicas import on_replica, reads_from_replica
+from simsite.replicas import reads_from_replica
 
 DEFAULT_THRESHOLD_PERCENT = 70
 RESULT_LIMIT = 24
@@ -217,7 +217,7 @@ def _duplicates_options(query: object) -> tuple[dict[str, object], str | None]:
 
 def _ref(value: str) -> ItemRef:
     kind, _, pk = value.partition(":")
-    if kind not in KINDS or not pk.isdigit():
+    if kind not in KINDS or not (pk.isascii() and pk.isdigit()) or len(pk) > 18:
         raise ServiceError("invalid", f"Not an item: {value[:40]!r}.", field="groups")
     return ItemRef(kind, int(pk))
 
@@ -261,7 +261,7 @@ def duplicates_page(request: HttpRequest) -> HttpResponse:
         except ServiceError as error:
             messages.error(request, error.message)
         return redirect(request.get_full_path())
-    return on_replica(_duplicates_show, request)
+    return reads_from_replica(_duplicates_show)(request)
 
 
 def _duplicates_show(request: HttpRequest) -> HttpResponse:

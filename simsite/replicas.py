@@ -31,8 +31,8 @@ T = TypeVar("T")
 _current: ContextVar[str | None] = ContextVar("simsite_read_alias", default=None)
 _down_until: dict[str, float] = {}
 _turn = itertools.count()
-# A statement that ran past its own statement_timeout is the query's fault, not the replica's.
-_QUERY_CANCELED = "57014"
+# "canceling statement due to conflict with recovery": the standby replaying WAL under the query.
+_RECOVERY_CONFLICT = "40001"
 
 
 def read_alias() -> str:
@@ -41,6 +41,10 @@ def read_alias() -> str:
 
 
 def read_connection() -> Any:
+    """The connection raw SQL reads through: the replica of the block, but the primary inside
+    a write transaction (it must read what it wrote)."""
+    if connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        return connections[DEFAULT_DB_ALIAS]
     return connections[read_alias()]
 
 
@@ -85,15 +89,19 @@ def replica_reads() -> Iterator[str]:
 
 
 def _lost(alias: str, error: DatabaseError) -> bool:
-    """Whether ``error`` means the replica failed (rather than the query)."""
+    """Whether ``error`` means the replica failed (rather than the query, or a write on the
+    primary): its connection is broken, or recovery cancelled the query (a conflict)."""
     if alias == DEFAULT_DB_ALIAS:
         return False
-    return getattr(error.__cause__, "sqlstate", None) != _QUERY_CANCELED
+    if getattr(error.__cause__, "sqlstate", None) == _RECOVERY_CONFLICT:
+        return True
+    return not connections[alias].is_usable()
 
 
 def on_replica(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a read-only ``function`` on a replica; if the replica fails under it, run it
-    once more on the primary (safe: it writes nothing)."""
+    """Run ``function``'s reads on a replica; if the replica fails under it, run it once more
+    on the primary. Safe for handlers that only read, or whose writes are idempotent and go
+    to the primary in a transaction (which reads the primary too: ``ReplicaRouter``)."""
     with replica_reads() as alias:
         try:
             return function(*args, **kwargs)
@@ -117,7 +125,7 @@ def reads_from_replica(handler: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         for arg in args:
             if isinstance(arg, HttpRequest) and hasattr(arg, "user"):
-                _ = arg.user.is_authenticated
+                _ = arg.user.is_authenticated  # loads the session and the user here, on the primary
         return on_replica(handler, *args, **kwargs)
 
     return wrapper

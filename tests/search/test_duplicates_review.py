@@ -140,3 +140,16 @@ def test_the_review_page_posts_are_for_staff_and_say_what_is_wrong(client, djang
     response = client.post("/duplicates/", form, follow=True)
     assert "Kept one copy of 1 group; deleted 2." in response.content.decode()
     assert GalleryImage.objects.count() == 4
+
+
+def test_not_duplicates_holds_through_a_third_copy(staff_client):
+    """Two images marked as not duplicates never share a group, even when a third image is
+    close to both (dismissals are cannot-link rules, not just skipped pairs)."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(1280)
+    a, b = gallery_images_with_vectors([(40, 40), (50, 50)], vectors_near(base, 2, rng))
+    staff_client.post("/api/v1/duplicates/dismiss/", {"groups": [[_ref(a), _ref(b)]]}, format="json")
+    c = gallery_images_with_vectors([(60, 60)], vectors_near(base, 1, rng), name="third")[0]
+    groups = _group_ids(staff_client)
+    assert groups and all(not {a.pk, b.pk} <= group for group in groups)
+    assert any(c.pk in group for group in groups)

@@ -71,15 +71,21 @@ def test_duplicates_of_a_large_library_come_from_a_background_scan(api_client, l
     assert low.status_code == 400 and low.json()["error"]["code"] == "threshold_below_scan"
 
 
-def test_a_stalled_scan_is_replaced(api_client, library, settings):
+def test_a_stalled_scan_is_resumed_and_a_failed_one_not_retried_at_once(api_client, library, settings):
     settings.DUPLICATES_SYNC_MAX_VECTORS = 10
     settings.DUPLICATES_SCAN_STALL_SECONDS = 5
     assert api_client.get("/api/v1/duplicates/").status_code == 503
     stalled = DuplicateScan.objects.get()
-    DuplicateScan.objects.filter(pk=stalled.pk).update(progressed_at=stalled.progressed_at.replace(year=2000))
+    long_ago = stalled.progressed_at.replace(year=2000)
+    DuplicateScan.objects.filter(pk=stalled.pk).update(progressed_at=long_ago, last_id=7, done=7)
     assert api_client.get("/api/v1/duplicates/").status_code == 503
     stalled.refresh_from_db()
-    assert stalled.state == "failed" and DuplicateScan.objects.filter(state="queued").count() == 1
+    # Resumed where it stopped (its chunk message sent again), not started over.
+    assert (stalled.state, stalled.last_id) == ("queued", 7) and stalled.progressed_at > long_ago
+    assert DuplicateScan.objects.count() == 1
+    DuplicateScan.objects.filter(pk=stalled.pk).update(state="failed", finished_at=stalled.progressed_at)
+    assert api_client.get("/api/v1/duplicates/").status_code == 503
+    assert DuplicateScan.objects.count() == 1  # a scan that just failed on these vectors waits
 
 
 def test_the_review_page_says_the_scan_is_under_way(client, library, settings):
