@@ -191,8 +191,9 @@ def image_open_rgb(data: bytes, *, min_side: int | None = None) -> Image.Image:
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:
-    """A loaded image, upright, in 8-bit RGB (see ``image_open_rgb``)."""
-    image = ImageOps.exif_transpose(image)
+    """A loaded image, upright, in 8-bit RGB (see ``image_open_rgb``); always a new image
+    (the caller may close the one it passed)."""
+    image = ImageOps.exif_transpose(image)  # a copy, even when already upright
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         if image.mode.startswith("I;16"):
@@ -206,4 +207,4 @@ def _upright_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # no second copy of an RGB photo

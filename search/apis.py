@@ -186,9 +186,10 @@ class ModelActivateApi(APIView):
         return Response({"active": active_model_set(model=key, force=data.validated_data["force"])})
 
 
-def results_payload(matches: list[Match], request: Request) -> list[dict[str, object]]:
-    """Matches with their items' fields, in match order (items deleted meanwhile are dropped)."""
-    items = items_by_ref([match.ref for match in matches])
+def results_payload(matches: list[Match], request: Request, *, model: str | None = None) -> list[dict[str, object]]:
+    """Matches with their items' fields, in match order (items deleted meanwhile are dropped);
+    ``embedded`` says whether each has a vector of ``model`` (default: the active one)."""
+    items = items_by_ref([match.ref for match in matches], model=model)
     context = {"request": request}
     # One serializer per kind (many=True): DRF builds a serializer's fields once, which per
     # item cost more than the search itself (profiled: 2 ms an item).
@@ -332,7 +333,7 @@ class SearchApi(APIView):
             side = query_decode_side(model=options["model"])
             image = image_from_source(file=options.get("image"), url=options.get("image_url"), decode_min_side=side)
             vector = query_vectors(model=options["model"], images=[image])[0]
-        results = results_payload(search_matches(options, vector, exclude=item), request)
+        results = results_payload(search_matches(options, vector, exclude=item), request, model=options["model"])
         took_ms = round((time.perf_counter() - started) * 1000, 1)
         return Response({"model": options["model"], "took_ms": took_ms, "results": results})
 
@@ -372,7 +373,10 @@ class SearchBatchApi(APIView):
         images = [image_from_upload(file=file, field="images", decode_min_side=side) for file in options["images"]]
         vectors = query_vectors(model=options["model"], images=images)
         queries = [
-            {"filename": file.name, "results": results_payload(search_matches(options, vector), request)}
+            {
+                "filename": file.name,
+                "results": results_payload(search_matches(options, vector), request, model=options["model"]),
+            }
             for file, vector in zip(options["images"], vectors, strict=True)
         ]
         took_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -420,7 +424,7 @@ class DuplicateListApi(APIView):
         for group in page:
             matches = [Match(ref, group["similarity"]) for ref in group["items"]]
             payload.append({"similarity": group["similarity"], "size": group["size"],
-                            "items": results_payload(matches, request)})  # fmt: skip
+                            "items": results_payload(matches, request, model=model)})  # fmt: skip
         return paginator.get_paginated_response(payload)
 
 
