@@ -243,8 +243,9 @@ JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
 # Items the reconciler queues per run when they lack a vector of a model in use.
 RECONCILE_SWEEP_LIMIT = env_int("RECONCILE_SWEEP_LIMIT", 5000, minimum=1)
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
-# 160: recall@10 0.96 on 100,000 clustered real embeddings at the latency of 80 (benchmarks/search.py).
-SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 160, minimum=10, maximum=1000)
+# 320: recall@10 0.958 at 2.7 ms on 100,000 clustered real-photo embeddings (160: 0.940, 1.9 ms;
+# at 1,000,000: 0.948, 7.6 ms; benchmarks/search.py).
+SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 320, minimum=10, maximum=1000)
 # Searches whose filters leave at most this many vectors scan them exactly instead of using the
 # index (an exact scan reads about 5 us per 1280-d vector here: 1,000 rows ~ one index query).
 SEARCH_EXACT_MAX_ROWS = env_int("SEARCH_EXACT_MAX_ROWS", 1000, minimum=0)
