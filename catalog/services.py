@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
 from catalog.fetch import image_fetch
 from catalog.images import ImageRejected, IntakeImage, image_validate, read_limited
@@ -173,15 +174,19 @@ def product_delete(*, product: Product) -> None:
         _discard_after_commit(name=name, sha256=sha)
 
 
-def products_delete(*, ids: Iterable[int]) -> int:
-    """Delete these products with their vectors and unused image files, in one statement."""
-    queryset = Product.objects.filter(pk__in=list(ids))
+def _delete_with_files(queryset: QuerySet, file_field: str) -> int:
+    """Delete the rows (their vectors cascade) and, once committed, their unused files."""
     with transaction.atomic():
-        files = list(queryset.values_list("image", "sha256").distinct())
-        deleted = queryset.delete()[1].get(Product._meta.label, 0)
+        files = list(queryset.values_list(file_field, "sha256").distinct())
+        deleted = queryset.delete()[1].get(queryset.model._meta.label, 0)
         for name, sha in files:
             _discard_after_commit(name=name, sha256=sha)
     return deleted
+
+
+def products_delete(*, ids: Iterable[int]) -> int:
+    """Delete these products with their vectors and unused image files, in one statement."""
+    return _delete_with_files(Product.objects.filter(pk__in=list(ids)), "image")
 
 
 def gallery_image_create(*, image: IntakeImage, original_filename: str, notify: bool = True) -> GalleryImage:
@@ -225,12 +230,7 @@ def gallery_image_replace(*, image: IntakeImage, filename: str) -> GalleryImage:
 def gallery_images_delete(*, ids: Iterable[int] | None = None, delete_all: bool = False) -> int:
     """Delete the given images (or all of them) with their vectors and unused files."""
     queryset = GalleryImage.objects.all() if delete_all else GalleryImage.objects.filter(pk__in=list(ids or []))
-    with transaction.atomic():
-        files = list(queryset.values_list("file", "sha256").distinct())
-        deleted = queryset.delete()[1].get(GalleryImage._meta.label, 0)
-        for name, sha in files:
-            _discard_after_commit(name=name, sha256=sha)
-    return deleted
+    return _delete_with_files(queryset, "file")
 
 
 def gallery_images_delete_named(*, filename: str) -> int:

@@ -10,6 +10,17 @@ DEFAULT_MODEL_KEY = "efficientnet_lite0"
 DEFAULT_MODEL_DIM = 1280
 
 
+def exactly_one_item(name: str) -> models.CheckConstraint:
+    """A row about an item names a product or a gallery image, never both, never neither."""
+    return models.CheckConstraint(
+        condition=(
+            models.Q(product__isnull=False, gallery_image__isnull=True)
+            | models.Q(product__isnull=True, gallery_image__isnull=False)
+        ),
+        name=name,
+    )
+
+
 def hnsw_index_name(model_key: str) -> str:
     return f"embedding_{model_key}_hnsw"[:63]
 
@@ -56,13 +67,7 @@ class Embedding(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(
-                condition=(
-                    models.Q(product__isnull=False, gallery_image__isnull=True)
-                    | models.Q(product__isnull=True, gallery_image__isnull=False)
-                ),
-                name="embedding_exactly_one_item",
-            ),
+            exactly_one_item("embedding_exactly_one_item"),
             # NULLs are distinct, so each holds for its own kind of item only; plain (not
             # partial) constraints so that upserts can name them in ON CONFLICT.
             models.UniqueConstraint(fields=["product", "model"], name="embedding_product_model"),
@@ -261,13 +266,7 @@ class DuplicateDismissalItem(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(
-                condition=(
-                    models.Q(product__isnull=False, gallery_image__isnull=True)
-                    | models.Q(product__isnull=True, gallery_image__isnull=False)
-                ),
-                name="dismissal_item_exactly_one_item",
-            ),
+            exactly_one_item("dismissal_item_exactly_one_item"),
         ]
 
     def __str__(self) -> str:

@@ -457,8 +457,8 @@ def duplicate_groups(
     beyond, they come from the newest finished background scan (``DuplicateScan``; 503
     ``duplicates_scanning`` until the first one is done). The threshold snaps down to a 0.001
     grid (so the cache serves every nearby request), and a group lists at most
-    ``DUPLICATES_MAX_GROUP_ITEMS`` items (``size`` says how many it has). Pairs inside a group
-    someone marked as not duplicates (``DuplicateDismissal``) are left out. Cached until the
+    ``DUPLICATES_MAX_GROUP_ITEMS`` items (``size`` says how many it has). Items of a group
+    someone marked as not duplicates (``DuplicateDismissal``) never share a group. Cached until the
     vectors, the scan or the dismissals change. ``stamp``: the model's ``embedding_stamp`` if
     the caller has it.
     """

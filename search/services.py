@@ -824,10 +824,11 @@ def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None =
     vectors, when no scan saw the current vectors and none is under way. A scan silent for
     ``DUPLICATES_SCAN_STALL_SECONDS`` (its message lost, its worker killed) is resumed where it
     stopped; after a failed scan, a new one waits as long. Idempotent: any read may call it.
-    ``stamp`` (possibly read on a replica) only says whether the library is large; the decision
-    reads the primary. Returns the scan under way, if any."""
+    ``stamp`` (possibly read on a replica) settles the common cases; the vectors are counted
+    on the primary only when a new scan may be due. Returns the scan under way, if any."""
     key = model_spec_get(model).key
-    if (stamp or embedding_stamp(model=key))["count"] <= settings.DUPLICATES_SYNC_MAX_VECTORS:
+    stamp = stamp or embedding_stamp(model=key)
+    if stamp["count"] <= settings.DUPLICATES_SYNC_MAX_VECTORS:
         return None
     active = (DuplicateScan.State.QUEUED, DuplicateScan.State.RUNNING)
     with transaction.atomic():  # reads the primary (simsite.replicas.ReplicaRouter)
@@ -836,7 +837,6 @@ def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None =
             if not cursor.fetchone()[0]:
                 latest = duplicate_scan_latest(model=key)
                 return latest if latest is not None and latest.state in active else None
-        stamp = embedding_stamp(model=key)
         latest = duplicate_scan_latest(model=key)
         now = timezone.now()
         quiet = now - timedelta(seconds=settings.DUPLICATES_SCAN_STALL_SECONDS)
@@ -845,9 +845,17 @@ def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None =
                 DuplicateScan.objects.filter(pk=latest.pk).update(progressed_at=now)
                 transaction.on_commit(lambda: task_send(SCAN_TASK, latest.pk))
             return latest
-        if latest is not None and (latest.vectors_count, latest.vectors_last) == (stamp["count"], stamp["last"]):
-            if latest.state == DuplicateScan.State.SUCCEEDED or latest.finished_at and latest.finished_at > quiet:
-                return None  # up to date, or it failed on these very vectors a moment ago
+
+        def settled(seen: dict[str, int | None]) -> bool:  # up to date, or failed on these very vectors just now
+            same = latest is not None and (latest.vectors_count, latest.vectors_last) == (seen["count"], seen["last"])
+            recent_failure = latest is not None and latest.finished_at is not None and latest.finished_at > quiet
+            return same and (latest.state == DuplicateScan.State.SUCCEEDED or recent_failure)
+
+        if settled(stamp):
+            return None
+        stamp = embedding_stamp(model=key)  # on the primary (in this transaction): what the scan will see
+        if settled(stamp):
+            return None
         scan = DuplicateScan.objects.create(model=key, vectors_count=stamp["count"], vectors_last=stamp["last"])
         transaction.on_commit(lambda: task_send(SCAN_TASK, scan.pk))
     return scan
