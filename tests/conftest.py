@@ -43,13 +43,13 @@ def fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def clear_cache() -> Iterator[None]:
-    from search.selectors import candidate_counts_forget
+    from search.selectors import search_caches_forget
 
     cache.clear()
-    candidate_counts_forget()  # the search plan's per-process counts: each test has its own data
+    search_caches_forget()  # the search plan's per-process counts: each test has its own data
     yield
     cache.clear()
-    candidate_counts_forget()
+    search_caches_forget()
 
 
 @pytest.fixture

@@ -131,3 +131,69 @@ def test_results_are_sorted_thresholded_and_exclude_the_query(vectors):
 
 def test_models_never_mix(vectors):
     assert items_similar_to(vector=np.ones(1280, dtype=np.float32) / 1280**0.5, model="efficientnet_lite0", k=5) == []
+
+
+def test_query_vector_travels_in_binary_with_full_precision(vectors):
+    """The vector is a bound binary parameter (not 1280 numbers in the SQL text), Django's
+    execute wrappers still see the statement, and the similarities are float32-exact."""
+    query = vectors["data"][11]
+    seen: list[tuple[str, object]] = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        matches = items_similar_to(vector=query, model=MODEL, k=5, exact=True)
+    statement = next(sql for sql, _ in seen if "ORDER BY" in sql)
+    assert "%s::vector(512)" in statement and len(statement) < 1000
+    expected = np.sort(vectors["data"] @ query)[::-1][:5]
+    assert np.allclose([m.similarity for m in matches], expected, atol=1e-4)
+    assert matches[0].ref == ItemRef("product", vectors["products"][11].pk)
+
+
+def test_search_statements_are_prepared_once_per_connection(vectors, settings):
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%<=>%%'")
+            return cursor.fetchone()[0]
+
+    query = vectors["data"][3]
+    before = prepared()
+    settings.SEARCH_PREPARED_STATEMENTS = False
+    first = items_similar_to(vector=query, model=MODEL, k=5, collection="products")
+    assert prepared() == before
+    settings.SEARCH_PREPARED_STATEMENTS = True
+    assert items_similar_to(vector=query, model=MODEL, k=5, collection="products") == first
+    assert prepared() == before + 1
+    assert items_similar_to(vector=query, model=MODEL, k=5, collection="products") == first
+    assert prepared() == before + 1  # the same statement, reused
+    # A new index is a schema change: PostgreSQL plans the prepared statement again.
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE INDEX selectors_test_price ON catalog_product (price)")
+    assert items_similar_to(vector=query, model=MODEL, k=5, collection="products") == first
+
+
+def test_ef_search_follows_the_index_size(vectors, settings, monkeypatch):
+    from search import selectors
+
+    settings.SEARCH_HNSW_EF_SEARCH = None  # auto
+    monkeypatch.setattr(selectors, "EF_SEARCH_BY_SIZE", ((1000, 40), (3000, 200)))
+    monkeypatch.setattr(selectors, "EF_SEARCH_LARGEST", 600)
+    assert selectors.ef_search_for(MODEL) == 600  # 4,000 vectors, counted by CREATE INDEX
+    selectors.search_caches_forget()
+    with connection.cursor() as cursor:  # (rolled back with the test)
+        cursor.execute("UPDATE pg_class SET reltuples = 2500 WHERE relname = 'embedding_resnet18_hnsw'")
+    assert selectors.ef_search_for(MODEL) == 200
+    arguments = {"vector": vectors["data"][0], "model": MODEL, "collection": "all", "categories": (),
+                 "min_price": None, "max_price": None, "exclude": None, "exact": False}  # fmt: skip
+    assert selectors._similar_query(k=10, **arguments)[2]["hnsw.ef_search"] == "200"
+    assert selectors._similar_query(k=150, **arguments)[2]["hnsw.ef_search"] == "300"  # never under 2k
+    settings.SEARCH_HNSW_EF_SEARCH = 64
+    assert selectors.ef_search_for(MODEL) == 64  # a number fixes it
+    # Never counted (reltuples -1): the rows are counted instead.
+    settings.SEARCH_HNSW_EF_SEARCH = None
+    selectors.search_caches_forget()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pg_class SET reltuples = -1 WHERE relname = 'embedding_resnet18_hnsw'")
+    assert selectors._index_size(MODEL) == 4000
