@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
 
     from search.embedders import get_embedder
     from search.items import ItemRef
-    from search.models import hnsw_index_name, hnsw_index_sql
+    from search.models import HNSW_EF_CONSTRUCTION, hnsw_index_name, hnsw_index_sql
     from search.registry import model_spec
     from search.selectors import active_model_key, ef_search_for, items_similar_plan, items_similar_to
     from tests.images import encode, picture
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> None:
     vector_name = f"embedding_{model}_vector_hnsw"
     build_full = (0.0, 0.0) if large else build_index(
         f"CREATE INDEX {vector_name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops) "
-        f"WITH (m = 16, ef_construction = 64) WHERE model = '{model}'",
+        f"WITH (m = 16, ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE model = '{model}'",
         vector_name,
         args.n,
     )  # fmt: skip
@@ -175,12 +175,14 @@ def run(args: argparse.Namespace) -> None:
         t, matches = timed(lambda q=query: items_similar_to(vector=q, model=model, k=10, exact=True), 1)
         exact_times += t
         exact_ids.append({m.ref for m in matches})
-    # Load the whole index into shared_buffers, as a running service has it (pg_prewarm; at a
-    # million vectors a few warm-up queries leave most of the graph on disk).
+    # Load the whole index, the vectors' rows (without their TOASTed values) and the products
+    # into shared_buffers, as a running service has them (pg_prewarm; at a million vectors a
+    # few warm-up queries leave most of the graph on disk, and filtered queries read products).
     with connection.cursor() as cursor:
         cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-        cursor.execute("SELECT pg_prewarm(%s)", [hnsw_index_name(model)])
-        print(f"index prewarmed: {cursor.fetchone()[0] * 8 / 1024:.0f} MB in shared_buffers", flush=True)
+        for relation in (hnsw_index_name(model), "search_embedding", "catalog_product", "catalog_product_pkey"):
+            cursor.execute("SELECT pg_prewarm(%s)", [relation])
+            print(f"prewarmed {relation}: {cursor.fetchone()[0] * 8 / 1024:.0f} MB in shared_buffers", flush=True)
     for query in queries[:10]:
         items_similar_to(vector=query, model=model, k=10)
     hnsw_ids, hnsw_times = [], []

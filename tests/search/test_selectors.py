@@ -189,6 +189,8 @@ def test_ef_search_follows_the_index_size(vectors, settings, monkeypatch):
                  "min_price": None, "max_price": None, "exclude": None, "exact": False}  # fmt: skip
     assert selectors._similar_query(k=10, **arguments)[2]["hnsw.ef_search"] == "200"
     assert selectors._similar_query(k=150, **arguments)[2]["hnsw.ef_search"] == "300"  # never under 2k
+    filtered = {**arguments, "max_price": 89}  # 90% of the products: the index
+    assert selectors._similar_query(k=10, **filtered)[2]["hnsw.ef_search"] == "400"  # doubled under filters
     settings.SEARCH_HNSW_EF_SEARCH = 64
     assert selectors.ef_search_for(MODEL) == 64  # a number fixes it
     # Never counted (reltuples -1): the rows are counted instead.
