@@ -175,6 +175,16 @@ def run(args: argparse.Namespace) -> None:
         t, matches = timed(lambda q=query: items_similar_to(vector=q, model=model, k=10, exact=True), 1)
         exact_times += t
         exact_ids.append({m.ref for m in matches})
+    filtered_truth = []  # the 10 nearest of the query's category (product i + 1 is in CATEGORIES[i % 10])
+    for number, query in enumerate(queries):
+        category = number % 10
+        if large:
+            rows = np.arange(category, len(data), 10)
+            top = rows[np.argpartition(-(data[rows] @ query), 10)[:10]]
+            filtered_truth.append({ItemRef("product", int(i) + 1) for i in top})
+        else:
+            matches = items_similar_to(vector=query, model=model, k=10, categories=[CATEGORIES[category]], exact=True)
+            filtered_truth.append({m.ref for m in matches})
     # Load the whole index, the vectors' rows (without their TOASTed values) and the products
     # into shared_buffers, as a running service has them (pg_prewarm; at a million vectors a
     # few warm-up queries leave most of the graph on disk, and filtered queries read products).
@@ -212,6 +222,22 @@ def run(args: argparse.Namespace) -> None:
     steps = sorted(sweep_p50.items())
     jump = max(later[1] / earlier[1] for earlier, later in zip(steps, steps[1:], strict=False))
     print(f"largest p50 step between neighbouring ef_search values: {jump:.1f}x (a planner cliff was ~200x)")
+
+    filtered_times, filtered_recall, filtered_counts = [], [], []
+    for i, (query, truth) in enumerate(zip(queries, filtered_truth, strict=True)):
+        category = [CATEGORIES[i % 10]]
+        t, found = timed(lambda q=query, c=category: items_similar_to(vector=q, model=model, k=10, categories=c), 1)
+        filtered_times += t
+        filtered_counts.append(len(found))
+        filtered_recall.append(len({m.ref for m in found} & truth) / 10)
+    plan = items_similar_plan(vector=queries[0], model=model, k=10, categories=[CATEGORIES[0]])
+    plan_name = "HNSW, iterative scan" if hnsw_index_name(model) in plan else "exact scan of the category"
+    report(
+        f"selector, filtered by category (10%), hnsw.ef_search={min(1000, 2 * default_ef)}",
+        filtered_times,
+        f"recall@10 {statistics.mean(filtered_recall):.3f}, k returned {min(filtered_counts)}-{max(filtered_counts)}, "
+        f"plan: {plan_name}",
+    )  # fmt: skip
 
     vector_sql = (
         None
@@ -260,23 +286,6 @@ def run(args: argparse.Namespace) -> None:
     faiss_times = [timed(lambda q=q: index.search(q[None, :], 10), 1)[0][0] for q in queries]
     report("FAISS IndexFlatIP, preloaded", faiss_times, "exact")
 
-    filtered_times, filtered_recall, filtered_counts = [], [], []
-    for i, query in enumerate(queries):
-        category = [CATEGORIES[i % 10]]
-        t, found = timed(lambda q=query, c=category: items_similar_to(vector=q, model=model, k=10, categories=c), 1)
-        truth = items_similar_to(vector=query, model=model, k=10, categories=category, exact=True)
-        filtered_times += t
-        filtered_counts.append(len(found))
-        filtered_recall.append(len({m.ref for m in found} & {m.ref for m in truth}) / 10)
-    plan = items_similar_plan(vector=queries[0], model=model, k=10, categories=[CATEGORIES[0]])
-    plan_name = "HNSW, iterative scan" if hnsw_index_name(model) in plan else "exact scan of the category"
-    report(
-        "selector, filtered by category (10%)",
-        filtered_times,
-        f"recall@10 {statistics.mean(filtered_recall):.3f}, k returned {min(filtered_counts)}-{max(filtered_counts)}, "
-        f"plan: {plan_name}",
-    )  # fmt: skip
-
     upload = encode(picture(1024, 768, seed=3), "JPEG", quality=90)
     client = Client()
     api_times = []
@@ -291,8 +300,11 @@ def run(args: argparse.Namespace) -> None:
     print()
     ratio = percentile(numpy_times, 50) / percentile(hnsw_times, 50)
     print(
-        f"\nHNSW p50 is {ratio:.1f}x faster than preloaded NumPy (goal >= 10x); recall@10 {recall:.3f} (goal >= 0.95)"
+        f"\nHNSW p50 is {ratio:.1f}x faster than preloaded NumPy (goal >= 10x; at 1,000,000 vectors >= 30x and "
+        f"<= 5 ms); recall@10 {recall:.3f} (goal >= 0.95)"
     )
+    filtered_ratio = percentile(numpy_times, 50) / percentile(filtered_times, 50)
+    print(f"filtered (10% category) p50 is {filtered_ratio:.1f}x faster than preloaded NumPy over all vectors")
     api_ratio = percentile(api_times, 50) / percentile(forward_times, 50)
     print(
         f"POST /api/v1/search/ with a 1024x768 JPEG: p50 {percentile(api_times, 50):.1f} ms; bare model forward "
