@@ -238,12 +238,14 @@ class _QueryVectorDumper(Dumper):
         return struct.pack(">HH", len(obj.values), 0) + obj.values.astype(">f4", copy=False).tobytes()
 
 
-class _PreparedCursor(psycopg.Cursor):
-    """Parameters bound by the server (Django's own cursors write them into the SQL text), and
-    each statement prepared once per connection when SEARCH_PREPARED_STATEMENTS is on."""
+class _SearchCursor(psycopg.Cursor):
+    """Parameters bound by the server (Django's own cursors write them into the SQL text), each
+    statement prepared once per connection when ``prepare`` is set."""
 
-    def execute(self, query: str, params: object = None, **kwargs: object) -> _PreparedCursor:
-        kwargs.setdefault("prepare", bool(settings.SEARCH_PREPARED_STATEMENTS))
+    prepare = False
+
+    def execute(self, query: str, params: object = None, **kwargs: object) -> _SearchCursor:
+        kwargs.setdefault("prepare", self.prepare)
         return super().execute(query, params, **kwargs)
 
 
@@ -254,9 +256,12 @@ def _search_cursor(database: object) -> object:
     if database.connection.prepare_threshold is None:  # Django's setting: psycopg prepares nothing
         # Only statements executed with prepare=True (Django's own cursors never prepare).
         database.connection.prepare_threshold = 2**31 - 1
-    cursor = _PreparedCursor(database.connection)
+    cursor = _SearchCursor(database.connection)
     cursor.adapters.register_dumper(_QueryVector, _QueryVectorDumper)
-    return database.make_debug_cursor(cursor) if database.queries_logged else database.make_cursor(cursor)
+    if database.queries_logged:  # DEBUG: Django logs the SQL of unprepared statements only
+        return database.make_debug_cursor(cursor)
+    cursor.prepare = settings.SEARCH_PREPARED_STATEMENTS
+    return database.make_cursor(cursor)
 
 
 def _similar_query(

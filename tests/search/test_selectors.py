@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from catalog.models import GalleryImage, Product
 from search.items import ItemRef
@@ -143,10 +144,11 @@ def test_query_vector_travels_in_binary_with_full_precision(vectors):
         seen.append((sql, params))
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(spy):
+    with connection.execute_wrapper(spy), CaptureQueriesContext(connection) as logged:  # as DEBUG logs them
         matches = items_similar_to(vector=query, model=MODEL, k=5, exact=True)
     statement = next(sql for sql, _ in seen if "ORDER BY" in sql)
     assert "%s::vector(512)" in statement and len(statement) < 1000
+    assert any("$1::vector(512)" in entry["sql"] for entry in logged.captured_queries)
     expected = np.sort(vectors["data"] @ query)[::-1][:5]
     assert np.allclose([m.similarity for m in matches], expected, atol=1e-4)
     assert matches[0].ref == ItemRef("product", vectors["products"][11].pk)
