@@ -244,8 +244,8 @@ JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
 RECONCILE_SWEEP_LIMIT = env_int("RECONCILE_SWEEP_LIMIT", 5000, minimum=1)
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
 # "auto": by the number of vectors in the model's index (search.selectors.EF_SEARCH_BY_SIZE:
-# 80 up to 200,000 vectors, 160 up to 2,000,000, ...; doubled under product filters); a number
-# from 10 to 1000 fixes it.
+# 80 up to 200,000 vectors, 160 up to 500,000, 320 up to 2,000,000, ...; doubled under product
+# filters); a number from 10 to 1000 fixes it.
 SEARCH_HNSW_EF_SEARCH = (
     None
     if (env_str("SEARCH_HNSW_EF_SEARCH") or "auto").strip().lower() == "auto"
