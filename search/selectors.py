@@ -360,7 +360,7 @@ def _candidates_at_most(join: str, where: list[str], params: list[object], bound
 # ef_search). A bigger graph needs more candidates for the same recall; these keep recall@10
 # >= 0.95 on benchmarks/search.py's clustered photo embeddings (hundreds of near copies of
 # each photo: harder than most catalogs), graphs built with ef_construction 128: 100,000
-# vectors at 80 -> 0.993 (1.7 ms), 1,000,000 at 320 -> 0.954-0.970 over two builds (4.8-5.5
+# vectors at 80 -> 0.990 (1.1 ms), 1,000,000 at 320 -> 0.954-0.970 over two builds (4.8-5.5
 # ms; at 160, 0.936-0.963); the tiers in between and beyond are interpolated.
 EF_SEARCH_BY_SIZE = ((200_000, 80), (500_000, 160), (2_000_000, 320), (5_000_000, 640))
 EF_SEARCH_LARGEST = 1000
