@@ -141,6 +141,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # How often a worker looks for such abandoned tasks (seconds x throttle).
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10, minimum=1),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10, minimum=1),
+    # A worker killed while it restores abandoned tasks leaves the restore lock held this long.
+    "unacked_mutex_expire": env_int("CELERY_UNACKED_MUTEX_EXPIRE", 300, minimum=1),
     "socket_connect_timeout": 2,
 }
 # The reconciler (search.tasks.reconcile) runs on Celery beat: it re-sends work whose

@@ -157,6 +157,9 @@ class Workers:
             "CELERY_VISIBILITY_TIMEOUT": "4",
             "CELERY_UNACKED_RESTORE_INTERVAL": "1",
             "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+            # A worker killed while it held the restore lock (it restores every second here)
+            # must not block the next worker's restores for kombu's default 5 minutes.
+            "CELERY_UNACKED_MUTEX_EXPIRE": "3",
             # Leave a core to the test process that watches the worker.
             "EMBEDDING_TORCH_THREADS": "1",
         }
