@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> None:
     plan = items_similar_plan(vector=queries[0], model=model, k=10, categories=[CATEGORIES[0]])
     plan_name = "HNSW, iterative scan" if hnsw_index_name(model) in plan else "exact scan of the category"
     report(
-        f"selector, filtered by category (10%), hnsw.ef_search={min(1000, 2 * default_ef)}",
+        f"selector, filtered by category (10%), hnsw.ef_search={ef_search_for(model, filtered=True)}",
         filtered_times,
         f"recall@10 {statistics.mean(filtered_recall):.3f}, k returned {min(filtered_counts)}-{max(filtered_counts)}, "
         f"plan: {plan_name}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -317,12 +317,8 @@ def _similar_query(
     sql = f"{select} {join} WHERE {conditions} ORDER BY {order} LIMIT %s"  # noqa: S608
     session: dict[str, str] = {}
     if not exact:
-        # ef_search bounds how many candidates HNSW keeps: at least 2k of them, and twice as
-        # many under product filters: when the first candidates hold fewer than k matches the
-        # iterative scan searches again, which cost more than the larger first search
-        # (1,000,000 vectors, a 10% category: 13.4 ms at ef_search 80, 7.2 ms at 160).
-        ef_search = ef_search_for(spec.key) * (2 if filtered else 1)
-        session["hnsw.ef_search"] = str(max(min(1000, ef_search), min(1000, 2 * k)))
+        # ef_search bounds how many candidates HNSW keeps: at least 2k of them.
+        session["hnsw.ef_search"] = str(min(1000, max(ef_search_for(spec.key, filtered=filtered), 2 * k)))
         # Past a few thousand rows the index is always the faster plan, but PostgreSQL prices
         # a 1280-d distance like an addition: at ef_search 320 it chose a 600 ms scan over a
         # 3 ms index scan. Every exact plan sorts, the index scan does not: no sorting here.
@@ -333,27 +329,35 @@ def _similar_query(
     return sql, [_QueryVector(np.asarray(vector, dtype=np.float32)), *params, k], session
 
 
-# (filters, model, collection) -> (when counted, rows up to the bound): plan choices only, so a
-# count up to a minute old is good enough and saves a query per search.
+# Counts that steer plan choices only, so one up to a minute old is good enough and saves a
+# query per search: key -> (when counted, count), per process.
 _CANDIDATE_COUNTS: dict[tuple, tuple[float, int]] = {}
+_INDEX_SIZES: dict[tuple, tuple[float, int]] = {}
 _COUNT_SECONDS = 60
+
+
+def _remembered(counts: dict[tuple, tuple[float, int]], key: tuple, count: Callable[[], int]) -> int:
+    now = time.monotonic()
+    cached = counts.get(key)
+    if cached is None or now - cached[0] > _COUNT_SECONDS:
+        if len(counts) > 10_000:
+            counts.clear()
+        cached = counts[key] = (now, count())
+    return cached[1]
 
 
 def _candidates_at_most(join: str, where: list[str], params: list[object], bound: int) -> bool:
     """Whether the query's filters leave at most ``bound`` vectors (a count that stops at
-    ``bound + 1`` rows, remembered for a minute per process and filter set)."""
-    key = (join, tuple(where), tuple(tuple(p) if isinstance(p, list) else p for p in params), bound)
-    now = time.monotonic()
-    cached = _CANDIDATE_COUNTS.get(key)
-    if cached is None or now - cached[0] > _COUNT_SECONDS:
+    ``bound + 1`` rows, remembered for a minute per filter set)."""
+
+    def count() -> int:
         sql = f"SELECT count(*) FROM (SELECT 1 FROM search_embedding e {join} WHERE {' AND '.join(where)} LIMIT %s) c"  # noqa: S608
         with read_connection().cursor() as cursor:
             cursor.execute(sql, [*params, bound + 1])
-            cached = (now, cursor.fetchone()[0])
-        if len(_CANDIDATE_COUNTS) > 10_000:
-            _CANDIDATE_COUNTS.clear()
-        _CANDIDATE_COUNTS[key] = cached
-    return cached[1] <= bound
+            return cursor.fetchone()[0]
+
+    key = (join, tuple(where), tuple(tuple(p) if isinstance(p, list) else p for p in params), bound)
+    return _remembered(_CANDIDATE_COUNTS, key, count) <= bound
 
 
 # hnsw.ef_search when SEARCH_HNSW_EF_SEARCH is "auto": (vectors in the model's index up to,
@@ -364,25 +368,27 @@ def _candidates_at_most(join: str, where: list[str], params: list[object], bound
 # ms; at 160, 0.936-0.963); the tiers in between and beyond are interpolated.
 EF_SEARCH_BY_SIZE = ((200_000, 80), (500_000, 160), (2_000_000, 320), (5_000_000, 640))
 EF_SEARCH_LARGEST = 1000
-_INDEX_SIZES: dict[tuple[str, str], tuple[float, int]] = {}
 
 
-def ef_search_for(model: str) -> int:
-    """The hnsw.ef_search a search of ``model`` runs with (before the 2k floor)."""
+def ef_search_for(model: str, *, filtered: bool = False) -> int:
+    """The hnsw.ef_search a search of ``model`` runs with (before the 2k floor). Doubled under
+    product filters: when the first candidates hold fewer than k matches the iterative scan
+    searches again, which costs more than a larger first search (1,000,000 vectors, a 10%
+    category: 13.4 ms at ef_search 80, 7.2 ms at 160)."""
     if settings.SEARCH_HNSW_EF_SEARCH is not None:
-        return settings.SEARCH_HNSW_EF_SEARCH
-    vectors = _index_size(model)
-    return next((ef for bound, ef in EF_SEARCH_BY_SIZE if vectors <= bound), EF_SEARCH_LARGEST)
+        ef_search = settings.SEARCH_HNSW_EF_SEARCH
+    else:
+        vectors = _index_size(model)
+        ef_search = next((ef for bound, ef in EF_SEARCH_BY_SIZE if vectors <= bound), EF_SEARCH_LARGEST)
+    return min(1000, ef_search * (2 if filtered else 1))
 
 
 def _index_size(model: str) -> int:
     """Vectors in the model's HNSW index as PostgreSQL last counted them (``reltuples``: set by
     CREATE INDEX, VACUUM and ANALYZE; counted here if never set), remembered a minute."""
     database = read_connection()
-    key = (database.alias, model)
-    now = time.monotonic()
-    cached = _INDEX_SIZES.get(key)
-    if cached is None or now - cached[0] > _COUNT_SECONDS:
+
+    def count() -> int:
         with database.cursor() as cursor:
             cursor.execute(
                 "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [hnsw_index_name(model)]
@@ -391,8 +397,9 @@ def _index_size(model: str) -> int:
             if row is None or row[0] < 0:
                 cursor.execute("SELECT count(*) FROM search_embedding WHERE model = %s", [model])
                 row = cursor.fetchone()
-        cached = _INDEX_SIZES[key] = (now, int(row[0]))
-    return cached[1]
+        return int(row[0])
+
+    return _remembered(_INDEX_SIZES, (database.alias, model), count)
 
 
 def search_caches_forget() -> None:
