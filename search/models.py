@@ -62,6 +62,14 @@ class Embedding(models.Model):
     each model gets a partial HNSW index on the column cast to ``halfvec`` of its dimension
     (``hnsw_index_sql``), so a query filtered on ``model`` and ordered by the cast distance
     uses that model's index only.
+
+    ``category`` and ``price`` are the product's, copied by database triggers (migration
+    0010): on every insert from the product row, and into every vector of a product when its
+    category or price changes, however it is changed (services, admin, ``QuerySet.update``).
+    Filtered searches test them on the row the index scan already reads instead of looking up
+    each candidate's product (100,000 vectors, a 10% category: see benchmarks/search.py).
+    Writers lock the product rows first (``embedding_upsert``), so a change racing an insert
+    waits for it rather than missing it. Both are NULL for gallery images.
     """
 
     product = models.ForeignKey("catalog.Product", null=True, blank=True, on_delete=models.CASCADE)
@@ -69,6 +77,8 @@ class Embedding(models.Model):
     model = models.CharField(max_length=64)
     vector = VectorField()
     sha256 = models.CharField(max_length=64)
+    category = models.CharField(max_length=100, null=True, blank=True, editable=False)
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -81,6 +91,8 @@ class Embedding(models.Model):
         ]
         indexes = [
             models.Index(fields=["model"], name="embedding_model"),
+            # Counting a category's vectors (the plan choice) and exact scans of a small one.
+            models.Index(fields=["model", "category"], name="embedding_model_category"),
         ]
 
     def __str__(self) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from django.db import connection
+from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 
 from catalog.models import GalleryImage, Product
 from search.items import ItemRef
 from search.models import Embedding, hnsw_index_sql
-from search.selectors import items_similar_plan, items_similar_to
+from search.selectors import items_by_ref, items_similar_plan, items_similar_to
 
 pytestmark = pytest.mark.django_db
 
@@ -130,6 +131,35 @@ def test_results_are_sorted_thresholded_and_exclude_the_query(vectors):
     assert items_similar_to(vector=vectors["data"][0], model=MODEL, k=5, collection="gallery", categories=["x"]) == []
 
 
+def test_matches_bring_their_items_in_the_same_statement(vectors):
+    """``with_items``: the items as the ORM reads them (``items_by_ref``), with the same
+    ``embedded`` flag, from the one search statement; an item gone meanwhile is left out."""
+    query = vectors["data"][3000] + vectors["data"][4]  # near a gallery image and a product
+    plain = items_similar_to(vector=query, model=MODEL, k=12)
+    assert {m.ref.kind for m in plain} == {"product", "gallery_image"}
+    stale = next(m.ref.id for m in plain if m.ref.kind == "product")
+    Product.objects.filter(pk=stale).update(sha256="f" * 64)  # its image changed, not embedded yet
+    with CaptureQueriesContext(connection) as logged:
+        matches = items_similar_to(vector=query, model=MODEL, k=12, with_items=True)
+    assert sum("ORDER BY" in entry["sql"] for entry in logged.captured_queries) == 1
+    assert not any("catalog_product" in entry["sql"] and "<=>" not in entry["sql"] for entry in logged.captured_queries)
+    assert matches == plain
+    expected = items_by_ref([m.ref for m in matches], model=MODEL)
+    for match in matches:
+        assert type(match.item) is type(expected[match.ref])
+        assert model_to_dict(match.item) == model_to_dict(expected[match.ref])
+        current = match.ref != ItemRef("product", stale)
+        assert match.item.embedded is expected[match.ref].embedded is current
+    # Deleted by another transaction between the search's vector and its item (the vector's
+    # foreign key is checked at commit, so the row can be gone here as it can be in a race).
+    gone = matches[0].ref
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {gone.item_kind.table} WHERE id = %s", [gone.id])  # noqa: S608
+    again = items_similar_to(vector=query, model=MODEL, k=12, with_items=True)
+    assert [m.ref for m in again] == [m.ref for m in matches[1:]]
+    Embedding.objects.filter(**{gone.kind: gone.id}).delete()  # as the deleting transaction would
+
+
 def test_models_never_mix(vectors):
     assert items_similar_to(vector=np.ones(1280, dtype=np.float32) / 1280**0.5, model="efficientnet_lite0", k=5) == []
 
@@ -170,6 +200,19 @@ def test_search_statements_are_prepared_once_per_connection(vectors, settings):
     assert prepared() == before + 1
     assert items_similar_to(vector=query, model=MODEL, k=5, collection="products") == first
     assert prepared() == before + 1  # the same statement, reused
+    # Planned for its parameters every time, even where the server prefers generic plans (as
+    # PostgreSQL's own choice may after a few runs): a generic plan cannot see k and chose an
+    # exact scan.
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+    for _ in range(3):
+        assert items_similar_to(vector=query, model=MODEL, k=5, collection="products", with_items=True) == first
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sum(generic_plans), sum(custom_plans) FROM pg_prepared_statements "
+                       "WHERE statement LIKE '%%<=>%%'")  # fmt: skip
+        generic, custom = cursor.fetchone()
+        cursor.execute("RESET plan_cache_mode")
+    assert generic == 0 and custom >= 5
     # A new index is a schema change: PostgreSQL plans the prepared statement again.
     with connection.cursor() as cursor:
         cursor.execute("CREATE INDEX selectors_test_price ON catalog_product (price)")
