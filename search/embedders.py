@@ -263,9 +263,8 @@ class Embedder:
         return self.transform(pixels).contiguous()
 
     def preprocess_bytes(self, data: bytes) -> torch.Tensor:
-        # Decoding JPEGs at no less than twice the input size keeps the resize's antialiasing
-        # honest while skipping most of the decoding work of large photos.
-        return self.preprocess(image_open_rgb(data, min_side=2 * self.spec.input_size))
+        # Large JPEGs decoded at reduced scale: most of the decoding work of a photo skipped.
+        return self.preprocess(image_open_rgb(data, min_side=self.spec.decode_side))
 
     @torch.inference_mode()
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:

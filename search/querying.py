@@ -36,7 +36,7 @@ def embed_locally(*, model: str, images: Sequence[bytes]) -> np.ndarray:
 def query_decode_side(*, model: str) -> int:
     """The side a query image is decoded at during validation (``IntakeImage.decoded``): the
     one the embedder decodes stored images at, so that queries and the index see the same."""
-    return 2 * model_spec_get(model).input_size
+    return model_spec_get(model).decode_side
 
 
 def query_vectors(*, model: str, images: Sequence[IntakeImage | bytes]) -> np.ndarray:

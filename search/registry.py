@@ -10,6 +10,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def decode_side(input_size: int) -> int:
+    """The side JPEGs are decoded at for a model of ``input_size``: Pillow's ``draft`` picks
+    the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least this long, and the
+    resize does the rest. 1.5x rather than 2x: a 1024x768 photo decodes at 512x384, 2.5 ms
+    instead of 4.4 ms with the resize, and its vector moves by a cosine of 0.0006 on average
+    (0.0018 at most; 100 vehicle photos), with near-duplicate recall unchanged, so vectors
+    stored under the 2x rule still match queries decoded under this one."""
+    return input_size * 3 // 2
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     key: str
@@ -24,6 +34,10 @@ class ModelSpec:
     # Trained models: the pretrained model fine-tuned, its classes and metrics.
     base: str = ""
     classes: tuple[str, ...] = ()
+
+    @property
+    def decode_side(self) -> int:
+        return decode_side(self.input_size)
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 from catalog.images import image_open_rgb
 from search.embedders import Embedder, FineTunedNet, embedding_device, fine_tuned_load
 from search.evaluation import retrieval_metrics
-from search.registry import ModelSpec, model_spec
+from search.registry import ModelSpec, decode_side, model_spec
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _augmenter(size: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
 def _decode(data: bytes, size: int) -> torch.Tensor | None:
     """Bytes -> uint8 CHW, decoded as the embedder decodes (None if unreadable)."""
     try:
-        return v2.functional.pil_to_tensor(image_open_rgb(data, min_side=2 * size))
+        return v2.functional.pil_to_tensor(image_open_rgb(data, min_side=decode_side(size)))
     except Exception:  # noqa: BLE001 - an unreadable file is skipped and counted
         return None
 

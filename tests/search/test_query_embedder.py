@@ -66,4 +66,9 @@ def test_a_query_is_decoded_once_and_gets_the_indexing_vector(settings):
         from_pixels = query_vectors(model="efficientnet_lite0", images=[intake])
         from_bytes = get_embedder("efficientnet_lite0").embed_bytes([data])
         assert np.abs(from_pixels - from_bytes).max() < 1e-5
+    # A 1024x768 photo is decoded at half scale (both sides still >= 1.5 x 224), a 640x480
+    # one in full (half would be 240 high).
+    side = query_decode_side(model="efficientnet_lite0")
+    assert image_validate(data=images.jpeg_bytes(1024, 768), decode_min_side=side).decoded.size == (512, 384)
+    assert image_validate(data=images.jpeg_bytes(640, 480), decode_min_side=side).decoded.size == (640, 480)
     assert image_validate(data=images.png_bytes()).decoded is None  # only when asked
