@@ -21,6 +21,15 @@ def exactly_one_item(name: str) -> models.CheckConstraint:
     )
 
 
+def model_key_checked(model_key: str) -> str:
+    """``model_key``, refused unless it is identifier characters only: keys are written into
+    SQL text (index names and predicates; the search's statement names its model literally so
+    that PostgreSQL can match it to the model's partial index in a cached plan)."""
+    if not model_key.replace("_", "").isalnum():
+        raise ValueError(f"invalid model key {model_key!r}")
+    return model_key
+
+
 def hnsw_index_name(model_key: str) -> str:
     return f"embedding_{model_key}_hnsw"[:63]
 
@@ -46,8 +55,7 @@ def hnsw_index_sql(model_key: str, dim: int, *, concurrently: bool = False) -> s
     similarities returned. Raw SQL because Django cannot render an operator class after a
     cast expression. ``model_key`` comes from the model registry (identifier characters only).
     """
-    if not model_key.replace("_", "").isalnum():
-        raise ValueError(f"invalid model key {model_key!r}")
+    model_key_checked(model_key)
     return (
         f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS {hnsw_index_name(model_key)} "
         f"ON search_embedding USING hnsw ((vector::halfvec({int(dim)})) halfvec_cosine_ops) "
