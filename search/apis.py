@@ -186,24 +186,18 @@ class ModelActivateApi(APIView):
         return Response({"active": active_model_set(model=key, force=data.validated_data["force"])})
 
 
-def results_payload(matches: list[Match], request: Request, *, model: str | None = None) -> list[dict[str, object]]:
-    """Matches with their items' fields, in match order (items deleted meanwhile are dropped);
-    ``embedded`` says whether each has a vector of ``model`` (default: the active one). Items
-    the search brought along (``Match.item``) are not read again."""
-    if all(match.item is not None for match in matches):
-        items = {match.ref: match.item for match in matches}
-    else:
-        items = items_by_ref([match.ref for match in matches], model=model)
+def results_payload(matches: list[Match], request: Request) -> list[dict[str, object]]:
+    """Matches with their items' fields (``Match.item``, with its ``embedded`` flag: from
+    ``items_similar_to(with_items=True)`` or ``items_by_ref``), in match order."""
     context = {"request": request}
     # One serializer per kind (many=True): DRF builds a serializer's fields once, which per
     # item cost more than the search itself (profiled: 2 ms an item).
     rows: dict[ItemRef, dict] = {}
     for kind, output in ITEM_OUTPUTS.items():
-        refs = [ref for ref in items if ref.kind == kind]
-        for ref, row in zip(refs, output([items[ref] for ref in refs], many=True, context=context).data, strict=True):
-            rows[ref] = row
-    return [{"type": match.ref.kind, "similarity": match.similarity, **rows[match.ref]}
-            for match in matches if match.ref in rows]  # fmt: skip
+        of_kind = [match for match in matches if match.ref.kind == kind]
+        data = output([match.item for match in of_kind], many=True, context=context).data
+        rows.update(zip((match.ref for match in of_kind), data, strict=True))
+    return [{"type": match.ref.kind, "similarity": match.similarity, **rows[match.ref]} for match in matches]
 
 
 def form_data(request: Request, *, lists: tuple[str, ...]) -> dict[str, object]:
@@ -339,7 +333,7 @@ class SearchApi(APIView):
             side = query_decode_side(model=options["model"])
             image = image_from_source(file=options.get("image"), url=options.get("image_url"), decode_min_side=side)
             vector = query_vectors(model=options["model"], images=[image])[0]
-        results = results_payload(search_matches(options, vector, exclude=item), request, model=options["model"])
+        results = results_payload(search_matches(options, vector, exclude=item), request)
         took_ms = round((time.perf_counter() - started) * 1000, 1)
         return Response({"model": options["model"], "took_ms": took_ms, "results": results})
 
@@ -381,7 +375,7 @@ class SearchBatchApi(APIView):
         queries = [
             {
                 "filename": file.name,
-                "results": results_payload(search_matches(options, vector), request, model=options["model"]),
+                "results": results_payload(search_matches(options, vector), request),
             }
             for file, vector in zip(options["images"], vectors, strict=True)
         ]
@@ -426,11 +420,12 @@ class DuplicateListApi(APIView):
                                   stamp=stamp)  # fmt: skip
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(groups, request, view=self)
+        items = items_by_ref([ref for group in page for ref in group["items"]], model=model)  # one query a page
         payload = []
         for group in page:
-            matches = [Match(ref, group["similarity"]) for ref in group["items"]]
+            matches = [Match(ref, group["similarity"], items[ref]) for ref in group["items"] if ref in items]
             payload.append({"similarity": group["similarity"], "size": group["size"],
-                            "items": results_payload(matches, request, model=model)})  # fmt: skip
+                            "items": results_payload(matches, request)})  # fmt: skip
         return paginator.get_paginated_response(payload)
 
 

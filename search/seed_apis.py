@@ -15,7 +15,7 @@ from catalog.seed_apis import SeedWritePermission
 from catalog.services import image_from_upload
 from search.models import Collection, IndexJob
 from search.querying import query_decode_side, query_vectors
-from search.selectors import active_model_key, index_job_updates, items_by_ref, items_similar_to, model_coverage
+from search.selectors import active_model_key, index_job_updates, items_similar_to, model_coverage
 from search.services import index_job_create
 from simsite.errors import ServiceError
 from simsite.seed import SeedApiView
@@ -43,16 +43,14 @@ class SeedSearchApi(SeedApiView):
         if not gallery["embedded"]:
             raise ServiceError("no_features", "No image has features yet: generate features first.", field="file")
         vector = query_vectors(model=model, images=[image])[0]
-        matches = items_similar_to(vector=vector, model=model, collection=Collection.GALLERY, k=6)
-        images = items_by_ref([match.ref for match in matches], model=model)
+        matches = items_similar_to(vector=vector, model=model, collection=Collection.GALLERY, k=6, with_items=True)
         results = [
             {
-                "filename": images[match.ref].original_filename,
+                "filename": match.item.original_filename,
                 "similarity": match.similarity,
-                "image_url": request.build_absolute_uri(f"/images/{images[match.ref].original_filename}"),
+                "image_url": request.build_absolute_uri(f"/images/{match.item.original_filename}"),
             }
             for match in matches
-            if match.ref in images
         ]
         return Response({"results": results})
 

@@ -27,7 +27,6 @@ from search.selectors import (
     duplicate_groups_detailed,
     duplicate_scan_latest,
     embedding_stamp,
-    items_by_ref,
     items_similar_to,
     model_coverage,
     products_with_embedded_flag,
@@ -98,16 +97,13 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
         return render(request, "search/catalog_search.html", context, status=error.status_code)
     matches = items_similar_to(
         vector=vector, model=model, collection=Collection.PRODUCTS, k=RESULT_LIMIT, threshold=threshold / 100,
-        categories=categories, min_price=min_price, max_price=max_price,
+        categories=categories, min_price=min_price, max_price=max_price, with_items=True,
     )  # fmt: skip
-    products = items_by_ref([match.ref for match in matches], model=model)
     context.update(
         threshold=threshold,
         searched=True,
         results=[
-            {"product": products[m.ref], "similarity": m.similarity, "percent": round(m.similarity * 100, 1)}
-            for m in matches
-            if m.ref in products
+            {"product": m.item, "similarity": m.similarity, "percent": round(m.similarity * 100, 1)} for m in matches
         ],
     )
     return render(request, "search/catalog_search.html", context)
@@ -175,11 +171,8 @@ def product_page(request: HttpRequest, pk: int) -> HttpResponse:
         context["similar_error"] = error.message
     else:
         matches = items_similar_to(vector=vector, model=model, collection=Collection.PRODUCTS, k=SIMILAR_SHOWN,
-                                   exclude=ItemRef(PRODUCT.name, product.pk))  # fmt: skip
-        found = items_by_ref([match.ref for match in matches], model=model)
-        context["similar"] = [
-            {"product": found[m.ref], "percent": round(m.similarity * 100, 1)} for m in matches if m.ref in found
-        ]
+                                   exclude=ItemRef(PRODUCT.name, product.pk), with_items=True)  # fmt: skip
+        context["similar"] = [{"product": m.item, "percent": round(m.similarity * 100, 1)} for m in matches]
     context["model"] = model
     return render(request, "search/product.html", context)
 

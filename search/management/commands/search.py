@@ -9,7 +9,7 @@ from catalog.fetch import image_fetch
 from catalog.images import image_validate, read_limited
 from search.models import Collection
 from search.querying import query_vectors
-from search.selectors import active_model_key, items_by_ref, items_similar_to, model_spec_get
+from search.selectors import active_model_key, items_similar_to, model_spec_get
 from simsite.errors import ServiceError
 
 
@@ -43,14 +43,12 @@ class Command(BaseCommand):
         except ServiceError as error:
             raise CommandError(error.message) from None
         matches = items_similar_to(
-            vector=vector, model=key, collection=collection, k=k, threshold=threshold, categories=category, exact=exact
-        )
-        items = items_by_ref([match.ref for match in matches], model=key)
+            vector=vector, model=key, collection=collection, k=k, threshold=threshold, categories=category, exact=exact,
+            with_items=True,
+        )  # fmt: skip
         self.stdout.write(f"{'rank':>4}  {'similarity':>10}  {'type':<13} {'id':>6}  item")
         for rank, match in enumerate(matches, start=1):
-            item = items.get(match.ref)
-            if item is None:
-                continue
+            item = match.item
             if match.ref.kind == "product":
                 label = f"{item.sku}  {item.name}  [{item.category}]  {item.price}"
             else:
