@@ -112,3 +112,30 @@ def test_a_change_racing_a_vector_write_is_never_lost(first):
     assert not errors
     connection.close()
     assert copied(shoe) == {("boots", Decimal("12.50"))}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_copies_category_and_price_onto_existing_vectors():
+    """Vectors written before migration 0010 get their products' values when it runs; going
+    back removes the copy and its triggers."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = ("search", "0009_hnsw_ef_construction"), ("search", "0010_product_filters")
+    shoe = add_product(images.png_bytes(seed=1), "SHOE", category="shoes", price="12.50")
+    executor = MigrationExecutor(connection)
+    executor.migrate([before])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO search_embedding (product_id, model, vector, sha256, created_at) "
+                "VALUES (%s, 'other', '[1,0,0]', %s, now())",
+                [shoe.pk, shoe.sha256],
+            )
+            cursor.execute("UPDATE catalog_product SET category = 'boots' WHERE id = %s", [shoe.pk])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate([after])
+    assert copied(shoe) == {("boots", Decimal("12.50"))}
+    product_update(product=Product.objects.get(pk=shoe.pk), price=Decimal("3.00"), notify=False)
+    assert copied(shoe) == {("boots", Decimal("3.00"))}  # and the triggers are back
