@@ -99,8 +99,11 @@ class Embedding(models.Model):
         ]
         indexes = [
             models.Index(fields=["model"], name="embedding_model"),
-            # Counting a category's vectors (the plan choice) and exact scans of a small one.
+            # Counting the vectors a category or a price range leaves (the plan choice: a count
+            # that stops at SEARCH_EXACT_MAX_ROWS + 1 reads the index, not the table, however
+            # selective the filter) and exact scans of the few rows.
             models.Index(fields=["model", "category"], name="embedding_model_category"),
+            models.Index(fields=["model", "price"], name="embedding_model_price"),
         ]
 
     def __str__(self) -> str:

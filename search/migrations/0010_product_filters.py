@@ -38,7 +38,7 @@ DROP TRIGGER search_embedding_product_fields ON search_embedding;
 DROP FUNCTION search_embedding_product_fields();
 """
 
-# Before the new index exists, so that it is built once rather than updated row by row.
+# Before the new indexes exist, so that they are built once rather than updated row by row.
 BACKFILL = """
 UPDATE search_embedding e SET category = p.category, price = p.price
 FROM catalog_product p WHERE p.id = e.product_id
@@ -72,5 +72,9 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="embedding",
             index=models.Index(fields=["model", "category"], name="embedding_model_category"),
+        ),
+        migrations.AddIndex(
+            model_name="embedding",
+            index=models.Index(fields=["model", "price"], name="embedding_model_price"),
         ),
     ]

@@ -89,6 +89,25 @@ def test_plans(vectors, settings):
     assert not uses_hnsw(exact) and "Sort" in exact
 
 
+def test_filter_counts_read_an_index_however_selective(vectors):
+    """The plan choice counts the vectors a filter leaves (up to SEARCH_EXACT_MAX_ROWS + 1):
+    through the (model, category) and (model, price) indexes, never a scan of every vector."""
+    from search.selectors import search_caches_forget
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE search_embedding")
+    for filters, index in (({"categories": ["rare"]}, "embedding_model_category"),
+                           ({"min_price": 7, "max_price": 7}, "embedding_model_price")):  # fmt: skip
+        search_caches_forget()
+        with CaptureQueriesContext(connection) as logged:
+            assert items_similar_to(vector=vectors["data"][0], model=MODEL, k=5, **filters)
+        count = next(entry["sql"] for entry in logged.captured_queries if entry["sql"].startswith("SELECT count(*)"))
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + count)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert index in plan and "Seq Scan" not in plan
+
+
 def test_hnsw_agrees_with_exact_scan(vectors):
     recalls = []
     for row in range(0, 4000, 80):
