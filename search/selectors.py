@@ -342,9 +342,10 @@ def _similar_query(
 
 
 @functools.cache
-def _item_fields(kind: ItemKind) -> tuple[tuple[str, str], ...]:
-    """(attribute, column) of each of a kind's model fields, in the ORM's order."""
-    return tuple((model_field.attname, model_field.column) for model_field in kind.model._meta.concrete_fields)
+def _item_fields(kind: ItemKind) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The attribute names and the columns of a kind's model fields, in the ORM's order."""
+    fields = kind.model._meta.concrete_fields
+    return tuple(each.attname for each in fields), tuple(each.column for each in fields)
 
 
 def _with_items(hits: str) -> str:
@@ -354,7 +355,7 @@ def _with_items(hits: str) -> str:
     columns, joins = [], []
     for number, kind in enumerate(KINDS.values()):
         alias = f"i{number}"
-        columns += [f'{alias}."{column}"' for _, column in _item_fields(kind)] + [f"{alias}.sha256 = h.sha256"]
+        columns += [f'{alias}."{column}"' for column in _item_fields(kind)[1]] + [f"{alias}.sha256 = h.sha256"]
         joins.append(f"LEFT JOIN {kind.table} {alias} ON {alias}.id = h.{kind.column}")
     return f"SELECT h.*, {', '.join(columns)} FROM ({hits}) h {' '.join(joins)}"  # noqa: S608
 
@@ -362,10 +363,10 @@ def _with_items(hits: str) -> str:
 def _match_with_item(row: tuple, alias: str) -> Match:
     """A ``Match`` from a ``_with_items`` row: the item made as the ORM would (``from_db``)."""
     ref = ItemRef.from_columns(row[0], row[1])
-    start = 4
+    start = 4  # after the hit's own columns: product id, gallery image id, similarity, sha256
     item = None
     for kind in KINDS.values():
-        names = [name for name, _ in _item_fields(kind)]
+        names = _item_fields(kind)[0]
         values = row[start : start + len(names)]
         if kind.name == ref.kind and values[0] is not None:
             item = kind.model.from_db(alias, names, values)
