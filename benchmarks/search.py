@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> None:
     from search.models import HNSW_EF_CONSTRUCTION, hnsw_index_name, hnsw_index_sql
     from search.registry import model_spec
     from search.selectors import active_model_key, ef_search_for, items_similar_plan, items_similar_to
+    from search.services import search_tune
     from tests.images import encode, picture
 
     rng = np.random.default_rng(0)
@@ -185,6 +186,18 @@ def run(args: argparse.Namespace) -> None:
         else:
             matches = items_similar_to(vector=query, model=model, k=10, categories=[CATEGORIES[category]], exact=True)
             filtered_truth.append({m.ref for m in matches})
+    untuned_ef = ef_search_for(model)
+    if settings.SEARCH_HNSW_EF_SEARCH is None:
+        # What beat does once an index passes SEARCH_TUNE_MIN_VECTORS (`manage.py tune_search`); before
+        # the prewarm: its pass over every vector goes through shared_buffers.
+        started = time.perf_counter()
+        tuning = search_tune(model=model)
+        steps = ", ".join(f"{step['ef_search']}: {step['recall']:.3f}" for step in tuning.steps)
+        print(
+            f"tuned in {time.perf_counter() - started:.1f}s on {tuning.queries} stored vectors: ef_search "
+            f"{tuning.ef_search} (recall@10 by ef_search {steps}; untuned by size: {untuned_ef})",
+            flush=True,
+        )
     # Load the whole index and the vectors' rows (without their TOASTed values: filtered
     # queries test the category and price there) into shared_buffers, as a running service has
     # them (pg_prewarm; at a million vectors a few warm-up queries leave most of the graph on disk).
@@ -202,12 +215,12 @@ def run(args: argparse.Namespace) -> None:
         hnsw_ids.append({m.ref for m in matches})
     recall = statistics.mean(len(a & b) / 10 for a, b in zip(hnsw_ids, exact_ids, strict=True))
     default_ef = ef_search_for(model)
-    setting = "auto" if settings.SEARCH_HNSW_EF_SEARCH is None else "set"
+    setting = "tuned" if settings.SEARCH_HNSW_EF_SEARCH is None else "set"
     report(f"selector, HNSW on halfvec (pgvector), hnsw.ef_search={default_ef} ({setting})", hnsw_times,
            f"recall@10 {recall:.3f}")  # fmt: skip
     report("selector, exact SQL scan", exact_times, "ground truth")
     sweep_p50 = {default_ef: percentile(hnsw_times, 50)}
-    for ef in [ef for ef in (40, 80, 160, 320, 640, 1000) if ef != default_ef]:
+    for ef in [ef for ef in sorted({40, 80, 160, 320, 640, 1000, untuned_ef}) if ef != default_ef]:
         with override_settings(SEARCH_HNSW_EF_SEARCH=ef):
             sweep_times, sweep_recall = [], []
             for query, truth in zip(queries, exact_ids, strict=True):

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from search.datasets import CATALOG
-from search.models import Collection, DuplicateDismissal, EmbeddingModelChoice, IndexJob, TrainedModel
+from search.models import Collection, DuplicateDismissal, EmbeddingModelChoice, IndexJob, SearchTuning, TrainedModel
 from search.registry import TRAINABLE_BASES
 from search.selectors import active_model_key, embedding_model_list, index_job_failures, model_specs
 from search.services import (
@@ -280,6 +280,22 @@ class DuplicateDismissalAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).prefetch_related("items")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SearchTuning)
+class SearchTuningAdmin(admin.ModelAdmin):
+    """The hnsw.ef_search measured on each model's index (``manage.py tune_search``, Celery
+    beat). Read only; delete one to search by the index's size again until it is re-tuned."""
+
+    list_display = ["model", "ef_search", "recall", "target_recall", "vectors", "queries", "tuned_at"]
+    readonly_fields = ["model", "ef_search", "recall", "target_recall", "vectors", "queries", "steps", "tuned_at"]
+    fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -365,3 +365,23 @@ class DuplicatePair(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["scan", "similarity"], name="duplicate_pair_scan_similarity")]
+
+
+class SearchTuning(models.Model):
+    """The ``hnsw.ef_search`` a model's searches run with, measured on its own index
+    (``services.search_tune``): the smallest value whose recall@10 against an exact search
+    reached ``target_recall`` on a sample of the stored vectors. ``vectors`` is the index's
+    size then: searches use the value while the index stays near that size."""
+
+    model = models.CharField(max_length=64, unique=True)
+    ef_search = models.PositiveIntegerField()
+    recall = models.FloatField()  # recall@10 at ef_search
+    target_recall = models.FloatField()
+    vectors = models.PositiveBigIntegerField()
+    queries = models.PositiveIntegerField()
+    # Every ef_search tried, in order: {"ef_search", "recall", "p50_ms"}.
+    steps = models.JSONField(default=list)
+    tuned_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.model}: ef_search {self.ef_search} (recall@10 {self.recall:.3f} on {self.vectors:,} vectors)"

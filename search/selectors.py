@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 import numpy as np
 import psycopg
@@ -30,6 +31,7 @@ from search.models import (
     Embedding,
     IndexBatch,
     IndexJob,
+    SearchTuning,
     TrainedModel,
     hnsw_index_name,
     model_key_checked,
@@ -38,6 +40,8 @@ from search.registry import MODELS, ModelSpec
 from simsite.errors import ServiceError
 from simsite.replicas import read_connection
 from simsite.sse import row_updates
+
+T = TypeVar("T")
 
 
 def pgvector_version() -> str | None:
@@ -281,6 +285,7 @@ def _similar_query(
     exclude: ItemRef | None,
     exact: bool,
     with_items: bool = False,
+    ef_search: int | None = None,
 ) -> tuple[str, list[object], dict[str, str]] | None:
     """The nearest-neighbour SQL, its parameters and the session settings it runs with: rows
     of (product id, gallery image id, similarity, vector's sha256), then with ``with_items``
@@ -330,7 +335,8 @@ def _similar_query(
     session: dict[str, str] = {}
     if not exact:
         # ef_search bounds how many candidates HNSW keeps: at least 2k of them.
-        session["hnsw.ef_search"] = str(min(1000, max(ef_search_for(spec.key, filtered=filtered), 2 * k)))
+        ef_search = ef_search or ef_search_for(spec.key, filtered=filtered)
+        session["hnsw.ef_search"] = str(min(1000, max(ef_search, 2 * k)))
         # Past a few thousand rows the index is always the faster plan, but PostgreSQL prices
         # a 1280-d distance like an addition: at ef_search 320 it chose a 600 ms scan over a
         # 3 ms index scan. Every exact plan sorts, the index scan does not: no sorting here.
@@ -379,10 +385,11 @@ def _match_with_item(row: tuple, alias: str) -> Match:
 # query per search: key -> (when counted, count), per process.
 _CANDIDATE_COUNTS: dict[tuple, tuple[float, int]] = {}
 _INDEX_SIZES: dict[tuple, tuple[float, int]] = {}
+_TUNINGS: dict[tuple, tuple[float, tuple[int, int] | None]] = {}
 _COUNT_SECONDS = 60
 
 
-def _remembered(counts: dict[tuple, tuple[float, int]], key: tuple, count: Callable[[], int]) -> int:
+def _remembered(counts: dict[tuple, tuple[float, T]], key: tuple, count: Callable[[], T]) -> T:
     now = time.monotonic()
     cached = counts.get(key)
     if cached is None or now - cached[0] > _COUNT_SECONDS:
@@ -406,27 +413,132 @@ def _candidates_at_most(where: list[str], params: list[object], bound: int) -> b
     return _remembered(_CANDIDATE_COUNTS, key, count) <= bound
 
 
-# hnsw.ef_search when SEARCH_HNSW_EF_SEARCH is "auto": (vectors in the model's index up to,
-# ef_search). A bigger graph needs more candidates for the same recall; these keep recall@10
-# >= 0.95 on benchmarks/search.py's clustered photo embeddings (hundreds of near copies of
-# each photo: harder than most catalogs), graphs built with ef_construction 128: 100,000
-# vectors at 80 -> 0.990 (1.1 ms), 1,000,000 at 320 -> 0.954-0.970 over two builds (4.8-5.5
-# ms; at 160, 0.936-0.963); the tiers in between and beyond are interpolated.
+# hnsw.ef_search of an untuned index when SEARCH_HNSW_EF_SEARCH is "auto": (vectors in the
+# model's index up to, ef_search). A bigger graph needs more candidates for the same recall;
+# these keep recall@10 >= 0.95 on benchmarks/search.py's clustered photo embeddings (hundreds
+# of near copies of each photo: harder than most catalogs), graphs built with ef_construction
+# 128: 100,000 vectors at 80 -> 0.990 (1.1 ms), 1,000,000 at 320 -> 0.954-0.970 over two
+# builds (4.8-6.6 ms). They must hold for the unluckiest build: at 160, three builds of the
+# same million vectors gave 0.936, 0.953 and 0.963. A tuned index (SearchTuning) runs with
+# what was measured on it instead.
 EF_SEARCH_BY_SIZE = ((200_000, 80), (500_000, 160), (2_000_000, 320), (5_000_000, 640))
 EF_SEARCH_LARGEST = 1000
+# A tuning holds while the index has at most this many times the vectors it was measured on.
+TUNING_GROWTH = 1.25
 
 
 def ef_search_for(model: str, *, filtered: bool = False) -> int:
-    """The hnsw.ef_search a search of ``model`` runs with (before the 2k floor). Doubled under
-    product filters: when the first candidates hold fewer than k matches the iterative scan
-    searches again, which costs more than a larger first search (1,000,000 vectors, a 10%
-    category: 13.4 ms at ef_search 80, 7.2 ms at 160)."""
+    """The hnsw.ef_search a search of ``model`` runs with (before the 2k floor): the tuned
+    value while the index is about the size it was tuned at, else by its size (never below
+    an outgrown tuning). Doubled under product filters: when the first candidates hold fewer
+    than k matches the iterative scan searches again, which costs more than a larger first
+    search (1,000,000 vectors, a 10% category: 13.4 ms at ef_search 80, 7.2 ms at 160)."""
     if settings.SEARCH_HNSW_EF_SEARCH is not None:
         ef_search = settings.SEARCH_HNSW_EF_SEARCH
     else:
         vectors = _index_size(model)
         ef_search = next((ef for bound, ef in EF_SEARCH_BY_SIZE if vectors <= bound), EF_SEARCH_LARGEST)
+        tuned = _tuning(model)
+        if tuned is not None:
+            tuned_ef, tuned_vectors = tuned
+            ef_search = tuned_ef if vectors <= tuned_vectors * TUNING_GROWTH else max(tuned_ef, ef_search)
     return min(1000, ef_search * (2 if filtered else 1))
+
+
+def _tuning(model: str) -> tuple[int, int] | None:
+    """The model's tuned (ef_search, vectors), remembered a minute per process."""
+    database = read_connection()
+
+    def read() -> tuple[int, int] | None:
+        rows = SearchTuning.objects.using(database.alias).filter(model=model)
+        return rows.values_list("ef_search", "vectors").first()
+
+    return _remembered(_TUNINGS, (database.alias, model), read)
+
+
+def search_tuning_get(*, model: str) -> SearchTuning | None:
+    return SearchTuning.objects.filter(model=model).first()
+
+
+def embedding_count(*, model: str) -> int:
+    return Embedding.objects.filter(model=model).count()
+
+
+def embedding_counts() -> dict[str, int]:
+    """Vectors per model."""
+    return dict(Embedding.objects.values_list("model").annotate(count=Count("id")).values_list("model", "count"))
+
+
+def embedding_sample(*, model: str, count: int, seed: int = 0) -> tuple[list[ItemRef], np.ndarray]:
+    """Up to ``count`` of the model's stored vectors, drawn at random (repeatably for a seed),
+    with their items."""
+    ids = np.fromiter(Embedding.objects.filter(model=model).values_list("id", flat=True), dtype=np.int64)
+    if not len(ids):
+        return [], np.zeros((0, model_spec_get(model).dim), dtype=np.float32)
+    chosen = np.random.default_rng(seed).choice(ids, size=min(count, len(ids)), replace=False)
+    rows = Embedding.objects.filter(id__in=chosen.tolist()).order_by("id")
+    refs, vectors = [], []
+    for product_id, gallery_image_id, vector in rows.values_list("product_id", "gallery_image_id", "vector"):
+        refs.append(ItemRef.from_columns(product_id, gallery_image_id))
+        vectors.append(np.asarray(vector, dtype=np.float32))
+    return refs, np.stack(vectors)
+
+
+def exact_neighbours(*, model: str, queries: np.ndarray, k: int, chunk: int = 20_000) -> list[list[ItemRef]]:
+    """Each query's ``k`` nearest items by cosine similarity over all of the model's vectors,
+    most similar first: the ground truth a recall is measured against. One pass over the
+    vectors (binary COPY, ``chunk`` rows at a time) for all the queries, where an exact SQL
+    search per query would read every vector once per query."""
+    queries = np.asarray(queries, dtype=np.float32)
+    queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    # Items as one signed number: a product's id, or minus a gallery image's.
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_items = np.zeros((len(queries), 0), dtype=np.int64)
+
+    def merge(items: list[int], vectors: list[bytes]) -> None:
+        nonlocal best_scores, best_items
+        # pgvector's binary form: dimensions (uint16), a zero (uint16), big-endian float32s.
+        matrix = np.frombuffer(b"".join(v[4:] for v in vectors), dtype=">f4").reshape(len(vectors), -1)
+        matrix = matrix.astype(np.float32) / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        scores = np.concatenate([best_scores, queries @ matrix.T], axis=1)
+        candidates = np.concatenate([best_items, np.broadcast_to(np.array(items), (len(queries), len(items)))], axis=1)
+        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(scores, keep, axis=1)
+        best_items = np.take_along_axis(candidates, keep, axis=1)
+
+    database = read_connection()
+    database.ensure_connection()
+    items: list[int] = []
+    vectors: list[bytes] = []
+    with (
+        database.connection.cursor() as cursor,
+        cursor.copy(
+            "COPY (SELECT coalesce(product_id, -gallery_image_id)::int8, vector FROM search_embedding "
+            "WHERE model = %s) TO STDOUT (FORMAT BINARY)",
+            [model],
+        ) as copy,
+    ):
+        copy.set_types(["int8", "bytea"])
+        for item, vector in copy.rows():
+            items.append(item)
+            vectors.append(vector)
+            if len(items) == chunk:
+                merge(items, vectors)
+                items, vectors = [], []
+    if items:
+        merge(items, vectors)
+    return [[ItemRef.from_columns(i if i > 0 else None, -i if i < 0 else None) for i in row] for row in best_items]
+
+
+def search_index_valid(*, model: str) -> bool:
+    """Whether the model's HNSW index exists and is ready (not a failed concurrent build)."""
+    with read_connection().cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
+            [hnsw_index_name(model)],
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def _index_size(model: str) -> int:
@@ -452,6 +564,7 @@ def search_caches_forget() -> None:
     """Count again on the next search (tests, which change the data wholesale, call it)."""
     _CANDIDATE_COUNTS.clear()
     _INDEX_SIZES.clear()
+    _TUNINGS.clear()
 
 
 def _set_locally(cursor: object, session: dict[str, str]) -> None:
@@ -474,6 +587,7 @@ def items_similar_to(
     exclude: ItemRef | None = None,
     exact: bool = False,
     with_items: bool = False,
+    ef_search: int | None = None,
 ) -> list[Match]:
     """The ``k`` items nearest to ``vector`` under ``model``, most similar first.
 
@@ -482,11 +596,12 @@ def items_similar_to(
     as for small collections). Product filters restrict the search to products; pgvector's
     iterative scan keeps filtered queries returning k rows. ``with_items``: each match
     carries its item (``Match.item``), read by the same statement; items deleted meanwhile
-    are left out.
+    are left out. ``ef_search`` overrides ``ef_search_for`` (tuning measures with it).
     """
     query = _similar_query(
         vector=vector, model=model, collection=collection, k=k, categories=categories,
         min_price=min_price, max_price=max_price, exclude=exclude, exact=exact, with_items=with_items,
+        ef_search=ef_search,
     )  # fmt: skip
     if query is None:
         return []

@@ -100,3 +100,12 @@ def duplicate_scan_chunk(scan_id: int) -> None:
         return
     if more:
         task_send(services.SCAN_TASK, scan_id)
+
+
+@shared_task(queue="default", soft_time_limit=3600, time_limit=3660)
+def search_tune_due() -> dict[str, int]:
+    """Periodic (Celery beat): see ``services.search_tune_due``."""
+    tuned = services.search_tune_due()
+    if tuned:
+        logger.info("tuned hnsw.ef_search: %s", tuned)
+    return tuned

@@ -148,6 +148,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # The reconciler (search.tasks.reconcile) runs on Celery beat: it re-sends work whose
 # message was lost, ends stuck jobs, embeds items that lack vectors and prunes old jobs.
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 30, minimum=1)
+# How often beat looks for search indexes to tune again (SEARCH_TUNE_RECALL_PERCENT below).
+SEARCH_TUNE_INTERVAL_SECONDS = env_int("SEARCH_TUNE_INTERVAL_SECONDS", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {
         "task": "search.tasks.reconcile",
@@ -158,6 +160,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "signatures.tasks.reconcile",
         "schedule": RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+    },
+    "search-tune": {
+        "task": "search.tasks.search_tune_due",
+        "schedule": SEARCH_TUNE_INTERVAL_SECONDS,
+        "options": {"expires": SEARCH_TUNE_INTERVAL_SECONDS},
     },
 }
 CELERY_TASK_ALWAYS_EAGER = False
@@ -245,14 +252,22 @@ JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
 # Items the reconciler queues per run when they lack a vector of a model in use.
 RECONCILE_SWEEP_LIMIT = env_int("RECONCILE_SWEEP_LIMIT", 5000, minimum=1)
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
-# "auto": by the number of vectors in the model's index (search.selectors.EF_SEARCH_BY_SIZE:
-# 80 up to 200,000 vectors, 160 up to 500,000, 320 up to 2,000,000, ...; doubled under product
-# filters); a number from 10 to 1000 fixes it.
+# "auto": the value measured on the model's own index (search.models.SearchTuning, kept by the
+# tune_search command and the periodic task below), else by its size (search.selectors.
+# EF_SEARCH_BY_SIZE: 80 up to 200,000 vectors, 160 up to 500,000, 320 up to 2,000,000, ...);
+# doubled under product filters. A number from 10 to 1000 fixes it.
 SEARCH_HNSW_EF_SEARCH = (
     None
     if (env_str("SEARCH_HNSW_EF_SEARCH") or "auto").strip().lower() == "auto"
     else env_int("SEARCH_HNSW_EF_SEARCH", 0, minimum=10, maximum=1000)
 )
+# Tuning ef_search: the recall@10 against an exact search to reach (in percent), on how many
+# stored vectors taken as queries; models with at least SEARCH_TUNE_MIN_VECTORS vectors are
+# tuned again on Celery beat (every SEARCH_TUNE_INTERVAL_SECONDS) when their index has grown or
+# shrunk by a quarter since they were last tuned.
+SEARCH_TUNE_RECALL = env_int("SEARCH_TUNE_RECALL_PERCENT", 95, minimum=50, maximum=100) / 100
+SEARCH_TUNE_QUERIES = env_int("SEARCH_TUNE_QUERIES", 200, minimum=10, maximum=10_000)
+SEARCH_TUNE_MIN_VECTORS = env_int("SEARCH_TUNE_MIN_VECTORS", 50_000, minimum=1)
 # Searches whose filters leave at most this many vectors scan them exactly instead of using the
 # index (an exact scan reads about 5 us per 1280-d vector here: 1,000 rows ~ one index query).
 SEARCH_EXACT_MAX_ROWS = env_int("SEARCH_EXACT_MAX_ROWS", 1000, minimum=0)

@@ -1,0 +1,181 @@
+"""Tuning hnsw.ef_search on a model's own index: the ground truth, the measured choice, and
+searches running with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from catalog.models import Product
+from search.models import Embedding, SearchTuning, hnsw_index_sql
+from search.selectors import (
+    EF_SEARCH_BY_SIZE,
+    ef_search_for,
+    embedding_sample,
+    exact_neighbours,
+    items_similar_to,
+    search_caches_forget,
+)
+from search.services import EF_SEARCH_LADDER, search_tune, search_tune_due
+from simsite.errors import ServiceError
+
+pytestmark = pytest.mark.django_db
+
+MODEL, DIM, COUNT = "resnet18", 512, 3000
+
+
+@pytest.fixture(scope="module")
+def vectors(django_db_setup, django_db_blocker):
+    """3,000 products with unclustered random vectors (hard for a graph: a small ef_search
+    misses neighbours) and the model's HNSW index; committed, removed at the end."""
+    with django_db_blocker.unblock():
+        rng = np.random.default_rng(11)
+        data = rng.standard_normal((COUNT, DIM)).astype(np.float32)
+        data /= np.linalg.norm(data, axis=1, keepdims=True)
+        products = Product.objects.bulk_create(
+            Product(sku=f"T{i}", name=f"P{i}", category="c", price=1, image=f"x/{i}.png", sha256=f"{i:064d}",
+                    width=1, height=1)
+            for i in range(COUNT)
+        )  # fmt: skip
+        Embedding.objects.bulk_create(
+            Embedding(product=p, model=MODEL, vector=data[i], sha256=p.sha256) for i, p in enumerate(products)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(hnsw_index_sql(MODEL, DIM))
+            cursor.execute("ANALYZE search_embedding")
+        yield data
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS embedding_{MODEL}_hnsw")
+        Embedding.objects.filter(model=MODEL).delete()
+        Product.objects.all().delete()
+
+
+def test_exact_neighbours_agree_with_an_exact_search(vectors):
+    queries = np.random.default_rng(3).standard_normal((6, DIM)).astype(np.float32)
+    # Chunks of 700 rows: the running top 10 is merged across five chunks.
+    found = exact_neighbours(model=MODEL, queries=queries, k=10, chunk=700)
+    for query, refs in zip(queries, found, strict=True):
+        assert refs == [m.ref for m in items_similar_to(vector=query, model=MODEL, k=10, exact=True)]
+
+
+def test_sample_is_stored_vectors_with_their_items(vectors):
+    refs, sample = embedding_sample(model=MODEL, count=20, seed=1)
+    assert len(set(refs)) == 20 and sample.shape == (20, DIM)
+    for ref, vector in zip(refs, sample, strict=True):
+        row = int(Product.objects.get(pk=ref.id).sku[1:])  # sku T<row of the data>
+        assert np.allclose(vector, vectors[row], atol=1e-6)
+    assert embedding_sample(model=MODEL, count=20, seed=1)[0] == refs  # repeatable
+
+
+def test_tuning_picks_the_smallest_ef_search_reaching_the_target(vectors):
+    tuning = search_tune(model=MODEL, target_recall=1.0, queries=40)
+    tried = [step["ef_search"] for step in tuning.steps]
+    assert tried == list(EF_SEARCH_LADDER[: len(tried)])
+    assert all(0 <= step["recall"] <= 1 and step["p50_ms"] > 0 for step in tuning.steps)
+    # Every value tried before the chosen one fell short; the search stopped at the first to reach it.
+    assert all(step["recall"] < 1.0 for step in tuning.steps[:-1])
+    assert tuning.ef_search == tried[-1] and tuning.recall == tuning.steps[-1]["recall"]
+    assert tuning.steps[0]["recall"] < 1.0, "random vectors at ef_search 40 should miss some neighbours"
+    assert (tuning.vectors, tuning.queries, tuning.target_recall) == (COUNT, 40, 1.0)
+    assert SearchTuning.objects.get(model=MODEL).ef_search == tuning.ef_search
+
+
+def test_recall_is_one_where_every_search_is_exact(vectors, settings):
+    """So few vectors that the planner scans them all: the first value is perfect. A recall that
+    counted the query's own vector, or compared against the wrong truth, would not be 1."""
+    settings.SEARCH_EXACT_MAX_ROWS = 10_000
+    tuning = search_tune(model=MODEL, target_recall=1.0, queries=30)
+    assert tuning.steps == [{"ef_search": 40, "recall": 1.0, "p50_ms": tuning.steps[0]["p50_ms"]}]
+
+
+def test_searches_run_with_the_tuned_value(vectors, settings):
+    settings.SEARCH_EXACT_MAX_ROWS = 200
+    untuned = ef_search_for(MODEL)
+    assert untuned == EF_SEARCH_BY_SIZE[0][1]
+    SearchTuning.objects.create(model=MODEL, ef_search=120, recall=0.97, target_recall=0.95, vectors=COUNT,
+                                queries=100)  # fmt: skip
+    search_caches_forget()
+    assert ef_search_for(MODEL) == 120 and ef_search_for(MODEL, filtered=True) == 240
+    settings_sent = []
+
+    def spy(execute, sql, params, many, context):
+        if "set_config" in sql:
+            settings_sent.append(dict(zip(params[::2], params[1::2], strict=True)))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        items_similar_to(vector=vectors[0], model=MODEL, k=10)
+    assert settings_sent[0]["hnsw.ef_search"] == "120"
+    # The index has since grown past a quarter more than it was tuned on: the size's value,
+    # never below the outgrown tuning.
+    SearchTuning.objects.filter(model=MODEL).update(vectors=COUNT // 2, ef_search=60)
+    search_caches_forget()
+    assert ef_search_for(MODEL) == untuned
+    SearchTuning.objects.filter(model=MODEL).update(ef_search=240)
+    search_caches_forget()
+    assert ef_search_for(MODEL) == 240
+    settings.SEARCH_HNSW_EF_SEARCH = 50  # a fixed setting wins
+    assert ef_search_for(MODEL) == 50
+
+
+def test_periodic_tuning_runs_when_the_index_changed_size(vectors, settings):
+    settings.SEARCH_TUNE_MIN_VECTORS = 1000
+    settings.SEARCH_TUNE_QUERIES = 20
+    assert search_tune_due() == {MODEL: SearchTuning.objects.get(model=MODEL).ef_search}
+    assert search_tune_due() == {}  # the same size: nothing to do
+    SearchTuning.objects.filter(model=MODEL).update(vectors=COUNT * 2)  # the index shrank by half since
+    assert MODEL in search_tune_due()
+    assert SearchTuning.objects.get(model=MODEL).vectors == COUNT
+    SearchTuning.objects.filter(model=MODEL).update(vectors=COUNT * 2)
+    settings.SEARCH_TUNE_MIN_VECTORS = COUNT + 1  # too small to bother
+    assert search_tune_due() == {}
+    settings.SEARCH_TUNE_MIN_VECTORS = 1000
+    settings.SEARCH_HNSW_EF_SEARCH = 100  # fixed by the operator
+    assert search_tune_due() == {}
+
+
+def test_a_model_without_an_index_or_a_bad_target_is_refused(vectors):
+    with pytest.raises(ServiceError) as refused:
+        search_tune(model="resnet50")
+    assert refused.value.code == "no_index" and refused.value.status_code == 409
+    with pytest.raises(ServiceError) as refused:
+        search_tune(model=MODEL, target_recall=1.5)
+    assert refused.value.code == "invalid_recall"
+    with pytest.raises(ServiceError) as refused:
+        search_tune(model="no-such-model")
+    assert refused.value.code == "unknown_model"
+
+
+def test_command_prints_what_it_measured(vectors, capsys):
+    call_command("tune_search", "--model", MODEL, "--queries", "20", "--recall", "0.5")
+    out = capsys.readouterr().out
+    tuning = SearchTuning.objects.get(model=MODEL)
+    assert f"now run with hnsw.ef_search {tuning.ef_search}" in out and "recall@10" in out
+    assert f"{tuning.steps[0]['ef_search']:>9} {tuning.steps[0]['recall']:>9.3f}" in out
+    with pytest.raises(CommandError, match="no search index"):
+        call_command("tune_search", "--model", "resnet50")
+
+
+def test_beat_runs_the_periodic_tuning(settings):
+    from simsite.celery import app
+
+    entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "search.tasks.search_tune_due")
+    assert entry["schedule"] == settings.SEARCH_TUNE_INTERVAL_SECONDS
+    app.loader.import_default_modules()
+    assert "search.tasks.search_tune_due" in app.tasks
+
+
+def test_admin_lists_tunings_and_deleting_one_falls_back_to_the_size(vectors, admin_client):
+    tuning = SearchTuning.objects.create(model=MODEL, ef_search=240, recall=0.96, target_recall=0.95, vectors=COUNT,
+                                         queries=200)  # fmt: skip
+    page = admin_client.get("/admin/search/searchtuning/")
+    assert page.status_code == 200 and MODEL in page.content.decode() and "240" in page.content.decode()
+    assert admin_client.get("/admin/search/searchtuning/add/").status_code == 403
+    search_caches_forget()
+    assert ef_search_for(MODEL) == 240
+    response = admin_client.post(f"/admin/search/searchtuning/{tuning.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and not SearchTuning.objects.exists()
+    search_caches_forget()
+    assert ef_search_for(MODEL) == EF_SEARCH_BY_SIZE[0][1]
