@@ -49,6 +49,7 @@ from search.services import (
     index_job_cancel,
     index_job_create,
     model_training_start,
+    search_queries_record,
     trained_model_delete,
 )
 from simsite.drf import PageNumberPagination, paginated_items, paginated_response
@@ -333,6 +334,7 @@ class SearchApi(APIView):
             side = query_decode_side(model=options["model"])
             image = image_from_source(file=options.get("image"), url=options.get("image_url"), decode_min_side=side)
             vector = query_vectors(model=options["model"], images=[image])[0]
+            search_queries_record(model=options["model"], vectors=[vector])
         results = results_payload(search_matches(options, vector, exclude=item), request)
         took_ms = round((time.perf_counter() - started) * 1000, 1)
         return Response({"model": options["model"], "took_ms": took_ms, "results": results})
@@ -372,6 +374,7 @@ class SearchBatchApi(APIView):
         side = query_decode_side(model=options["model"])
         images = [image_from_upload(file=file, field="images", decode_min_side=side) for file in options["images"]]
         vectors = query_vectors(model=options["model"], images=images)
+        search_queries_record(model=options["model"], vectors=vectors)
         queries = [
             {
                 "filename": file.name,

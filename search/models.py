@@ -367,11 +367,27 @@ class DuplicatePair(models.Model):
         indexes = [models.Index(fields=["scan", "similarity"], name="duplicate_pair_scan_similarity")]
 
 
+class SearchQuerySample(models.Model):
+    """Query vectors of recent searches by image (a sample: ``SEARCH_TUNE_SAMPLE_PERCENT`` of
+    them, the newest ``SEARCH_TUNE_QUERIES`` per model), the queries ef_search is tuned on.
+    The vectors only, never the images."""
+
+    model = models.CharField(max_length=64)
+    vector = VectorField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["model", "-id"], name="search_query_sample_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.model} query {self.pk}"
+
+
 class SearchTuning(models.Model):
     """The ``hnsw.ef_search`` a model's searches run with, measured on its own index
     (``services.search_tune``): the smallest value whose recall@10 against an exact search
-    reached ``target_recall`` on a sample of the stored vectors. ``vectors`` is the index's
-    size then: searches use the value while the index stays near that size."""
+    reached ``target_recall`` for the recorded queries (``SearchQuerySample``). ``vectors`` is
+    the index's size then: searches use the value while the index stays near that size."""
 
     model = models.CharField(max_length=64, unique=True)
     ef_search = models.PositiveIntegerField()

@@ -16,7 +16,7 @@ from catalog.services import image_from_upload
 from search.models import Collection, IndexJob
 from search.querying import query_decode_side, query_vectors
 from search.selectors import active_model_key, index_job_updates, items_similar_to, model_coverage
-from search.services import index_job_create
+from search.services import index_job_create, search_queries_record
 from simsite.errors import ServiceError
 from simsite.seed import SeedApiView
 from simsite.sse import TICK, event_stream_response
@@ -43,6 +43,7 @@ class SeedSearchApi(SeedApiView):
         if not gallery["embedded"]:
             raise ServiceError("no_features", "No image has features yet: generate features first.", field="file")
         vector = query_vectors(model=model, images=[image])[0]
+        search_queries_record(model=model, vectors=[vector])
         matches = items_similar_to(vector=vector, model=model, collection=Collection.GALLERY, k=6, with_items=True)
         results = [
             {

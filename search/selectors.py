@@ -31,6 +31,7 @@ from search.models import (
     Embedding,
     IndexBatch,
     IndexJob,
+    SearchQuerySample,
     SearchTuning,
     TrainedModel,
     hnsw_index_name,
@@ -469,19 +470,15 @@ def embedding_counts() -> dict[str, int]:
     return dict(Embedding.objects.values_list("model").annotate(count=Count("id")).values_list("model", "count"))
 
 
-def embedding_sample(*, model: str, count: int, seed: int = 0) -> tuple[list[ItemRef], np.ndarray]:
-    """Up to ``count`` of the model's stored vectors, drawn at random (repeatably for a seed),
-    with their items."""
-    ids = np.fromiter(Embedding.objects.filter(model=model).values_list("id", flat=True), dtype=np.int64)
-    if not len(ids):
-        return [], np.zeros((0, model_spec_get(model).dim), dtype=np.float32)
-    chosen = np.random.default_rng(seed).choice(ids, size=min(count, len(ids)), replace=False)
-    rows = Embedding.objects.filter(id__in=chosen.tolist()).order_by("id")
-    refs, vectors = [], []
-    for product_id, gallery_image_id, vector in rows.values_list("product_id", "gallery_image_id", "vector"):
-        refs.append(ItemRef.from_columns(product_id, gallery_image_id))
-        vectors.append(np.asarray(vector, dtype=np.float32))
-    return refs, np.stack(vectors)
+def search_query_samples(*, model: str, limit: int) -> np.ndarray:
+    """The newest ``limit`` recorded query vectors of the model (``SearchQuerySample``)."""
+    rows = SearchQuerySample.objects.filter(model=model).order_by("-id").values_list("vector", flat=True)[:limit]
+    vectors = [np.asarray(vector, dtype=np.float32) for vector in rows]
+    return np.stack(vectors) if vectors else np.zeros((0, model_spec_get(model).dim), dtype=np.float32)
+
+
+def search_query_sample_count(*, model: str) -> int:
+    return SearchQuerySample.objects.filter(model=model).count()
 
 
 def exact_neighbours(*, model: str, queries: np.ndarray, k: int, chunk: int = 20_000) -> list[list[ItemRef]]:

@@ -4,6 +4,7 @@ reconciler that makes lost messages, dead workers and stuck jobs harmless."""
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ from search.models import (
     EmbeddingFailure,
     IndexBatch,
     IndexJob,
+    SearchQuerySample,
     SearchTuning,
     TrainedModel,
     hnsw_index_name,
@@ -51,7 +53,6 @@ from search.selectors import (
     duplicate_scan_latest,
     embedding_count,
     embedding_counts,
-    embedding_sample,
     embedding_stamp,
     exact_neighbours,
     items_by_ref,
@@ -61,6 +62,8 @@ from search.selectors import (
     models_being_indexed,
     search_caches_forget,
     search_index_valid,
+    search_query_sample_count,
+    search_query_samples,
     search_tuning_get,
 )
 from simsite.celery import queue_length, task_send
@@ -117,6 +120,8 @@ def _index_build(spec: ModelSpec, name: str) -> None:
             cursor.execute(hnsw_index_sql(spec.key, spec.dim, concurrently=True))
         finally:
             cursor.execute("RESET max_parallel_maintenance_workers")
+    # A new graph: what was measured on an earlier one no longer holds (beat tunes it again).
+    SearchTuning.objects.filter(model=spec.key).delete()
 
 
 def _create_batches(job: IndexJob, *, product_ids: Sequence[int], gallery_ids: Sequence[int]) -> int:
@@ -753,6 +758,8 @@ def trained_model_delete(*, trained: TrainedModel) -> None:
     with transaction.atomic():
         Embedding.objects.filter(model=trained.key).delete()
         EmbeddingFailure.objects.filter(model=trained.key).delete()
+        SearchTuning.objects.filter(model=trained.key).delete()  # a new model of that name has another graph
+        SearchQuerySample.objects.filter(model=trained.key).delete()
         trained.delete()
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(trained.key)}")
@@ -921,45 +928,63 @@ def duplicate_scan_fail(*, scan_id: int, error: str) -> None:
 # The hnsw.ef_search values a tuning tries, smallest first (pgvector's default is 40).
 EF_SEARCH_LADDER = (40, 60, 80, 120, 160, 240, 320, 480, 640, 1000)
 TUNING_K = 10
+# Fewer recorded queries than this measure a recall too loosely (about +-0.02 at 50 x 10).
+TUNING_MIN_QUERIES = 50
+
+
+def search_queries_record(*, model: str, vectors: Sequence[np.ndarray]) -> int:
+    """Keep ``SEARCH_TUNE_SAMPLE_PERCENT`` of these search query vectors for tuning (the newest
+    ``SEARCH_TUNE_QUERIES`` of the model stay). Returns how many were kept."""
+    kept = [v for v in vectors if random.random() * 100 < settings.SEARCH_TUNE_SAMPLE_PERCENT]  # noqa: S311 - a sample
+    if not kept:
+        return 0
+    SearchQuerySample.objects.bulk_create(SearchQuerySample(model=model, vector=vector) for vector in kept)
+    newest = SearchQuerySample.objects.filter(model=model).order_by("-id").values_list("id", flat=True)
+    oldest_dropped = newest[settings.SEARCH_TUNE_QUERIES : settings.SEARCH_TUNE_QUERIES + 1].first()
+    if oldest_dropped is not None:
+        SearchQuerySample.objects.filter(model=model, id__lte=oldest_dropped).delete()
+    return len(kept)
 
 
 def search_tune(*, model: str, target_recall: float | None = None, queries: int | None = None) -> SearchTuning:
     """Measure the smallest ``hnsw.ef_search`` at which the model's HNSW index finds
-    ``target_recall`` of the true 10 nearest neighbours, and make searches use it.
+    ``target_recall`` of the true 10 nearest neighbours of the queries users sent (the newest
+    recorded, ``search_queries_record``), and make searches use it.
 
-    The queries are stored vectors drawn at random, each searched for its 10 nearest other
-    items (itself left out), against the exact neighbours of one pass over all the vectors
-    (``exact_neighbours``). Recall depends on the built graph, not only on its size: three
-    builds of the same million vectors gave 0.936-0.963 at one ef_search. Takes seconds at
-    100,000 vectors, a few minutes at a million (the pass reads every vector once).
+    The truth is one exact pass over every vector (``exact_neighbours``). Recall depends on
+    the built graph, not only on its size (three builds of the same million vectors: 0.936-0.963
+    at one ef_search), and on the queries: stored vectors searched for themselves are found far
+    more easily than new ones (0.96 against 0.82 at ef_search 40 on a million vectors), which is
+    why the recorded queries are the measure. Takes seconds at 100,000 vectors, about a minute
+    at a million (the pass reads every vector once).
     """
     spec = model_spec_get(model)
     target = settings.SEARCH_TUNE_RECALL if target_recall is None else target_recall
-    count = settings.SEARCH_TUNE_QUERIES if queries is None else queries
+    limit = settings.SEARCH_TUNE_QUERIES if queries is None else queries
     if not 0 < target <= 1:
         raise ServiceError("invalid_recall", f"The target recall must be in (0, 1], not {target}.")
     if not search_index_valid(model=spec.key):
         raise ServiceError("no_index", f"Model '{spec.key}' has no search index to tune; index its items first.",
                            status_code=409)  # fmt: skip
+    sample = search_query_samples(model=spec.key, limit=limit)
+    needed = min(limit, TUNING_MIN_QUERIES)
+    if len(sample) < needed:
+        raise ServiceError(
+            "too_few_queries",
+            f"Model '{spec.key}' has {len(sample)} recorded search queries; tuning needs {needed} (searches by "
+            f"image keep {settings.SEARCH_TUNE_SAMPLE_PERCENT}% of theirs).",
+            status_code=409,
+        )
     vectors = embedding_count(model=spec.key)
-    refs, sample = embedding_sample(model=spec.key, count=count)
-    truths = [
-        [ref for ref in row if ref != own][:TUNING_K]
-        for own, row in zip(refs, exact_neighbours(model=spec.key, queries=sample, k=TUNING_K + 1), strict=True)
-    ]
-    measured = [(own, vector, truth) for own, vector, truth in zip(refs, sample, truths, strict=True) if truth]
-    if not measured:
-        raise ServiceError("too_few_vectors", f"Model '{spec.key}' has too few vectors to measure a recall.",
-                           status_code=409)  # fmt: skip
+    truths = exact_neighbours(model=spec.key, queries=sample, k=TUNING_K)
     steps = []
     for ef_search in EF_SEARCH_LADDER:
         recalls, times = [], []
-        for own, vector, truth in measured:
+        for vector, truth in zip(sample, truths, strict=True):
             started = time.perf_counter()
-            matches = items_similar_to(vector=vector, model=spec.key, k=TUNING_K + 1, ef_search=ef_search)
+            matches = items_similar_to(vector=vector, model=spec.key, k=TUNING_K, ef_search=ef_search)
             times.append(1000 * (time.perf_counter() - started))
-            found = {match.ref for match in matches if match.ref != own}
-            recalls.append(len(found.intersection(truth)) / len(truth))
+            recalls.append(len({match.ref for match in matches}.intersection(truth)) / max(1, len(truth)))
         steps.append({"ef_search": ef_search, "recall": round(float(np.mean(recalls)), 4),
                       "p50_ms": round(float(np.median(times)), 2)})  # fmt: skip
         if steps[-1]["recall"] >= target:
@@ -968,7 +993,7 @@ def search_tune(*, model: str, target_recall: float | None = None, queries: int 
     tuning, _ = SearchTuning.objects.update_or_create(
         model=spec.key,
         defaults={"ef_search": chosen["ef_search"], "recall": chosen["recall"], "target_recall": target,
-                  "vectors": vectors, "queries": len(measured), "steps": steps},
+                  "vectors": vectors, "queries": len(sample), "steps": steps},
     )  # fmt: skip
     search_caches_forget()  # this process at once; the others within a minute
     if chosen["recall"] < target:
@@ -978,9 +1003,10 @@ def search_tune(*, model: str, target_recall: float | None = None, queries: int 
 
 
 def search_tune_due() -> dict[str, int]:
-    """Tune each model whose index holds at least ``SEARCH_TUNE_MIN_VECTORS`` vectors and
-    was never tuned, or has grown or shrunk by a quarter since (periodic: Celery beat).
-    Nothing to do when ``SEARCH_HNSW_EF_SEARCH`` fixes the value. Returns the tuned values."""
+    """Tune each model whose index holds at least ``SEARCH_TUNE_MIN_VECTORS`` vectors, with
+    enough recorded queries, that was never tuned or has grown or shrunk by a quarter since
+    (periodic: Celery beat). Nothing to do when ``SEARCH_HNSW_EF_SEARCH`` fixes the value.
+    Returns the tuned values."""
     if settings.SEARCH_HNSW_EF_SEARCH is not None:
         return {}
     tuned = {}
@@ -990,6 +1016,8 @@ def search_tune_due() -> dict[str, int]:
         last = search_tuning_get(model=model)
         if last is not None and last.vectors / TUNING_GROWTH <= vectors <= last.vectors * TUNING_GROWTH:
             continue
+        if search_query_sample_count(model=model) < min(settings.SEARCH_TUNE_QUERIES, TUNING_MIN_QUERIES):
+            continue  # not searched enough yet: the size rule holds meanwhile
         with _session_lock(f"search-tune:{model}") as taken:
             if not taken or not search_index_valid(model=model):
                 continue  # another worker tunes it, or its index is still being built

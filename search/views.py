@@ -31,7 +31,7 @@ from search.selectors import (
     model_coverage,
     products_with_embedded_flag,
 )
-from search.services import duplicates_dismiss, duplicates_keep, duplicates_scan_refresh
+from search.services import duplicates_dismiss, duplicates_keep, duplicates_scan_refresh, search_queries_record
 from simsite.errors import ServiceError
 from simsite.replicas import reads_from_replica
 
@@ -92,6 +92,7 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
             decode_min_side=query_decode_side(model=model),
         )  # fmt: skip
         vector = query_vectors(model=model, images=[image])[0]
+        search_queries_record(model=model, vectors=[vector])
     except ServiceError as error:
         context["error"] = error.message
         return render(request, "search/catalog_search.html", context, status=error.status_code)

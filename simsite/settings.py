@@ -261,12 +261,14 @@ SEARCH_HNSW_EF_SEARCH = (
     if (env_str("SEARCH_HNSW_EF_SEARCH") or "auto").strip().lower() == "auto"
     else env_int("SEARCH_HNSW_EF_SEARCH", 0, minimum=10, maximum=1000)
 )
-# Tuning ef_search: the recall@10 against an exact search to reach (in percent), on how many
-# stored vectors taken as queries; models with at least SEARCH_TUNE_MIN_VECTORS vectors are
-# tuned again on Celery beat (every SEARCH_TUNE_INTERVAL_SECONDS) when their index has grown or
-# shrunk by a quarter since they were last tuned.
+# Tuning ef_search (search.services.search_tune) on the queries users send: this percentage of
+# searches by image keep their query vector (not the image), the newest SEARCH_TUNE_QUERIES per
+# model; tuning aims at this recall@10 against an exact search (percent). Celery beat tunes the
+# indexes of at least SEARCH_TUNE_MIN_VECTORS vectors (every SEARCH_TUNE_INTERVAL_SECONDS) when
+# they were never tuned or have grown or shrunk by a quarter since.
+SEARCH_TUNE_SAMPLE_PERCENT = env_int("SEARCH_TUNE_SAMPLE_PERCENT", 25, minimum=0, maximum=100)
+SEARCH_TUNE_QUERIES = env_int("SEARCH_TUNE_QUERIES", 200, minimum=50, maximum=10_000)
 SEARCH_TUNE_RECALL = env_int("SEARCH_TUNE_RECALL_PERCENT", 95, minimum=50, maximum=100) / 100
-SEARCH_TUNE_QUERIES = env_int("SEARCH_TUNE_QUERIES", 200, minimum=10, maximum=10_000)
 SEARCH_TUNE_MIN_VECTORS = env_int("SEARCH_TUNE_MIN_VECTORS", 50_000, minimum=1)
 # Searches whose filters leave at most this many vectors scan them exactly instead of using the
 # index (an exact scan reads about 5 us per 1280-d vector here: 1,000 rows ~ one index query).

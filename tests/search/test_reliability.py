@@ -26,7 +26,7 @@ from kombu.exceptions import OperationalError
 from catalog.images import image_validate
 from catalog.models import Product
 from catalog.services import product_create, product_delete, product_update
-from search.models import Embedding, EmbeddingFailure, IndexBatch, IndexJob, hnsw_index_name
+from search.models import Embedding, EmbeddingFailure, IndexBatch, IndexJob, SearchTuning, hnsw_index_name
 from search.services import embedding_index_ensure, index_batch_run, index_reconcile, items_index
 from search.tasks import embed_batch
 from simsite.celery import app, queue_length
@@ -227,10 +227,13 @@ def test_an_invalid_index_left_by_a_failed_concurrent_build_is_rebuilt():
     name = hnsw_index_name("efficientnet_lite0")
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{name}'::regclass")
+    SearchTuning.objects.create(model="efficientnet_lite0", ef_search=60, recall=1, target_recall=0.95, vectors=1,
+                                queries=1)  # fmt: skip
     embedding_index_ensure(model="efficientnet_lite0")
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT indisvalid FROM pg_index WHERE indexrelid = '{name}'::regclass")
         assert cursor.fetchone()[0] is True
+    assert not SearchTuning.objects.exists()  # measured on the graph that was replaced
     # A model being built gets its index from the reconciler, whatever the migrations made.
     IndexJob.objects.create(collection="all", model="resnet18", state="running")
     index_reconcile()

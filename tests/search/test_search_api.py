@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
@@ -170,3 +171,24 @@ def test_query_item_whose_file_is_gone_is_a_409(api_client, catalog, media_root)
     (media_root / orphan.image.name).unlink()
     response = search(api_client, product=orphan.pk)
     assert response.status_code == 409 and response.json()["error"]["code"] == "image_missing"
+
+
+def test_searches_by_image_keep_a_sample_of_their_query_vectors(api_client, catalog, settings):
+    """The queries ef_search is tuned on (search.services.search_tune): vectors of searches by
+    image, never of searches from a stored item (those are in the index already)."""
+    from search.models import Embedding, SearchQuerySample
+
+    settings.SEARCH_TUNE_SAMPLE_PERCENT = 100
+    photo = SimpleUploadedFile("q.jpg", jpeg(images.picture(256, 256, seed=2).crop((20, 20, 236, 236))))
+    assert search(api_client, image=photo, k=3).status_code == 200
+    kept = SearchQuerySample.objects.get()
+    stored = Embedding.objects.get(product=catalog["products"][2], model="efficientnet_lite0")
+    assert kept.model == "efficientnet_lite0" and float(np.asarray(kept.vector) @ np.asarray(stored.vector)) > 0.8
+    assert search(api_client, product=catalog["products"][0].pk, k=3).status_code == 200
+    assert SearchQuerySample.objects.count() == 1
+    files = [SimpleUploadedFile(f"{i}.jpg", images.jpeg_bytes(256, 256, seed=i), "image/jpeg") for i in range(2)]
+    assert api_client.post("/api/v1/search/batch/", {"images": files}, format="multipart").status_code == 200
+    assert SearchQuerySample.objects.count() == 3
+    settings.SEARCH_TUNE_SAMPLE_PERCENT = 0
+    assert search(api_client, image=SimpleUploadedFile("q.jpg", jpeg(images.picture(64, 64))), k=3).status_code == 200
+    assert SearchQuerySample.objects.count() == 3

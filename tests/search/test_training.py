@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from search.datasets import dataset_load, dataset_split
-from search.models import ActiveModel, Embedding, IndexBatch, IndexJob, TrainedModel
+from search.models import ActiveModel, Embedding, IndexBatch, IndexJob, SearchTuning, TrainedModel
 from search.selectors import active_model_key, model_spec_get
 from search.services import index_batch_run, index_job_create, index_job_plan, trained_models_reconcile
 from tests.conftest import wait_for
@@ -132,8 +132,10 @@ def test_train_register_reindex_and_search_with_the_trained_model(tiny_vehicles,
     assert staff_client.delete("/api/v1/models/trained/tiny_vehicles/").status_code == 409
     ActiveModel.objects.update_or_create(pk=1, defaults={"key": "efficientnet_lite0"})
     names = [trained.weights, *trained.plots.values()]
+    SearchTuning.objects.create(model="tiny_vehicles", ef_search=60, recall=1, target_recall=0.95, vectors=3, queries=3)
     assert staff_client.delete("/api/v1/models/trained/tiny_vehicles/").status_code == 204
     assert not Embedding.objects.filter(model="tiny_vehicles").exists()
+    assert not SearchTuning.objects.exists()  # a later model of that name gets its own
     assert not any(default_storage.exists(name) for name in names)
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'embedding_tiny_vehicles_hnsw'")

@@ -9,16 +9,15 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from catalog.models import Product
-from search.models import Embedding, SearchTuning, hnsw_index_sql
+from search.models import Embedding, SearchQuerySample, SearchTuning, hnsw_index_sql
 from search.selectors import (
     EF_SEARCH_BY_SIZE,
     ef_search_for,
-    embedding_sample,
     exact_neighbours,
     items_similar_to,
     search_caches_forget,
 )
-from search.services import EF_SEARCH_LADDER, search_tune, search_tune_due
+from search.services import EF_SEARCH_LADDER, search_queries_record, search_tune, search_tune_due
 from simsite.errors import ServiceError
 
 pytestmark = pytest.mark.django_db
@@ -60,16 +59,32 @@ def test_exact_neighbours_agree_with_an_exact_search(vectors):
         assert refs == [m.ref for m in items_similar_to(vector=query, model=MODEL, k=10, exact=True)]
 
 
-def test_sample_is_stored_vectors_with_their_items(vectors):
-    refs, sample = embedding_sample(model=MODEL, count=20, seed=1)
-    assert len(set(refs)) == 20 and sample.shape == (20, DIM)
-    for ref, vector in zip(refs, sample, strict=True):
-        row = int(Product.objects.get(pk=ref.id).sku[1:])  # sku T<row of the data>
-        assert np.allclose(vector, vectors[row], atol=1e-6)
-    assert embedding_sample(model=MODEL, count=20, seed=1)[0] == refs  # repeatable
+def record_queries(count: int, seed: int = 5) -> np.ndarray:
+    """``count`` queries as users would send them: new vectors, not stored ones."""
+    queries = np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    SearchQuerySample.objects.bulk_create(SearchQuerySample(model=MODEL, vector=q) for q in queries)
+    return queries
+
+
+def test_recording_keeps_a_sample_of_the_newest_queries(settings):
+    settings.SEARCH_TUNE_SAMPLE_PERCENT = 100
+    settings.SEARCH_TUNE_QUERIES = 50
+    vectors = np.random.default_rng(1).standard_normal((60, DIM)).astype(np.float32)
+    for vector in vectors:
+        assert search_queries_record(model=MODEL, vectors=[vector]) == 1
+    kept = list(SearchQuerySample.objects.filter(model=MODEL).order_by("id"))
+    assert len(kept) == 50 and np.allclose(np.asarray(kept[0].vector), vectors[10])  # the oldest 10 dropped
+    settings.SEARCH_TUNE_SAMPLE_PERCENT = 0
+    assert search_queries_record(model=MODEL, vectors=list(vectors)) == 0
+    settings.SEARCH_TUNE_SAMPLE_PERCENT = 50
+    kept = sum(search_queries_record(model=MODEL, vectors=list(vectors)) for _ in range(10))
+    assert 200 < kept < 400  # about half of 600
+    assert SearchQuerySample.objects.filter(model=MODEL).count() == 50
 
 
 def test_tuning_picks_the_smallest_ef_search_reaching_the_target(vectors):
+    record_queries(60)
     tuning = search_tune(model=MODEL, target_recall=1.0, queries=40)
     tried = [step["ef_search"] for step in tuning.steps]
     assert tried == list(EF_SEARCH_LADDER[: len(tried)])
@@ -78,14 +93,15 @@ def test_tuning_picks_the_smallest_ef_search_reaching_the_target(vectors):
     assert all(step["recall"] < 1.0 for step in tuning.steps[:-1])
     assert tuning.ef_search == tried[-1] and tuning.recall == tuning.steps[-1]["recall"]
     assert tuning.steps[0]["recall"] < 1.0, "random vectors at ef_search 40 should miss some neighbours"
-    assert (tuning.vectors, tuning.queries, tuning.target_recall) == (COUNT, 40, 1.0)
+    assert (tuning.vectors, tuning.queries, tuning.target_recall) == (COUNT, 40, 1.0)  # the newest 40
     assert SearchTuning.objects.get(model=MODEL).ef_search == tuning.ef_search
 
 
 def test_recall_is_one_where_every_search_is_exact(vectors, settings):
-    """So few vectors that the planner scans them all: the first value is perfect. A recall that
-    counted the query's own vector, or compared against the wrong truth, would not be 1."""
+    """So few vectors that the planner scans them all: the first value is perfect (a recall
+    measured against the wrong truth would not be 1)."""
     settings.SEARCH_EXACT_MAX_ROWS = 10_000
+    record_queries(30)
     tuning = search_tune(model=MODEL, target_recall=1.0, queries=30)
     assert tuning.steps == [{"ef_search": 40, "recall": 1.0, "p50_ms": tuning.steps[0]["p50_ms"]}]
 
@@ -122,7 +138,10 @@ def test_searches_run_with_the_tuned_value(vectors, settings):
 
 def test_periodic_tuning_runs_when_the_index_changed_size(vectors, settings):
     settings.SEARCH_TUNE_MIN_VECTORS = 1000
-    settings.SEARCH_TUNE_QUERIES = 20
+    settings.SEARCH_TUNE_QUERIES = 50
+    record_queries(49)
+    assert search_tune_due() == {}  # too few queries recorded yet: the size rule holds
+    record_queries(1, seed=6)
     assert search_tune_due() == {MODEL: SearchTuning.objects.get(model=MODEL).ef_search}
     assert search_tune_due() == {}  # the same size: nothing to do
     SearchTuning.objects.filter(model=MODEL).update(vectors=COUNT * 2)  # the index shrank by half since
@@ -143,12 +162,17 @@ def test_a_model_without_an_index_or_a_bad_target_is_refused(vectors):
     with pytest.raises(ServiceError) as refused:
         search_tune(model=MODEL, target_recall=1.5)
     assert refused.value.code == "invalid_recall"
+    record_queries(49)
+    with pytest.raises(ServiceError) as refused:
+        search_tune(model=MODEL)
+    assert refused.value.code == "too_few_queries" and "49 recorded" in refused.value.message
     with pytest.raises(ServiceError) as refused:
         search_tune(model="no-such-model")
     assert refused.value.code == "unknown_model"
 
 
 def test_command_prints_what_it_measured(vectors, capsys):
+    record_queries(20)
     call_command("tune_search", "--model", MODEL, "--queries", "20", "--recall", "0.5")
     out = capsys.readouterr().out
     tuning = SearchTuning.objects.get(model=MODEL)
