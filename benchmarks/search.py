@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> None:
             search_queries_record(model=model, vectors=list(load_vectors(200, base, rng)))
         started = time.perf_counter()
         tuning = search_tune(model=model)
-        steps = ", ".join(f"{step['ef_search']}: {step['recall']:.3f}" for step in tuning.steps)
+        steps = ", ".join(f"{s['ef_search']}: {s['recall']:.3f} (>= {s['recall_low']:.3f})" for s in tuning.steps)
         print(
             f"tuned in {time.perf_counter() - started:.1f}s on {tuning.queries} recorded queries: ef_search "
             f"{tuning.ef_search} (recall@10 by ef_search {steps}; untuned by size: {untuned_ef})",

@@ -386,16 +386,18 @@ class SearchQuerySample(models.Model):
 class SearchTuning(models.Model):
     """The ``hnsw.ef_search`` a model's searches run with, measured on its own index
     (``services.search_tune``): the smallest value whose recall@10 against an exact search
-    reached ``target_recall`` for the recorded queries (``SearchQuerySample``). ``vectors`` is
+    reached ``target_recall`` for the recorded queries (``SearchQuerySample``), with the margin
+    of the estimate. ``vectors`` is
     the index's size then: searches use the value while the index stays near that size."""
 
     model = models.CharField(max_length=64, unique=True)
     ef_search = models.PositiveIntegerField()
-    recall = models.FloatField()  # recall@10 at ef_search
+    recall = models.FloatField()  # recall@10 of the recorded queries at ef_search
     target_recall = models.FloatField()
     vectors = models.PositiveBigIntegerField()
     queries = models.PositiveIntegerField()
-    # Every ef_search tried, in order: {"ef_search", "recall", "p50_ms"}.
+    # Every ef_search tried, in order: {"ef_search", "recall", "recall_low" (two standard errors
+    # below), "p50_ms"}.
     steps = models.JSONField(default=list)
     tuned_at = models.DateTimeField(auto_now=True)
 

@@ -22,6 +22,7 @@ from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from pgvector import Vector
 
 from catalog.csv_import import product_imports_prune, product_imports_reconcile
 from catalog.services import gallery_images_delete, products_delete
@@ -933,23 +934,33 @@ TUNING_MIN_QUERIES = 50
 
 
 def search_queries_record(*, model: str, vectors: Sequence[np.ndarray]) -> int:
-    """Keep ``SEARCH_TUNE_SAMPLE_PERCENT`` of these search query vectors for tuning (the newest
-    ``SEARCH_TUNE_QUERIES`` of the model stay). Returns how many were kept."""
+    """Keep ``SEARCH_TUNE_SAMPLE_PERCENT`` of these search query vectors for tuning, the newest
+    ``SEARCH_TUNE_QUERIES`` of the model staying. Returns how many were kept. One statement
+    (the oldest dropped as the new ones go in): it runs on the search's path."""
     kept = [v for v in vectors if random.random() * 100 < settings.SEARCH_TUNE_SAMPLE_PERCENT]  # noqa: S311 - a sample
     if not kept:
         return 0
-    SearchQuerySample.objects.bulk_create(SearchQuerySample(model=model, vector=vector) for vector in kept)
-    newest = SearchQuerySample.objects.filter(model=model).order_by("-id").values_list("id", flat=True)
-    oldest_dropped = newest[settings.SEARCH_TUNE_QUERIES : settings.SEARCH_TUNE_QUERIES + 1].first()
-    if oldest_dropped is not None:
-        SearchQuerySample.objects.filter(model=model, id__lte=oldest_dropped).delete()
+    values = ", ".join(["(%s, %s::vector, now())"] * len(kept))
+    table = SearchQuerySample._meta.db_table
+    sql = (
+        f"WITH dropped AS (DELETE FROM {table} WHERE model = %s AND id <= (SELECT id FROM {table} "  # noqa: S608
+        f"WHERE model = %s ORDER BY id DESC OFFSET %s LIMIT 1)) "
+        f"INSERT INTO {table} (model, vector, created_at) VALUES {values}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [model, model, max(0, settings.SEARCH_TUNE_QUERIES - len(kept)),
+             *(part for vector in kept for part in (model, Vector(vector).to_text()))],
+        )  # fmt: skip
     return len(kept)
 
 
 def search_tune(*, model: str, target_recall: float | None = None, queries: int | None = None) -> SearchTuning:
     """Measure the smallest ``hnsw.ef_search`` at which the model's HNSW index finds
     ``target_recall`` of the true 10 nearest neighbours of the queries users sent (the newest
-    recorded, ``search_queries_record``), and make searches use it.
+    recorded, ``search_queries_record``; with the margin of the estimate), and make searches
+    use it.
 
     The truth is one exact pass over every vector (``exact_neighbours``). Recall depends on
     the built graph, not only on its size (three builds of the same million vectors: 0.936-0.963
@@ -985,20 +996,26 @@ def search_tune(*, model: str, target_recall: float | None = None, queries: int 
             matches = items_similar_to(vector=vector, model=spec.key, k=TUNING_K, ef_search=ef_search)
             times.append(1000 * (time.perf_counter() - started))
             recalls.append(len({match.ref for match in matches}.intersection(truth)) / max(1, len(truth)))
-        steps.append({"ef_search": ef_search, "recall": round(float(np.mean(recalls)), 4),
+        # The recall of these queries is an estimate of the recall of all queries: the value
+        # chosen must reach the target with the estimate's margin (two standard errors, ~97.5%
+        # one-sided). Without it, half the choices fall short: a million vectors, tuned at
+        # 120 (0.951 on the recorded queries), gave 0.946 on 200 others.
+        mean = float(np.mean(recalls))
+        low = mean - 2 * float(np.std(recalls, ddof=1)) / np.sqrt(len(recalls)) if len(recalls) > 1 else mean
+        steps.append({"ef_search": ef_search, "recall": round(mean, 4), "recall_low": round(low, 4),
                       "p50_ms": round(float(np.median(times)), 2)})  # fmt: skip
-        if steps[-1]["recall"] >= target:
+        if low >= target:
             break
-    chosen = next((step for step in steps if step["recall"] >= target), steps[-1])
+    chosen = next((step for step in steps if step["recall_low"] >= target), steps[-1])
     tuning, _ = SearchTuning.objects.update_or_create(
         model=spec.key,
         defaults={"ef_search": chosen["ef_search"], "recall": chosen["recall"], "target_recall": target,
                   "vectors": vectors, "queries": len(sample), "steps": steps},
     )  # fmt: skip
     search_caches_forget()  # this process at once; the others within a minute
-    if chosen["recall"] < target:
-        logger.warning("model %s: recall@10 %.3f at ef_search %s, below the target %.3f", spec.key,
-                       chosen["recall"], chosen["ef_search"], target)  # fmt: skip
+    if chosen["recall_low"] < target:
+        logger.warning("model %s: recall@10 %.3f (at least %.3f) at ef_search %s, short of the target %.3f",
+                       spec.key, chosen["recall"], chosen["recall_low"], chosen["ef_search"], target)  # fmt: skip
     return tuning
 
 
