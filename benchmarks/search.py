@@ -189,10 +189,10 @@ def run(args: argparse.Namespace) -> None:
     untuned_ef = ef_search_for(model)
     if settings.SEARCH_HNSW_EF_SEARCH is None:
         # What beat does once an index passes SEARCH_TUNE_MIN_VECTORS (`manage.py tune_search`), on
-        # queries users sent: here 200 more drawn like the timed ones (not the same: those measure
+        # queries users sent: here 1,000 more drawn like the timed ones (not the same: those measure
         # the result). Before the prewarm: its pass over every vector goes through shared_buffers.
         with override_settings(SEARCH_TUNE_SAMPLE_PERCENT=100):
-            search_queries_record(model=model, vectors=list(load_vectors(200, base, rng)))
+            search_queries_record(model=model, vectors=list(load_vectors(settings.SEARCH_TUNE_QUERIES, base, rng)))
         started = time.perf_counter()
         tuning = search_tune(model=model)
         steps = ", ".join(f"{s['ef_search']}: {s['recall']:.3f} (>= {s['recall_low']:.3f})" for s in tuning.steps)

@@ -499,7 +499,8 @@ def exact_neighbours(*, model: str, queries: np.ndarray, k: int, chunk: int = 20
         matrix = matrix.astype(np.float32) / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
         scores = np.concatenate([best_scores, queries @ matrix.T], axis=1)
         candidates = np.concatenate([best_items, np.broadcast_to(np.array(items), (len(queries), len(items)))], axis=1)
-        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        keep = np.argpartition(-scores, min(k, scores.shape[1]) - 1, axis=1)[:, :k]  # the k best, unordered
+        keep = np.take_along_axis(keep, np.argsort(-np.take_along_axis(scores, keep, axis=1), axis=1), axis=1)
         best_scores = np.take_along_axis(scores, keep, axis=1)
         best_items = np.take_along_axis(candidates, keep, axis=1)
 

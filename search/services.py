@@ -1021,20 +1021,22 @@ def search_tune(*, model: str, target_recall: float | None = None, queries: int 
 
 def search_tune_due() -> dict[str, int]:
     """Tune each model whose index holds at least ``SEARCH_TUNE_MIN_VECTORS`` vectors, with
-    enough recorded queries, that was never tuned or has grown or shrunk by a quarter since
-    (periodic: Celery beat). Nothing to do when ``SEARCH_HNSW_EF_SEARCH`` fixes the value.
-    Returns the tuned values."""
+    enough recorded queries, that was never tuned, has grown or shrunk by a quarter since, or
+    has twice the recorded queries it was tuned on (a closer estimate; periodic: Celery beat).
+    Nothing to do when ``SEARCH_HNSW_EF_SEARCH`` fixes the value. Returns the tuned values."""
     if settings.SEARCH_HNSW_EF_SEARCH is not None:
         return {}
     tuned = {}
     for model, vectors in embedding_counts().items():
         if vectors < settings.SEARCH_TUNE_MIN_VECTORS:
             continue
-        last = search_tuning_get(model=model)
-        if last is not None and last.vectors / TUNING_GROWTH <= vectors <= last.vectors * TUNING_GROWTH:
-            continue
-        if search_query_sample_count(model=model) < min(settings.SEARCH_TUNE_QUERIES, TUNING_MIN_QUERIES):
+        recorded = search_query_sample_count(model=model)
+        if recorded < min(settings.SEARCH_TUNE_QUERIES, TUNING_MIN_QUERIES):
             continue  # not searched enough yet: the size rule holds meanwhile
+        last = search_tuning_get(model=model)
+        same_size = last is not None and last.vectors / TUNING_GROWTH <= vectors <= last.vectors * TUNING_GROWTH
+        if same_size and recorded < 2 * last.queries:
+            continue
         with _session_lock(f"search-tune:{model}") as taken:
             if not taken or not search_index_valid(model=model):
                 continue  # another worker tunes it, or its index is still being built

@@ -149,6 +149,12 @@ def test_periodic_tuning_runs_when_the_index_changed_size(vectors, settings):
     SearchTuning.objects.filter(model=MODEL).update(vectors=COUNT * 2)  # the index shrank by half since
     assert MODEL in search_tune_due()
     assert SearchTuning.objects.get(model=MODEL).vectors == COUNT
+    settings.SEARCH_TUNE_QUERIES = 200
+    record_queries(49, seed=7)
+    assert search_tune_due() == {}  # 99 recorded: not yet twice the 50 it was tuned on
+    record_queries(1, seed=8)
+    assert MODEL in search_tune_due()  # 100: a closer estimate
+    assert SearchTuning.objects.get(model=MODEL).queries == 100
     SearchTuning.objects.filter(model=MODEL).update(vectors=COUNT * 2)
     settings.SEARCH_TUNE_MIN_VECTORS = COUNT + 1  # too small to bother
     assert search_tune_due() == {}
