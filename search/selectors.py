@@ -528,15 +528,16 @@ def exact_neighbours(*, model: str, queries: np.ndarray, k: int, chunk: int = 20
     return [[ItemRef.from_columns(i if i > 0 else None, -i if i < 0 else None) for i in row] for row in best_items]
 
 
-def search_index_valid(*, model: str) -> bool:
-    """Whether the model's HNSW index exists and is ready (not a failed concurrent build)."""
+def search_index_valid(*, model: str) -> bool | None:
+    """Whether the model's HNSW index is ready: True, False for an INVALID one (a failed
+    concurrent build), None when there is none."""
     with read_connection().cursor() as cursor:
         cursor.execute(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
             [hnsw_index_name(model)],
         )
         row = cursor.fetchone()
-    return bool(row and row[0])
+    return None if row is None else bool(row[0])
 
 
 def _index_size(model: str) -> int:

@@ -106,14 +106,11 @@ def embedding_index_ensure(*, model: str) -> None:
 
 
 def _index_build(spec: ModelSpec, name: str) -> None:
+    valid = search_index_valid(model=spec.key)
+    if valid:
+        return
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", [name]
-        )
-        row = cursor.fetchone()
-        if row is not None and row[0]:
-            return
-        if row is not None:
+        if valid is False:
             logger.warning("index %s is INVALID (a concurrent build failed); rebuilding it", name)
             cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         cursor.execute(HNSW_BUILD_SETTING)
@@ -987,6 +984,8 @@ def search_tune(*, model: str, target_recall: float | None = None, queries: int 
             status_code=409,
         )
     vectors = embedding_count(model=spec.key)
+    if not vectors:
+        raise ServiceError("no_vectors", f"Model '{spec.key}' has no vectors to search.", status_code=409)
     truths = exact_neighbours(model=spec.key, queries=sample, k=TUNING_K)
     steps = []
     for ef_search in EF_SEARCH_LADDER:
@@ -995,7 +994,7 @@ def search_tune(*, model: str, target_recall: float | None = None, queries: int 
             started = time.perf_counter()
             matches = items_similar_to(vector=vector, model=spec.key, k=TUNING_K, ef_search=ef_search)
             times.append(1000 * (time.perf_counter() - started))
-            recalls.append(len({match.ref for match in matches}.intersection(truth)) / max(1, len(truth)))
+            recalls.append(len({match.ref for match in matches}.intersection(truth)) / len(truth))
         # The recall of these queries is an estimate of the recall of all queries: the value
         # chosen must reach the target with the estimate's margin (two standard errors, ~97.5%
         # one-sided). Without it, half the choices fall short: a million vectors, tuned at

@@ -174,6 +174,12 @@ def test_a_model_without_an_index_or_a_bad_target_is_refused(vectors):
     with pytest.raises(ServiceError) as refused:
         search_tune(model=MODEL)
     assert refused.value.code == "too_few_queries" and "49 recorded" in refused.value.message
+    with connection.cursor() as cursor:
+        cursor.execute(hnsw_index_sql("resnet50", 2048))  # an index, and not one vector in it
+    SearchQuerySample.objects.bulk_create(SearchQuerySample(model="resnet50", vector=np.ones(2048)) for _ in range(50))
+    with pytest.raises(ServiceError) as refused:
+        search_tune(model="resnet50")
+    assert refused.value.code == "no_vectors" and refused.value.status_code == 409
     with pytest.raises(ServiceError) as refused:
         search_tune(model="no-such-model")
     assert refused.value.code == "unknown_model"

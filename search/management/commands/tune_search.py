@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--model", help="embedding model key (default: the active model)")
         parser.add_argument("--recall", type=float, help="target recall@10, 0-1 (default: SEARCH_TUNE_RECALL_PERCENT)")
-        parser.add_argument("--queries", type=int, help="stored vectors searched for (default: SEARCH_TUNE_QUERIES)")
+        parser.add_argument("--queries", type=int, help="newest recorded queries used (default: SEARCH_TUNE_QUERIES)")
 
     def handle(self, *args: Any, model: str | None, recall: float | None, queries: int | None, **options: Any) -> None:
         if queries is not None and queries < 1:
