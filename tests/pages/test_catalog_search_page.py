@@ -44,6 +44,8 @@ def test_find_similar_products_by_photo(products, live_server, browser_page, tmp
     width = first.locator(".bar > span").evaluate("e => e.getBoundingClientRect().width")
     assert width > 0
     thumbnail = first.locator("img")
+    # The thumbnail is made on its first request: wait for it to arrive (or fail) before measuring.
+    page.wait_for_function("img => img.complete", arg=thumbnail.element_handle(), timeout=15_000)
     assert thumbnail.evaluate("img => img.complete && img.naturalWidth") == 200
     page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
 

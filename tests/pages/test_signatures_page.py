@@ -38,6 +38,7 @@ def test_compare_enrol_and_verify(live_server, staff, browser_page, tmp_path, sc
     page.click("#compare-form button[type=submit]")
     page.wait_for_selector("#compare-result:not([hidden])")
     assert page.inner_text("#compare-verdict") == "Matched"
+    page.wait_for_function("img => img.complete", arg=page.locator("#preview1").element_handle(), timeout=15_000)
     assert page.locator("#preview1").evaluate("img => img.complete && img.naturalWidth") == 220
     (tmp_path / "notes.png").write_bytes(b"not an image")
     page.set_input_files("#image2", str(tmp_path / "notes.png"))
