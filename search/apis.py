@@ -196,6 +196,8 @@ def results_payload(matches: list[Match], request: Request) -> list[dict[str, ob
     rows: dict[ItemRef, dict] = {}
     for kind, output in ITEM_OUTPUTS.items():
         of_kind = [match for match in matches if match.ref.kind == kind]
+        if not of_kind:
+            continue
         data = output([match.item for match in of_kind], many=True, context=context).data
         rows.update(zip((match.ref for match in of_kind), data, strict=True))
     return [{"type": match.ref.kind, "similarity": match.similarity, **rows[match.ref]} for match in matches]
@@ -226,7 +228,7 @@ class SearchOptions(serializers.Serializer):
     exact = serializers.BooleanField(default=False)
 
     def validate(self, attrs: dict) -> dict:
-        attrs["model"] = model_spec_get(attrs.get("model") or active_model_key()).key
+        attrs["model"] = model_spec_get(attrs.get("model") or active_model_key(recent=True)).key
         return attrs
 
 

@@ -452,6 +452,7 @@ def active_model_set(*, model: str, force: bool = False) -> str:
             )
     embedding_index_ensure(model=key)
     ActiveModel.objects.update_or_create(pk=1, defaults={"key": key})
+    search_caches_forget()  # searches of this process read the switch at once
     return key
 
 

@@ -86,7 +86,7 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
         categories = [c for c in request.POST.getlist("category") if c]
         min_price = _decimal(request.POST.get("min_price"), "min_price")
         max_price = _decimal(request.POST.get("max_price"), "max_price")
-        model = active_model_key()
+        model = active_model_key(recent=True)
         image = image_from_source(
             file=request.FILES.get("file"), url=(request.POST.get("image_url") or "").strip() or None, field="file",
             decode_min_side=query_decode_side(model=model),
