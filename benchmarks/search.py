@@ -304,14 +304,18 @@ def run(args: argparse.Namespace) -> None:
 
     upload = encode(picture(1024, 768, seed=3), "JPEG", quality=90)
     client = Client()
-    api_times = []
-    for _ in range(args.api_requests):
-        started = time.perf_counter()
-        response = client.post("/api/v1/search/", {"image": SimpleUploadedFile("query.jpg", upload), "k": 10})
-        api_times.append(1000 * (time.perf_counter() - started))
-        assert response.status_code == 200, response.content[:300]
     tensor = embedder.preprocess_bytes(upload).unsqueeze(0)
-    forward_times = timed(lambda: embedder.embed_tensors(tensor), args.api_requests)[0]
+    api_times, forward_times = [], []
+    # In rounds of ten requests and ten bare forwards, so that this shared machine's drift in
+    # speed (the forward took 10-16 ms across sessions) weighs on both alike.
+    for start in range(0, args.api_requests, 10):
+        rounds = min(10, args.api_requests - start)
+        for _ in range(rounds):
+            started = time.perf_counter()
+            response = client.post("/api/v1/search/", {"image": SimpleUploadedFile("query.jpg", upload), "k": 10})
+            api_times.append(1000 * (time.perf_counter() - started))
+            assert response.status_code == 200, response.content[:300]
+        forward_times += timed(lambda: embedder.embed_tensors(tensor), rounds)[0]
 
     print()
     ratio = percentile(numpy_times, 50) / percentile(hnsw_times, 50)
@@ -324,7 +328,8 @@ def run(args: argparse.Namespace) -> None:
     api_ratio = percentile(api_times, 50) / percentile(forward_times, 50)
     print(
         f"POST /api/v1/search/ with a 1024x768 JPEG: p50 {percentile(api_times, 50):.1f} ms; bare model forward "
-        f"of one image p50 {percentile(forward_times, 50):.1f} ms; ratio {api_ratio:.2f} (goal <= 1.5)"
+        f"of one image p50 {percentile(forward_times, 50):.1f} ms; ratio {api_ratio:.2f} (goal <= 1.5); the "
+        f"request besides the forward {percentile(api_times, 50) - percentile(forward_times, 50):.1f} ms"
     )
     print(f"device {embedder.device}, torch threads {torch.get_num_threads()}")
     with connection.cursor() as cursor:
@@ -342,7 +347,7 @@ def main() -> None:
         "--queries", type=int, default=200, help="recall is a mean over queries: 200 keep it within about 0.01"
     )
     parser.add_argument("--base", type=int, default=512, help="real images embedded as the seed vectors")
-    parser.add_argument("--api-requests", type=int, default=20)
+    parser.add_argument("--api-requests", type=int, default=50, help="at most 120 (the search rate limit)")
     args = parser.parse_args()
     django_setup()
     with tempfile.TemporaryDirectory() as media, temporary_media(Path(media)), throwaway_database():
