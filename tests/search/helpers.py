@@ -3,11 +3,12 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from django.db import connection
 
 from catalog.images import image_validate
 from catalog.models import GalleryImage, Product
 from catalog.services import gallery_image_create, product_create
-from search.models import Embedding, IndexBatch, IndexJob
+from search.models import Embedding, IndexBatch, IndexJob, hnsw_index_sql
 from search.services import index_batch_run, items_index
 from tests import images
 
@@ -90,3 +91,20 @@ def vectors_near(base: np.ndarray, count: int, rng: np.random.Generator) -> np.n
     """``count`` unit vectors about 0.99 similar to ``base`` (near-duplicates)."""
     vectors = base + 0.01 * rng.standard_normal((count, base.size))
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def indexed_products(vectors: np.ndarray, *, model: str, sku: str = "S") -> list[Product]:
+    """Products (bare rows, no image files) with these vectors of ``model`` and the model's
+    HNSW index, analysed: what the search SQL sees of a collection."""
+    products = Product.objects.bulk_create(
+        Product(sku=f"{sku}{i}", name=f"P{i}", category="c", price=1, image=f"x/{i}.png", sha256=f"{i:064d}",
+                width=1, height=1)
+        for i in range(len(vectors))
+    )  # fmt: skip
+    Embedding.objects.bulk_create(
+        Embedding(product=p, model=model, vector=vectors[i], sha256=p.sha256) for i, p in enumerate(products)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(hnsw_index_sql(model, vectors.shape[1]))
+        cursor.execute("ANALYZE search_embedding")
+    return products

@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from django.db import DataError, connection
 
-from catalog.models import Product
-from search.models import ActiveModel, Embedding, hnsw_index_name, hnsw_index_sql
+from search.models import ActiveModel, hnsw_index_name
 from search.selectors import active_model_key, items_similar_to
 from search.services import active_model_set
+from tests.search.helpers import indexed_products
 
 # Searches outside a transaction are what is tested: a test transaction would hide them.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,17 +29,7 @@ def indexed(settings) -> np.ndarray:
     rng = np.random.default_rng(3)
     data = rng.standard_normal((8, DIM))[rng.integers(0, 8, 300)] + 0.5 * rng.standard_normal((300, DIM))
     data = (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
-    products = Product.objects.bulk_create(
-        Product(sku=f"S{i}", name=f"P{i}", category="c", price=1, image=f"x/{i}.png", sha256=f"{i:064d}",
-                width=1, height=1)
-        for i in range(300)
-    )  # fmt: skip
-    Embedding.objects.bulk_create(
-        Embedding(product=p, model=MODEL, vector=data[i], sha256=p.sha256) for i, p in enumerate(products)
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(hnsw_index_sql(MODEL, DIM))
-        cursor.execute("ANALYZE search_embedding")
+    indexed_products(data, model=MODEL)
     yield data
     with connection.cursor() as cursor:
         cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(MODEL)}")

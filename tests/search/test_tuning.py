@@ -19,6 +19,7 @@ from search.selectors import (
 )
 from search.services import EF_SEARCH_LADDER, search_queries_record, search_tune, search_tune_due
 from simsite.errors import ServiceError
+from tests.search.helpers import indexed_products
 
 pytestmark = pytest.mark.django_db
 
@@ -33,17 +34,7 @@ def vectors(django_db_setup, django_db_blocker):
         rng = np.random.default_rng(11)
         data = rng.standard_normal((COUNT, DIM)).astype(np.float32)
         data /= np.linalg.norm(data, axis=1, keepdims=True)
-        products = Product.objects.bulk_create(
-            Product(sku=f"T{i}", name=f"P{i}", category="c", price=1, image=f"x/{i}.png", sha256=f"{i:064d}",
-                    width=1, height=1)
-            for i in range(COUNT)
-        )  # fmt: skip
-        Embedding.objects.bulk_create(
-            Embedding(product=p, model=MODEL, vector=data[i], sha256=p.sha256) for i, p in enumerate(products)
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(hnsw_index_sql(MODEL, DIM))
-            cursor.execute("ANALYZE search_embedding")
+        indexed_products(data, model=MODEL, sku="T")
         yield data
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX IF EXISTS embedding_{MODEL}_hnsw")
