@@ -39,7 +39,7 @@ from catalog.services import (
 )
 from catalog.storage import thumbnail_get
 from search.selectors import gallery_with_embedded_flag, index_job_for_items, products_with_embedded_flag
-from simsite.drf import PageNumberPagination, error_body, paginated_items, paginated_response
+from simsite.drf import OutputSerializer, PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
 from simsite.replicas import reads_from_replica
 from simsite.sse import STREAM_RENDERERS, event_stream_response
@@ -51,7 +51,7 @@ def _absolute(request: Request, url: str) -> str:
     return request.build_absolute_uri(url)
 
 
-class ProductOutput(serializers.ModelSerializer):
+class ProductOutput(OutputSerializer):
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
     embedded = serializers.BooleanField(read_only=True, default=False)
@@ -70,7 +70,7 @@ class ProductOutput(serializers.ModelSerializer):
         return _absolute(self.context["request"], reverse("catalog:product-thumbnail", args=[obj.pk]))
 
 
-class GalleryImageOutput(serializers.ModelSerializer):
+class GalleryImageOutput(OutputSerializer):
     filename = serializers.CharField(source="original_filename")
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
@@ -180,7 +180,7 @@ class ProductImportFailureOutput(serializers.Serializer):
     error = serializers.CharField()
 
 
-class ProductImportOutput(serializers.ModelSerializer):
+class ProductImportOutput(OutputSerializer):
     percent = serializers.FloatField(read_only=True)
     failed_count = serializers.SerializerMethodField()
 

@@ -52,7 +52,7 @@ from search.services import (
     search_queries_record,
     trained_model_delete,
 )
-from simsite.drf import PageNumberPagination, paginated_items, paginated_response
+from simsite.drf import OutputSerializer, PageNumberPagination, paginated_items, paginated_response
 from simsite.errors import ServiceError
 from simsite.replicas import reads_from_replica
 from simsite.sse import STREAM_RENDERERS, event_stream_response
@@ -61,7 +61,7 @@ from simsite.sse import STREAM_RENDERERS, event_stream_response
 ITEM_OUTPUTS = {PRODUCT.name: ProductOutput, GALLERY_IMAGE.name: GalleryImageOutput}
 
 
-class IndexJobOutput(serializers.ModelSerializer):
+class IndexJobOutput(OutputSerializer):
     percent = serializers.FloatField(read_only=True)
 
     class Meta:
@@ -489,7 +489,7 @@ class DuplicatesDismissApi(APIView):
         return Response({"remembered": duplicates_dismiss(groups=data.validated_data["groups"], user=request.user)})
 
 
-class TrainedModelOutput(serializers.ModelSerializer):
+class TrainedModelOutput(OutputSerializer):
     class Meta:
         model = TrainedModel
         fields = [

@@ -23,11 +23,11 @@ from signatures.services import (
     signer_create,
     signer_delete,
 )
-from simsite.drf import PageNumberPagination, error_body, paginated_items, paginated_response
+from simsite.drf import OutputSerializer, PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
 
 
-class SignerOutput(serializers.ModelSerializer):
+class SignerOutput(OutputSerializer):
     references = serializers.IntegerField(source="reference_count", read_only=True, default=0)
 
     class Meta:
@@ -35,7 +35,7 @@ class SignerOutput(serializers.ModelSerializer):
         fields = ["id", "name", "external_id", "references", "created_at"]
 
 
-class ReferenceOutput(serializers.ModelSerializer):
+class ReferenceOutput(OutputSerializer):
     image_url = serializers.SerializerMethodField()
     filename = serializers.CharField(source="original_filename")
 
@@ -52,7 +52,7 @@ class PerReference(serializers.Serializer):
     similarity = serializers.FloatField()
 
 
-class VerificationOutput(serializers.ModelSerializer):
+class VerificationOutput(OutputSerializer):
     verification_id = serializers.IntegerField(source="pk")
     model = serializers.CharField(source="encoder")
     per_reference = PerReference(many=True)

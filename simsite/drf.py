@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import logging
+import secrets
+import time
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions, negotiation, pagination, permissions, throttling
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+from rest_framework import exceptions, negotiation, pagination, permissions, serializers, throttling
 from rest_framework.response import Response
 
 from simsite.errors import ServiceError
 from simsite.uploads import too_large
+
+logger = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -57,6 +66,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+class OutputSerializer(serializers.ModelSerializer):
+    """A ModelSerializer whose fields are worked out from the model once per class: each use
+    copies them (0.34 ms for a product's) instead of building them again from the model's
+    fields (0.85 ms; every search answer and list page pays it)."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        cls = type(self)
+        if "_built_fields" not in cls.__dict__:
+            cls._built_fields = super().get_fields()
+        return copy.deepcopy(cls._built_fields)
+
+
 class IsStaffOrReadOnly(permissions.BasePermission):
     """Reads are public; writes need an authenticated staff user."""
 
@@ -66,12 +87,38 @@ class IsStaffOrReadOnly(permissions.BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
+# A sliding window per client and scope, checked and counted in one atomic round trip: drop
+# the entries older than the window, count the rest, add this request only when it is under
+# the limit. Answers {1, 0} (allowed) or {0, ms until the oldest entry leaves the window}.
+_SLIDING_WINDOW = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, 0}
+end
+local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+return {0, oldest + window - now}
+"""
+
+
+@functools.cache
+def _sliding_window(client: Any) -> Any:
+    return client.register_script(_SLIDING_WINDOW)
+
+
 class ScopedThrottle(throttling.ScopedRateThrottle):
     """Per-client rate limits by scope (``API_THROTTLE_RATES``, read at each request).
 
     A view names its scope in ``throttle_scope``: one for every method, or a dict by HTTP
     method (``{"POST": "upload"}``: listing stays free). Clients are users when
-    authenticated, else addresses (behind ``THROTTLE_NUM_PROXIES`` trusted proxies)."""
+    authenticated, else addresses (behind ``THROTTLE_NUM_PROXIES`` trusted proxies).
+
+    Counted in Redis (the cache) by one script: one round trip where DRF's read-then-write
+    of a pickled history takes two, and atomic, so that requests racing from several web
+    processes cannot all read the same count and all pass. With Redis unreachable requests
+    are let through (logged), as the cache itself fails open."""
 
     def allow_request(self, request: Any, view: Any) -> bool:
         scope = getattr(view, self.scope_attr, None)
@@ -84,7 +131,24 @@ class ScopedThrottle(throttling.ScopedRateThrottle):
         if self.rate is None:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return throttling.SimpleRateThrottle.allow_request(self, request, view)
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        now_ms = int(time.time() * 1000)
+        try:
+            client = get_redis_connection("default")
+            allowed, self._wait_ms = _sliding_window(client)(
+                keys=[self.cache.make_key(f"{key}:window")],
+                args=[now_ms, self.duration * 1000, self.num_requests, f"{now_ms}:{secrets.token_hex(6)}"],
+            )
+        except RedisError:
+            logger.warning("rate limit %r not checked: Redis is unreachable", scope, exc_info=True)
+            return True
+        return bool(allowed)
+
+    def wait(self) -> float:
+        """Seconds until the oldest request in the window leaves it (``Retry-After``)."""
+        return max(self._wait_ms, 1) / 1000
 
 
 class ContentNegotiation(negotiation.DefaultContentNegotiation):

@@ -28,6 +28,28 @@ def test_efficientnet_lite0_is_offline_normalised_and_stable():
     assert float(vectors[0] @ vectors[2]) < 0.99
 
 
+def test_preprocessing_is_torchvisions_resize_and_normalisation():
+    """The fused multiply-add gives the tensors torchvision's transforms give, so vectors
+    indexed before it stay comparable with queries after it."""
+    from torchvision.transforms import v2
+
+    from catalog.images import image_open_rgb
+
+    embedder = get_embedder("efficientnet_lite0")
+    spec = embedder.spec
+    reference = v2.Compose([
+        v2.Resize((spec.input_size, spec.input_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
+    ])  # fmt: skip
+    for data in (images.jpeg_bytes(1024, 768, seed=5), images.png_bytes(300, 500, seed=6)):
+        image = image_open_rgb(data, min_side=spec.decode_side)
+        expected = reference(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+        tensor = embedder.preprocess(image)
+        assert tensor.shape == (3, spec.input_size, spec.input_size) and tensor.is_contiguous()
+        assert torch.allclose(tensor, expected, atol=1e-5, rtol=0)
+
+
 def test_upload_and_url_give_the_same_vector(local_server):
     data = images.jpeg_bytes(300, 200, seed=8)
     url = local_server.add_bytes("/photo.jpg", data, "image/jpeg")
