@@ -104,8 +104,9 @@ return {0, oldest + window - now}
 
 
 @functools.cache
-def _sliding_window(client: Any) -> Any:
-    return client.register_script(_SLIDING_WINDOW)
+def _sliding_window() -> Any:
+    """The script (sent once, then called by its hash); each call names its thread's client."""
+    return get_redis_connection("default").register_script(_SLIDING_WINDOW)
 
 
 class ScopedThrottle(throttling.ScopedRateThrottle):
@@ -136,10 +137,10 @@ class ScopedThrottle(throttling.ScopedRateThrottle):
             return True
         now_ms = int(time.time() * 1000)
         try:
-            client = get_redis_connection("default")
-            allowed, self._wait_ms = _sliding_window(client)(
+            allowed, self._wait_ms = _sliding_window()(
                 keys=[self.cache.make_key(f"{key}:window")],
                 args=[now_ms, self.duration * 1000, self.num_requests, f"{now_ms}:{secrets.token_hex(6)}"],
+                client=get_redis_connection("default"),
             )
         except RedisError:
             logger.warning("rate limit %r not checked: Redis is unreachable", scope, exc_info=True)

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from catalog.models import Product
-from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, Embedding, hnsw_index_name
+from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, Embedding, hnsw_index_name, hnsw_index_sql
 from search.selectors import items_similar_plan, items_similar_to
 
 pytestmark = pytest.mark.django_db
@@ -18,26 +18,39 @@ COUNT = 3000
 INDEX = hnsw_index_name(DEFAULT_MODEL_KEY)
 
 
+@pytest.fixture(scope="module")
+def _vectors(django_db_setup, django_db_blocker):
+    """3,000 products: 'big' 2,500 of them, 'mid' 440, 'small' 60 (prices 0-2999); built once
+    for the module (committed, removed at the end)."""
+    with django_db_blocker.unblock():
+        rng = np.random.default_rng(0)
+        category = lambda i: "small" if i < 60 else "mid" if i < 500 else "big"  # noqa: E731
+        products = Product.objects.bulk_create(
+            Product(sku=f"S{i}", name=f"p{i}", category=category(i), price=i, image=f"x/{i}.jpg",
+                    sha256=f"{i:064x}", width=1, height=1) for i in range(COUNT)
+        )  # fmt: skip
+        vectors = rng.standard_normal((COUNT, DEFAULT_MODEL_DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        rows = zip(products, vectors, strict=True)
+        with connection.cursor() as cursor:  # built once over all rows, not grown row by row
+            cursor.execute(f"DROP INDEX {INDEX}")
+        Embedding.objects.bulk_create(
+            (Embedding(product=p, model=DEFAULT_MODEL_KEY, vector=v, sha256=p.sha256) for p, v in rows),
+            batch_size=500,
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(hnsw_index_sql(DEFAULT_MODEL_KEY, DEFAULT_MODEL_DIM))
+            cursor.execute("ANALYZE search_embedding")
+            cursor.execute("ANALYZE catalog_product")
+        yield vectors
+        Embedding.objects.filter(product__in=products).delete()
+        Product.objects.filter(pk__in=[p.pk for p in products]).delete()
+
+
 @pytest.fixture
-def catalog(settings):
-    """3,000 products: 'big' 2,500 of them, 'mid' 440, 'small' 60 (prices 0-2999)."""
+def catalog(_vectors, settings):
     settings.SEARCH_EXACT_MAX_ROWS = 500
-    rng = np.random.default_rng(0)
-    category = lambda i: "small" if i < 60 else "mid" if i < 500 else "big"  # noqa: E731
-    products = Product.objects.bulk_create(
-        Product(sku=f"S{i}", name=f"p{i}", category=category(i), price=i, image=f"x/{i}.jpg", sha256=f"{i:064x}",
-                width=1, height=1) for i in range(COUNT)
-    )  # fmt: skip
-    vectors = rng.standard_normal((COUNT, DEFAULT_MODEL_DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    rows = zip(products, vectors, strict=True)
-    Embedding.objects.bulk_create(
-        (Embedding(product=p, model=DEFAULT_MODEL_KEY, vector=v, sha256=p.sha256) for p, v in rows), batch_size=500
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE search_embedding")
-        cursor.execute("ANALYZE catalog_product")
-    return vectors
+    return _vectors
 
 
 CASES = {
