@@ -244,10 +244,8 @@ class Embedder:
             self.forward_batch = settings.EMBEDDING_CUDA_FORWARD_BATCH
         else:
             self.forward_batch = settings.EMBEDDING_CPU_FORWARD_BATCH
-        self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-        # (x / 255 - mean) / std as one multiply-add on the CPU: 0.15 ms for a 224x224 image
-        # against 0.87 ms through v2.ToDtype + v2.Normalize (identical up to 5e-7).
+        # (x / 255 - mean) / std as one multiply-add (the CPU path and the GPU's): 0.15 ms for a
+        # 224x224 image against 0.87 ms through v2.ToDtype + v2.Normalize (identical up to 5e-7).
         mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
         self._scale, self._shift = 1 / (255 * std), -mean / std
 
@@ -362,7 +360,8 @@ class Embedder:
         present = [tensor for tensor in resized if tensor is not None]
         if not present:
             return [None] * len(images)
-        batch = iter(torch.cat(present).div_(255).sub_(self._mean).div_(self._std))
+        scale, shift = self._scale.to(self.device), self._shift.to(self.device)
+        batch = iter(torch.cat(present).mul_(scale).add_(shift))
         return [None if tensor is None else next(batch) for tensor in resized]
 
 

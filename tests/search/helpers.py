@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 from django.db import connection
@@ -8,7 +9,7 @@ from django.db import connection
 from catalog.images import image_validate
 from catalog.models import GalleryImage, Product
 from catalog.services import gallery_image_create, product_create
-from search.models import Embedding, IndexBatch, IndexJob, hnsw_index_sql
+from search.models import Embedding, IndexBatch, IndexJob, hnsw_index_name, hnsw_index_sql
 from search.services import index_batch_run, items_index
 from tests import images
 
@@ -93,18 +94,25 @@ def vectors_near(base: np.ndarray, count: int, rng: np.random.Generator) -> np.n
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def indexed_products(vectors: np.ndarray, *, model: str, sku: str = "S") -> list[Product]:
-    """Products (bare rows, no image files) with these vectors of ``model`` and the model's
-    HNSW index, analysed: what the search SQL sees of a collection."""
+def indexed_products(
+    vectors: np.ndarray, *, model: str, sku: str = "S", categories: Sequence[str] = (), prices: Sequence[int] = ()
+) -> list[Product]:
+    """Products (bare rows, no image files; category "c" and price 1 unless given per row) with
+    these vectors of ``model`` and the model's HNSW index built over them (dropped first: not
+    grown row by row, several times slower), analysed: what the search SQL sees of a collection."""
     products = Product.objects.bulk_create(
-        Product(sku=f"{sku}{i}", name=f"P{i}", category="c", price=1, image=f"x/{i}.png", sha256=f"{i:064d}",
-                width=1, height=1)
+        Product(sku=f"{sku}{i}", name=f"P{i}", category=categories[i] if categories else "c",
+                price=prices[i] if prices else 1, image=f"x/{i}.png", sha256=f"{i:064d}", width=1, height=1)
         for i in range(len(vectors))
     )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
     Embedding.objects.bulk_create(
-        Embedding(product=p, model=model, vector=vectors[i], sha256=p.sha256) for i, p in enumerate(products)
+        (Embedding(product=p, model=model, vector=vectors[i], sha256=p.sha256) for i, p in enumerate(products)),
+        batch_size=500,
     )
     with connection.cursor() as cursor:
         cursor.execute(hnsw_index_sql(model, vectors.shape[1]))
         cursor.execute("ANALYZE search_embedding")
+        cursor.execute("ANALYZE catalog_product")
     return products

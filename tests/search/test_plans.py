@@ -9,8 +9,9 @@ import pytest
 from django.db import connection
 
 from catalog.models import Product
-from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, Embedding, hnsw_index_name, hnsw_index_sql
+from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, Embedding, hnsw_index_name
 from search.selectors import items_similar_plan, items_similar_to
+from tests.search.helpers import indexed_products
 
 pytestmark = pytest.mark.django_db
 
@@ -24,24 +25,10 @@ def _vectors(django_db_setup, django_db_blocker):
     for the module (committed, removed at the end)."""
     with django_db_blocker.unblock():
         rng = np.random.default_rng(0)
-        category = lambda i: "small" if i < 60 else "mid" if i < 500 else "big"  # noqa: E731
-        products = Product.objects.bulk_create(
-            Product(sku=f"S{i}", name=f"p{i}", category=category(i), price=i, image=f"x/{i}.jpg",
-                    sha256=f"{i:064x}", width=1, height=1) for i in range(COUNT)
-        )  # fmt: skip
         vectors = rng.standard_normal((COUNT, DEFAULT_MODEL_DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        rows = zip(products, vectors, strict=True)
-        with connection.cursor() as cursor:  # built once over all rows, not grown row by row
-            cursor.execute(f"DROP INDEX {INDEX}")
-        Embedding.objects.bulk_create(
-            (Embedding(product=p, model=DEFAULT_MODEL_KEY, vector=v, sha256=p.sha256) for p, v in rows),
-            batch_size=500,
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(hnsw_index_sql(DEFAULT_MODEL_KEY, DEFAULT_MODEL_DIM))
-            cursor.execute("ANALYZE search_embedding")
-            cursor.execute("ANALYZE catalog_product")
+        categories = ["small" if i < 60 else "mid" if i < 500 else "big" for i in range(COUNT)]
+        products = indexed_products(vectors, model=DEFAULT_MODEL_KEY, categories=categories, prices=range(COUNT))
         yield vectors
         Embedding.objects.filter(product__in=products).delete()
         Product.objects.filter(pk__in=[p.pk for p in products]).delete()
