@@ -38,14 +38,15 @@ def library():
 
 
 def main_thread_tasks(trace: bytes) -> list[tuple[float, float]]:
-    """(wall ms, CPU ms) of every task the renderer's main thread ran while tracing."""
+    """(wall ms, CPU ms) of every task the renderer's main thread ran while tracing. A task
+    the trace gives no CPU time (a few of a few thousand, of microseconds) counts its wall-clock."""
     events = json.loads(trace)
     events = events["traceEvents"] if isinstance(events, dict) else events
     main = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
             and e["args"]["name"] == "CrRendererMain"}  # fmt: skip
     tasks = [e for e in events if e.get("ph") == "X" and e["name"] == "RunTask" and (e["pid"], e["tid"]) in main]
-    assert tasks and all("tdur" in e for e in tasks), "the trace has no CPU times for the page's tasks"
-    return [(e["dur"] / 1000, e["tdur"] / 1000) for e in tasks]
+    assert tasks, "the trace shows no task of the page's main thread"
+    return [(e["dur"] / 1000, e.get("tdur", e["dur"]) / 1000) for e in tasks]
 
 
 def traced(page: object, action: Callable[[], None]) -> list[tuple[float, float]]:
@@ -65,12 +66,13 @@ def test_fifty_thousand_images_scroll_and_page_without_long_tasks(live_server, l
     assert "Page 1 of 834 · 50000 images" in page.inner_text("#page-label")
     page.wait_for_load_state("networkidle")
 
-    # The measurement sees a long task: 150 ms of busy JavaScript.
+    # The measurement sees a long task: 400 ms of busy JavaScript by the clock, of which a busy
+    # machine gives the page less (two thirds with three processes spinning on two cores).
     busy = traced(
         page,
-        lambda: page.evaluate("(() => { const end = performance.now() + 150; while (performance.now() < end); })()"),
+        lambda: page.evaluate("(() => { const end = performance.now() + 400; while (performance.now() < end); })()"),
     )
-    assert max(cpu for _, cpu in busy) >= 120, busy
+    assert max(cpu for _, cpu in busy) > 100, busy
 
     def scroll_and_page():
         for number in range(2, 5):
