@@ -4,8 +4,9 @@ main-thread task over 100 ms while scrolling and paging.
 A task's length is read from Chromium's own trace of the page's main thread: its CPU time
 (``tdur``), the work the page asked of the browser. Its wall-clock length (``dur``, what a
 PerformanceObserver's long tasks report) is printed beside it but not asserted: on a shared
-two-core CI machine it also counts the time the OS gave PostgreSQL and the live server
-(a 22 ms task on an idle machine, 8 ms of it CPU, came out at 106 ms on a busy one)."""
+two-core CI machine it also counts the time the OS gave PostgreSQL and the live server (the
+longest task is about 20 ms by the clock and 7-12 ms of CPU here; the observer once saw 106 ms
+on a busy CI machine)."""
 
 from __future__ import annotations
 
