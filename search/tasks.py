@@ -7,7 +7,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from search import services
 from search.querying import embed_locally
@@ -16,8 +16,10 @@ from simsite.errors import ServiceError, failure_reason
 
 logger = logging.getLogger(__name__)
 
-# Errors a later try may not meet: the database restarting, a dropped connection.
-_TRANSIENT = (InterfaceError, DatabaseError)
+# Errors a later try may not meet: the database restarting, a dropped connection. Not the rest
+# of DatabaseError: an IntegrityError, a ProgrammingError or a DataError is a bug or bad data,
+# and would fail the same way on every try (the batch or scan must fail with its reason instead).
+_TRANSIENT = (OperationalError, InterfaceError)
 
 
 @shared_task(acks_late=True, autoretry_for=_TRANSIENT, max_retries=3, retry_backoff=True)

@@ -96,6 +96,21 @@ def test_a_batch_delivered_past_the_attempt_limit_fails_without_running(fake_emb
     assert "given up after 3 attempts" in batch.failures[0]["error"]
 
 
+def test_a_database_error_that_is_a_bug_fails_the_batch_rather_than_being_retried(monkeypatch):
+    # Vectors of the wrong dimension (a bug): the model's HNSW index refuses them with a
+    # DataError, on every try alike. Only a lost connection or a restarting server is retried.
+    monkeypatch.setattr("search.embedders.get_embedder", lambda key: FakeEmbedder(dim=64))
+    image = add_gallery_image(images.png_bytes(seed=11), "11.png")
+    job = items_index(gallery_ids=[image.pk])
+    batch = IndexBatch.objects.get(job=job)
+    result = embed_batch.apply(args=[batch.pk])
+    batch.refresh_from_db()
+    job.refresh_from_db()
+    assert result.state == "SUCCESS"  # not RETRY: the task ended
+    assert batch.attempts == 1 and batch.done and "DataError" in batch.failures[0]["error"]
+    assert (job.state, job.failed) == ("failed", 1)
+
+
 def test_a_late_vector_of_the_old_image_never_overwrites_the_new_one(fake_embedder):
     old, new = images.jpeg_bytes(seed=1), images.jpeg_bytes(seed=2)
     product = add_product(old, "S1")
