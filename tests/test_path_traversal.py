@@ -28,10 +28,12 @@ TRICKS = [
 
 
 @pytest.mark.parametrize("trick", TRICKS)
-def test_media_refuses_traversal(client, trick):
+def test_media_refuses_traversal(client, media_root, trick):
+    (media_root.parent / "settings.py").write_text("OUTSIDE_MEDIA = True\n")  # what "../settings.py" would reach
     response = client.get(f"/media/{trick}")
     assert response.status_code == 404
-    assert b"root:" not in b"".join(response.streaming_content) if response.streaming else True
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    assert b"root:" not in body and b"OUTSIDE_MEDIA" not in body
 
 
 def test_media_serves_images_but_not_imports_weights_or_symlinks_out(client, media_root):
