@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from django.conf import settings
 from django.db import DatabaseError
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -16,18 +19,38 @@ from search.selectors import active_model_key, pgvector_version
 from simsite.celery import app as celery_app
 from simsite.drf import ScopedThrottle
 
+# Workers that answered a ping, per broker URL: (when, how many). A ping is broadcast to every
+# worker and waits out its whole timeout; load balancers poll health every few seconds from
+# every process, so one ping per HEALTH_CACHE_SECONDS and process answers them all.
+_workers_seen: dict[str, tuple[float, int]] = {}
+_workers_lock = threading.Lock()
+
 
 def _broker_status() -> tuple[str, int]:
-    """Whether the broker answers, and how many workers answer a ping through it."""
+    """Whether the broker answers (asked every time: one connection, and an outage shows at
+    once), and how many workers answer a ping through it (``_workers``)."""
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
     except Exception:  # noqa: BLE001 - any failure to reach the broker means "down"
         return "down", 0
-    try:
-        return "ok", len(celery_app.control.ping(timeout=0.5) or [])
-    except Exception:  # noqa: BLE001
-        return "ok", 0
+    return "ok", _workers()
+
+
+def _workers() -> int:
+    """Workers that answered a ping, at most HEALTH_CACHE_SECONDS ago (per process; concurrent
+    requests wait for the one ping under way rather than sending their own)."""
+    broker = str(celery_app.conf.broker_url)
+    with _workers_lock:
+        seen = _workers_seen.get(broker)
+        if seen is not None and time.monotonic() - seen[0] < settings.HEALTH_CACHE_SECONDS:
+            return seen[1]
+        try:
+            count = len(celery_app.control.ping(timeout=0.5) or [])
+        except Exception:  # noqa: BLE001 - no answer is zero workers
+            count = 0
+        _workers_seen[broker] = (time.monotonic(), count)
+        return count
 
 
 class HealthApi(APIView):

@@ -39,3 +39,26 @@ def test_health_reports_a_broker_that_is_down(api_client, settings):
     finally:
         app.conf.broker_url = original
     assert body["broker"] == "down" and body["workers"] == 0
+
+
+def test_two_health_checks_within_the_cache_period_ping_the_workers_once(api_client, settings, monkeypatch):
+    from simsite import apis
+    from simsite.celery import app
+
+    settings.HEALTH_CACHE_SECONDS = 5
+    apis._workers_seen.clear()
+    pings = []
+    ping = app.control.ping
+
+    def counted_ping(**options):  # the real broadcast, counted
+        pings.append(options)
+        return ping(**options)
+
+    monkeypatch.setattr(app.control, "ping", counted_ping)
+    first = api_client.get("/api/v1/health/").json()
+    second = api_client.get("/api/v1/health/").json()
+    assert len(pings) == 1
+    assert first["broker"] == second["broker"] == "ok" and first["workers"] == second["workers"]
+    settings.HEALTH_CACHE_SECONDS = 0  # past the period: asked again
+    api_client.get("/api/v1/health/")
+    assert len(pings) == 2
