@@ -122,7 +122,7 @@ def product_import_create(*, upload: UploadedFile | File, dispatch: bool = True)
         with transaction.atomic():
             job = ProductImport.objects.create(file=stored, filename=PurePath(upload.name or "").name[:255])
             if dispatch:
-                transaction.on_commit(lambda: product_import_dispatch(import_id=job.pk))
+                transaction.on_commit(lambda: product_import_dispatch(import_id=job.pk), robust=True)
     except BaseException:
         default_storage.delete(stored)
         raise

@@ -59,7 +59,9 @@ def _raise_first(error: ValidationError) -> None:
 
 
 def _discard_after_commit(*, name: str, sha256: str) -> None:
-    transaction.on_commit(lambda: image_discard(name=name, sha256=sha256))
+    # Robust: the rows are gone once this runs; a file that cannot be deleted is logged (the
+    # orphan sweep takes it later) and neither stops the other discards nor fails the request.
+    transaction.on_commit(lambda: image_discard(name=name, sha256=sha256), robust=True)
 
 
 def _save_with_image(

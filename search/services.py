@@ -173,7 +173,7 @@ def index_job_create(
     with transaction.atomic():
         job = IndexJob.objects.create(collection=collection, model=key, mode=mode,
                                       activate_when_done=activate_when_done)  # fmt: skip
-        transaction.on_commit(lambda: _plan_dispatch(job.pk))
+        transaction.on_commit(lambda: _plan_dispatch(job.pk), robust=True)
     return job
 
 
@@ -184,7 +184,7 @@ def _jobs_for_items(
     job = IndexJob.objects.create(collection=collection, model=model, mode=mode)
     job.total = _create_batches(job, product_ids=list(product_ids), gallery_ids=list(gallery_ids))
     job.save(update_fields=["total"])
-    transaction.on_commit(lambda: index_job_dispatch(job_id=job.pk))
+    transaction.on_commit(lambda: index_job_dispatch(job_id=job.pk), robust=True)
     return job
 
 
@@ -239,7 +239,7 @@ def index_job_plan(*, job_id: int) -> None:
         job.save()
         if not job.total:
             _activate_if_asked(job)
-        transaction.on_commit(lambda: index_job_dispatch(job_id=job_id))
+        transaction.on_commit(lambda: index_job_dispatch(job_id=job_id), robust=True)
 
 
 def index_job_cancel(*, job: IndexJob) -> IndexJob:
@@ -623,7 +623,7 @@ def model_training_start(**options: object) -> TrainedModel:
     """Record a training run and queue it for a worker (queue ``embed``)."""
     with transaction.atomic():
         trained = model_training_create(**options)
-        transaction.on_commit(lambda: task_send(TRAIN_TASK, trained.pk))
+        transaction.on_commit(lambda: task_send(TRAIN_TASK, trained.pk), robust=True)
     return trained
 
 
@@ -733,8 +733,10 @@ def _model_train(trained: TrainedModel, saved: list[str]) -> None:
         )  # fmt: skip
         if trained.activate_when_done:
             # Searches move to it once its vectors are built, with no gap (index job, then switch).
+            # Robust: the model has succeeded once this commits; a failure here is logged (the
+            # model can be indexed and activated by hand) and must not fail the run.
             transaction.on_commit(lambda: index_job_create(collection=Collection.ALL, model=trained.key,
-                                                           activate_when_done=True))  # fmt: skip
+                                                           activate_when_done=True), robust=True)  # fmt: skip
 
 
 def model_training_fail(*, trained_id: int, error: str) -> None:
@@ -762,7 +764,14 @@ def trained_model_delete(*, trained: TrainedModel) -> None:
         trained.delete()
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(trained.key)}")
-        transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
+        _delete_after_commit(names)
+
+
+def _delete_after_commit(names: Sequence[str]) -> None:
+    """Delete these stored files once the transaction commits, each on its own: a file that
+    cannot be deleted is logged and left to the orphan sweep, never failing what committed."""
+    for name in names:
+        transaction.on_commit(lambda name=name: default_storage.delete(name), robust=True)
 
 
 def trained_models_reconcile() -> dict[str, int]:
@@ -860,7 +869,7 @@ def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None =
         if latest is not None and latest.state in active:
             if latest.progressed_at < quiet:  # resume it: chunks are claimed by position, a copy is harmless
                 DuplicateScan.objects.filter(pk=latest.pk).update(progressed_at=now)
-                transaction.on_commit(lambda: task_send(SCAN_TASK, latest.pk))
+                transaction.on_commit(lambda: task_send(SCAN_TASK, latest.pk), robust=True)
             return latest
 
         def settled(seen: dict[str, int | None]) -> bool:  # up to date, or failed on these very vectors just now
@@ -874,7 +883,7 @@ def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None =
         if settled(stamp):
             return None
         scan = DuplicateScan.objects.create(model=key, vectors_count=stamp["count"], vectors_last=stamp["last"])
-        transaction.on_commit(lambda: task_send(SCAN_TASK, scan.pk))
+        transaction.on_commit(lambda: task_send(SCAN_TASK, scan.pk), robust=True)
     return scan
 
 

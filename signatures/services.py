@@ -153,7 +153,7 @@ def reference_delete(*, reference: Reference) -> None:
     name, sha = reference.file.name, reference.sha256
     with transaction.atomic():
         reference.delete()
-        transaction.on_commit(lambda: _discard(name, sha))
+        transaction.on_commit(lambda: _discard(name, sha), robust=True)
 
 
 def signer_delete(*, signer: Signer) -> None:
@@ -162,7 +162,7 @@ def signer_delete(*, signer: Signer) -> None:
     with transaction.atomic():
         signer.delete()
         for name, sha in set(files):
-            transaction.on_commit(lambda name=name, sha=sha: _discard(name, sha))
+            transaction.on_commit(lambda name=name, sha=sha: _discard(name, sha), robust=True)
 
 
 def _reference_vectors(references: Sequence[Reference], spec: EncoderSpec) -> np.ndarray:
@@ -277,7 +277,7 @@ def encoder_training_start(**options: object) -> SignatureEncoder:
     """Record a training run and queue it for a worker (queue ``embed``)."""
     with transaction.atomic():
         encoder = encoder_training_create(**options)
-        transaction.on_commit(lambda: task_send(TRAIN_TASK, encoder.pk))
+        transaction.on_commit(lambda: task_send(TRAIN_TASK, encoder.pk), robust=True)
     return encoder
 
 
@@ -383,7 +383,8 @@ def encoder_delete(*, encoder: SignatureEncoder) -> None:
     with transaction.atomic():
         ReferenceVector.objects.filter(encoder=encoder.key).delete()
         encoder.delete()
-        transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
+        for name in names:  # each on its own: one that cannot be deleted is logged, the rest still go
+            transaction.on_commit(lambda name=name: default_storage.delete(name), robust=True)
 
 
 def encoder_reconcile() -> dict[str, int]:

@@ -240,3 +240,16 @@ def test_media_is_served(staff_client, api_client):
     response = api_client.get(product["image_url"].replace("http://testserver", ""))
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == images.png_bytes(seed=0)
+
+
+def test_a_file_that_cannot_be_deleted_neither_fails_the_delete_nor_keeps_the_others(staff_client, media_root):
+    first, second = (GalleryImage.objects.get(pk=item["id"]) for item in staff_client.post(
+        "/api/v1/gallery/", {"files": [upload(f"{i}.png", images.png_bytes(seed=40 + i)) for i in range(2)]},
+        format="multipart").json()["created"])  # fmt: skip
+    stuck = media_root / first.file.name  # a non-empty folder where the file was: the storage cannot delete it
+    stuck.unlink()
+    (stuck / "inside").mkdir(parents=True)
+    response = staff_client.post("/api/v1/gallery/delete/", {"ids": [first.pk, second.pk]}, format="json")
+    assert response.status_code == 200 and response.json() == {"deleted": 2}  # the delete committed
+    assert not GalleryImage.objects.exists()
+    assert stuck.is_dir() and not (media_root / second.file.name).exists()  # the other file still went

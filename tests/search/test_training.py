@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
@@ -18,7 +19,12 @@ from django.db import connection
 from search.datasets import dataset_load, dataset_split
 from search.models import ActiveModel, Embedding, IndexBatch, IndexJob, SearchTuning, TrainedModel
 from search.selectors import active_model_key, model_spec_get
-from search.services import index_batch_run, index_job_create, index_job_plan, trained_models_reconcile
+from search.services import (
+    index_batch_run,
+    index_job_create,
+    index_job_plan,
+    trained_models_reconcile,
+)
 from tests.conftest import wait_for
 from tests.images import SHARED_DATA
 from tests.search.helpers import add_gallery_image
@@ -277,3 +283,21 @@ def test_thumbnails_train_at_a_smaller_input_than_photos():
     assert input_size_for(thumbnails, 224) == SMALL_INPUT
     assert input_size_for(photos, 224) == 224
     assert input_size_for([lambda: b"not an image"], 224) == 224
+
+
+def test_deleting_a_model_whose_file_cannot_be_deleted_still_deletes_it_and_its_other_files(
+    tiny_vehicles, staff_client, media_root
+):
+    folder = "models/embeddings/stuck"
+    names = {name: default_storage.save(f"{folder}/{name}", ContentFile(b"x"))
+             for name in ("weights.pt", "training.png", "confusion.png")}  # fmt: skip
+    plots = {"training": names["training.png"], "confusion": names["confusion.png"]}
+    TrainedModel.objects.create(key="stuck", base="efficientnet_lite0", source=str(tiny_vehicles), status="succeeded",
+                                dim=64, weights=names["weights.pt"], plots=plots)  # fmt: skip
+    weights = media_root / names["weights.pt"]  # a non-empty folder there: the storage cannot delete it
+    weights.unlink()
+    (weights / "inside").mkdir(parents=True)
+    assert staff_client.delete("/api/v1/models/trained/stuck/").status_code == 204
+    assert not TrainedModel.objects.filter(key="stuck").exists()
+    assert weights.is_dir()
+    assert not default_storage.exists(names["training.png"]) and not default_storage.exists(names["confusion.png"])
