@@ -44,7 +44,8 @@ def training_run_execute(
     model: type[Model], *, pk: int, first_message: str, train: Callable[[Any, list[str]], None]
 ) -> Any:
     """Claim the queued run ``pk`` and ``train(run, saved)`` it; ``train`` appends the storage
-    names it writes to ``saved`` (deleted if the run fails). None if the run was not queued."""
+    names it writes to ``saved`` (deleted if the run fails, kept if it had already been marked
+    succeeded: the model's files). None if the run was not queued."""
     claimed = model.objects.filter(pk=pk, status=QUEUED).update(
         status=RUNNING, progress=0.0, message=first_message, updated_at=timezone.now()
     )
@@ -57,9 +58,14 @@ def training_run_execute(
     except Exception as error:  # noqa: BLE001 - every failure must end the run, whatever it is
         if not isinstance(error, ServiceError):
             logger.exception("training run %s (%s) failed", run.pk, model.__name__)
-        for name in saved:
-            default_storage.delete(name)
         training_run_fail(model, pk=pk, error=failure_reason(error))
+        if model.objects.filter(pk=pk, status=SUCCEEDED).exists():
+            # It failed after the commit that made it a model: the files are the model's now.
+            logger.error("training run %s (%s) failed after it succeeded; its files are kept", run.pk,
+                         model.__name__)  # fmt: skip
+        else:
+            for name in saved:
+                default_storage.delete(name)
     run.refresh_from_db()
     return run
 

@@ -14,7 +14,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from search.datasets import dataset_load, dataset_split
 from search.models import ActiveModel, Embedding, IndexBatch, IndexJob, SearchTuning, TrainedModel
@@ -25,6 +25,7 @@ from search.services import (
     index_job_plan,
     trained_models_reconcile,
 )
+from simsite.training_runs import training_run_execute
 from tests.conftest import wait_for
 from tests.images import SHARED_DATA
 from tests.search.helpers import add_gallery_image
@@ -283,6 +284,26 @@ def test_thumbnails_train_at_a_smaller_input_than_photos():
     assert input_size_for(thumbnails, 224) == SMALL_INPUT
     assert input_size_for(photos, 224) == 224
     assert input_size_for([lambda: b"not an image"], 224) == 224
+
+
+def test_a_failure_after_the_run_succeeded_keeps_the_models_files(tiny_vehicles):
+    def train(run: TrainedModel, saved: list[str]) -> None:
+        saved.append(default_storage.save(f"models/embeddings/{run.key}/weights.pt", ContentFile(b"weights")))
+        with transaction.atomic():
+            TrainedModel.objects.filter(pk=run.pk).update(status="succeeded", weights=saved[0])
+        raise RuntimeError("the index job of its activation could not be created")  # after the commit
+
+    kept = TrainedModel.objects.create(key="kept", base="efficientnet_lite0", source=str(tiny_vehicles))
+    kept = training_run_execute(TrainedModel, pk=kept.pk, first_message="training", train=train)
+    assert kept.status == "succeeded" and default_storage.exists(kept.weights)
+
+    def fail_before(run: TrainedModel, saved: list[str]) -> None:
+        saved.append(default_storage.save(f"models/embeddings/{run.key}/weights.pt", ContentFile(b"weights")))
+        raise RuntimeError("out of memory")
+
+    failed = TrainedModel.objects.create(key="failed", base="efficientnet_lite0", source=str(tiny_vehicles))
+    failed = training_run_execute(TrainedModel, pk=failed.pk, first_message="training", train=fail_before)
+    assert failed.status == "failed" and not default_storage.exists("models/embeddings/failed/weights.pt")
 
 
 def test_deleting_a_model_whose_file_cannot_be_deleted_still_deletes_it_and_its_other_files(
