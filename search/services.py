@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ from search.models import (
     hnsw_index_name,
     hnsw_index_sql,
 )
-from search.registry import ModelSpec
+from search.registry import MODELS, ModelSpec
 from search.selectors import (
     TUNING_GROWTH,
     active_model_key,
@@ -155,6 +155,24 @@ def index_job_dispatch(*, job_id: int) -> int:
     return _batches_send(list(pending.values_list("pk", flat=True)))
 
 
+def _model_lock(key: str) -> bool:
+    """Lock the row of the model ``key`` until the transaction ends, if it was trained here, so
+    that activating it, indexing it and deleting it happen one after the other: a check of one
+    (``trained_model_delete``: not active, not being indexed) cannot pass while another is under
+    way. Returns whether the model can be used (False: gone, or not trained yet). Must run
+    inside a transaction."""
+    if key in MODELS:
+        return True
+    status = TrainedModel.objects.select_for_update().filter(key=key).values_list("status", flat=True)
+    return list(status) == [TrainedModel.Status.SUCCEEDED]
+
+
+def _model_locked(key: str) -> ModelSpec:
+    """The model ``key`` (``_model_lock``); raises ``unknown_model`` if it is gone."""
+    _model_lock(key)
+    return model_spec_get(key)
+
+
 def _plan_dispatch(job_id: int) -> None:
     task_send(PLAN_TASK, job_id)
 
@@ -171,6 +189,7 @@ def index_job_create(
         raise ServiceError("invalid_mode", f"mode must be one of {IndexJob.Mode.values}.", field="mode")
     key = model_spec_get(model or active_model_key()).key
     with transaction.atomic():
+        _model_locked(key)  # a delete of this model waits, then sees the job (or this finds it gone)
         job = IndexJob.objects.create(collection=collection, model=key, mode=mode,
                                       activate_when_done=activate_when_done)  # fmt: skip
         transaction.on_commit(lambda: _plan_dispatch(job.pk), robust=True)
@@ -204,6 +223,10 @@ def items_index(
     result = None
     with transaction.atomic():
         for key in sorted(models_being_indexed()):
+            if not _model_lock(key):  # a trained model deleted while a job or the active-model row names it
+                logger.warning("%s items not indexed with model %s: it no longer exists",
+                               len(product_ids) + len(gallery_ids), key)  # fmt: skip
+                continue
             job = _jobs_for_items(key, product_ids, gallery_ids, mode)
             if key == active:
                 result = job
@@ -218,7 +241,7 @@ def index_job_plan(*, job_id: int) -> None:
     try:
         embedding_index_ensure(model=job.model)
     except Exception as error:
-        index_job_fail(job_id=job_id, error=f"could not create the vector index: {type(error).__name__}")
+        index_job_fail(job_id=job_id, error=f"could not create the vector index: {failure_reason(error)}")
         raise
     ids: dict[str, list[int]] = {name: [] for name in KINDS}
     for kind in kinds_of(job.collection):
@@ -451,13 +474,18 @@ def active_model_set(*, model: str, force: bool = False) -> str:
                 status_code=409,
             )
     embedding_index_ensure(model=key)
-    ActiveModel.objects.update_or_create(pk=1, defaults={"key": key})
+    with transaction.atomic():
+        _model_locked(key)  # a delete of this model waits, then sees it active (or this finds it gone)
+        ActiveModel.objects.update_or_create(pk=1, defaults={"key": key})
     search_caches_forget()  # searches of this process read the switch at once
     return key
 
 
 def _sweep(model: str) -> int:
-    """Queue items that lack a current vector of ``model`` and are not on their way to one."""
+    """Queue items that lack a current vector of ``model`` and are not on their way to one.
+    Raises ``unknown_model`` for a model that is gone (a deleted trained model still named by a
+    job): nothing could embed its items, and its jobs would fail and be queued again each run."""
+    model_spec_get(model)
     limit = settings.RECONCILE_SWEEP_LIMIT
     live = IndexJob.objects.filter(model=model).exclude(state__in=IndexJob.TERMINAL)
     if live.filter(batches__isnull=True).exists():
@@ -483,6 +511,7 @@ def _sweep(model: str) -> int:
     if not missing["product"] and not missing["gallery_image"]:
         return 0
     with transaction.atomic():
+        _model_locked(model)
         _jobs_for_items(model, missing["product"], missing["gallery_image"])
     return len(missing["product"]) + len(missing["gallery_image"])
 
@@ -497,19 +526,58 @@ def index_reconcile() -> dict[str, int]:
         return _reconcile()
 
 
+@contextmanager
+def _isolated(report: dict[str, int], what: str, *args: object) -> Iterator[None]:
+    """Run one step of the reconciler, or one model's or job's part of it, on its own: a
+    failure is logged with its exception and counted in ``errors``, and the run goes on (one
+    bad row, such as a model that no longer exists, must not stop every run for ever)."""
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - whatever it is, the other steps must still run
+        logger.exception("reconcile: %s failed", what % args)
+        report["errors"] += 1
+
+
 def _reconcile() -> dict[str, int]:
     now = timezone.now()
-    report = {"planned": 0, "resent": 0, "stalled": 0, "swept": 0, "pruned": 0, "imports_resent": 0}
-    models = sorted(models_being_indexed())
+    report = dict.fromkeys(["planned", "resent", "stalled", "swept", "pruned", "imports_resent", "training_resent",
+                            "training_stalled", "errors"], 0)  # fmt: skip
+    models: list[str] = []
+    with _isolated(report, "listing the models in use"):
+        models = sorted(models_being_indexed())
     for key in models:
-        embedding_index_ensure(model=key)
-    unplanned = IndexJob.objects.filter(
-        state=IndexJob.State.QUEUED, total=0, batches__isnull=True, created_at__lt=now - _GRACE
-    )
-    for job_id in unplanned.values_list("pk", flat=True):
-        index_job_plan(job_id=job_id)
-        report["planned"] += 1
+        with _isolated(report, "the vector index of model %s", key):
+            embedding_index_ensure(model=key)
+    with _isolated(report, "planning jobs"):
+        unplanned = IndexJob.objects.filter(
+            state=IndexJob.State.QUEUED, total=0, batches__isnull=True, created_at__lt=now - _GRACE
+        )
+        for job_id in unplanned.values_list("pk", flat=True):
+            with _isolated(report, "planning job %s", job_id):
+                index_job_plan(job_id=job_id)
+                report["planned"] += 1
+    with _isolated(report, "re-sending lost batches"):
+        report["resent"] = _lost_batches_send(now)
+    with _isolated(report, "ending stalled jobs"):
+        report["stalled"] = _stalled_jobs_end(now, report)
+    for key in models:
+        with _isolated(report, "the sweep of model %s", key):
+            report["swept"] += _sweep(key)
+    before = now - timedelta(days=settings.JOB_RETENTION_DAYS)
+    with _isolated(report, "pruning old jobs"):
+        pruned = IndexJob.objects.filter(state__in=IndexJob.TERMINAL, finished_at__lt=before).delete()
+        report["pruned"] += pruned[1].get(IndexJob._meta.label, 0)
+    with _isolated(report, "pruning old imports"):
+        report["pruned"] += product_imports_prune(before=before)
+    with _isolated(report, "re-sending lost imports"):
+        report["imports_resent"] = product_imports_reconcile()
+    with _isolated(report, "reconciling training runs"):
+        report.update(trained_models_reconcile())
+    return report
 
+
+def _lost_batches_send(now: datetime) -> int:
+    """Send again the batches whose message was lost; returns how many were sent."""
     pending = IndexBatch.objects.filter(done=False, job__state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING])
     lost = Q(dispatched_at__isnull=True, created_at__lt=now - _GRACE)
     # Redis gives a dead worker's batch to another worker after the visibility timeout; a
@@ -520,32 +588,25 @@ def _reconcile() -> dict[str, int]:
         # Sent, never started, and nothing waits in the queue: the message is gone.
         resend_after = timedelta(seconds=settings.EMBEDDING_BATCH_RESEND_SECONDS)
         lost |= Q(attempts=0, dispatched_at__lt=now - resend_after)
-    report["resent"] = _batches_send(list(pending.filter(lost).order_by("pk").values_list("pk", flat=True)))
+    return _batches_send(list(pending.filter(lost).order_by("pk").values_list("pk", flat=True)))
 
+
+def _stalled_jobs_end(now: datetime, report: dict[str, int]) -> int:
+    """End the jobs without progress for INDEX_JOB_STALL_SECONDS, their remaining items failed,
+    each on its own; returns how many were ended."""
     stall = now - timedelta(seconds=settings.INDEX_JOB_STALL_SECONDS)
     stalled = IndexJob.objects.filter(state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]).filter(
         Q(progressed_at__lt=stall) | Q(progressed_at__isnull=True, created_at__lt=stall)
     )
+    ended = 0
+    reason = f"the job made no progress for {settings.INDEX_JOB_STALL_SECONDS} s"
     for job in stalled:
-        reason = f"the job made no progress for {settings.INDEX_JOB_STALL_SECONDS} s"
-        for batch_id in job.batches.filter(done=False).values_list("pk", flat=True):
-            index_batch_fail(batch_id=batch_id, error=reason)
-        index_job_fail(job_id=job.pk, error=reason)
-        report["stalled"] += 1
-
-    for key in models:
-        report["swept"] += _sweep(key)
-
-    before = now - timedelta(days=settings.JOB_RETENTION_DAYS)
-    report["pruned"] = (
-        IndexJob.objects.filter(state__in=IndexJob.TERMINAL, finished_at__lt=before)
-        .delete()[1]
-        .get(IndexJob._meta.label, 0)
-    )
-    report["pruned"] += product_imports_prune(before=before)
-    report["imports_resent"] = product_imports_reconcile()
-    report.update(trained_models_reconcile())
-    return report
+        with _isolated(report, "ending stalled job %s", job.pk):
+            for batch_id in job.batches.filter(done=False).values_list("pk", flat=True):
+                index_batch_fail(batch_id=batch_id, error=reason)
+            index_job_fail(job_id=job.pk, error=reason)
+            ended += 1
+    return ended
 
 
 # Models trained here -------------------------------------------------------------------------
@@ -745,18 +806,22 @@ def model_training_fail(*, trained_id: int, error: str) -> None:
 
 def trained_model_delete(*, trained: TrainedModel) -> None:
     """Delete a model trained here, its vectors, index and files. Refused for the active model,
-    a model being indexed, and a run in progress."""
-    if trained.key == active_model_key():
-        raise ServiceError("model_active", f"'{trained.key}' is the active model; activate another one first.",
-                           status_code=409)  # fmt: skip
-    if trained.status == TrainedModel.Status.RUNNING:
-        raise ServiceError("model_training", f"'{trained.key}' is being trained; wait for it to end.",
-                           status_code=409)  # fmt: skip
-    if IndexJob.objects.filter(model=trained.key).exclude(state__in=IndexJob.TERMINAL).exists():
-        raise ServiceError("model_indexing", f"'{trained.key}' is being indexed; cancel the job first.",
-                           status_code=409)  # fmt: skip
-    names = [name for name in [trained.weights, *trained.plots.values()] if name]
+    a model being indexed, and a run in progress: checked with its row locked, so an activation
+    or an index job of it under way commits first and is seen, or waits and finds it gone."""
     with transaction.atomic():
+        trained = TrainedModel.objects.select_for_update().filter(pk=trained.pk).first()
+        if trained is None:
+            return  # deleted meanwhile
+        if trained.key == active_model_key():
+            raise ServiceError("model_active", f"'{trained.key}' is the active model; activate another one first.",
+                               status_code=409)  # fmt: skip
+        if trained.status == TrainedModel.Status.RUNNING:
+            raise ServiceError("model_training", f"'{trained.key}' is being trained; wait for it to end.",
+                               status_code=409)  # fmt: skip
+        if IndexJob.objects.filter(model=trained.key).exclude(state__in=IndexJob.TERMINAL).exists():
+            raise ServiceError("model_indexing", f"'{trained.key}' is being indexed; cancel the job first.",
+                               status_code=409)  # fmt: skip
+        names = [name for name in [trained.weights, *trained.plots.values()] if name]
         Embedding.objects.filter(model=trained.key).delete()
         EmbeddingFailure.objects.filter(model=trained.key).delete()
         SearchTuning.objects.filter(model=trained.key).delete()  # a new model of that name has another graph

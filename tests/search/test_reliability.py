@@ -6,10 +6,12 @@ what is tested). The same paths with real worker processes: test_workers_reliabi
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,10 +28,28 @@ from kombu.exceptions import OperationalError
 from catalog.images import image_validate
 from catalog.models import Product
 from catalog.services import product_create, product_delete, product_update
-from search.models import Embedding, EmbeddingFailure, IndexBatch, IndexJob, SearchTuning, hnsw_index_name
-from search.services import embedding_index_ensure, index_batch_run, index_reconcile, items_index
+from search.models import (
+    ActiveModel,
+    Embedding,
+    EmbeddingFailure,
+    IndexBatch,
+    IndexJob,
+    SearchTuning,
+    TrainedModel,
+    hnsw_index_name,
+)
+from search.services import (
+    active_model_set,
+    embedding_index_ensure,
+    index_batch_run,
+    index_job_create,
+    index_reconcile,
+    items_index,
+    trained_model_delete,
+)
 from search.tasks import embed_batch
 from simsite.celery import app, queue_length
+from simsite.errors import ServiceError
 from tests import images
 from tests.search.helpers import FakeEmbedder, add_gallery_image, add_product
 
@@ -236,6 +256,69 @@ def test_old_jobs_and_imports_are_pruned(settings):
     assert index_reconcile()["pruned"] == 2
     assert not IndexJob.objects.filter(pk=old.pk).exists() and IndexJob.objects.filter(pk=recent.pk).exists()
     assert not default_storage.exists(name) and not ProductImport.objects.exists()
+
+
+def test_a_model_that_no_longer_exists_does_not_stop_the_reconciler(fake_embedder, caplog):
+    covered = add_gallery_image(images.png_bytes(seed=12), "12.png")
+    job = items_index(gallery_ids=[covered.pk])
+    lost = timezone.now() - timedelta(minutes=1)
+    IndexBatch.objects.filter(job=job).update(dispatched_at=None, created_at=lost)  # its message was lost
+    add_gallery_image(images.png_bytes(seed=13), "13.png")  # never queued (a lost signal)
+    # Trained models deleted while the active-model row and a queued job still name them.
+    ActiveModel.objects.update_or_create(pk=1, defaults={"key": "deleted_active"})
+    orphan_job = IndexJob.objects.create(collection="all", model="deleted_job")
+    IndexJob.objects.filter(pk=orphan_job.pk).update(created_at=lost)
+    assert items_index(gallery_ids=[covered.pk]) is None  # uploads still go in, with the models that exist
+    with caplog.at_level(logging.ERROR, logger="search.services"):
+        report = index_reconcile()
+    assert (report["resent"], report["swept"]) == (1, 1)  # the other models' work was done
+    orphan_job.refresh_from_db()
+    assert orphan_job.state == "failed" and "deleted_job" in orphan_job.error
+    failed = {record.getMessage() for record in caplog.records if record.exc_info}
+    assert {"reconcile: the vector index of model deleted_active failed", "reconcile: the sweep of model "
+            "deleted_active failed", f"reconcile: planning job {orphan_job.pk} failed"} <= failed  # fmt: skip
+    assert report["errors"] == len(failed)
+    assert not IndexJob.objects.filter(model="deleted_active").exists()  # nothing queued for a model that is gone
+
+
+def _in_open_transaction(work: Callable[[], object]) -> threading.Thread:
+    """Run ``work`` in a transaction of another thread, kept open a second after it (a request
+    under way); returns once ``work`` is done, the thread still in its transaction."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            with transaction.atomic():
+                work()
+                done.set()
+                time.sleep(1.0)
+        finally:
+            done.set()
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    done.wait(30)
+    return thread
+
+
+@pytest.mark.parametrize(("race", "refusal"), [("activate", "model_active"), ("index", "model_indexing")])
+def test_a_trained_model_is_not_deleted_while_it_is_being_activated_or_indexed(race, refusal):
+    trained = TrainedModel.objects.create(key="racing", base="efficientnet_lite0", source="catalog", dim=64,
+                                          status="succeeded", classes=["a", "b"])  # fmt: skip
+    embedding_index_ensure(model="racing")  # built beforehand: the activation needs no build in its transaction
+    try:
+        work = {"activate": lambda: active_model_set(model="racing", force=True),
+                "index": lambda: index_job_create(collection="all", model="racing")}[race]  # fmt: skip
+        thread = _in_open_transaction(work)
+        with pytest.raises(ServiceError) as refused:
+            trained_model_delete(trained=trained)  # waits for the other transaction, then sees what it did
+        thread.join(30)
+        assert refused.value.code == refusal
+        assert TrainedModel.objects.filter(key="racing").exists()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name('racing')}")
 
 
 def test_an_invalid_index_left_by_a_failed_concurrent_build_is_rebuilt():
