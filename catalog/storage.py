@@ -9,12 +9,13 @@ from typing import IO
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import transaction
 from PIL import Image
 
 from catalog.images import IntakeImage, image_open_rgb
 from catalog.models import GalleryImage, Product
 from simsite.errors import ServiceError
+from simsite.stored_files import content_lock  # writers here and in signatures take it from this module
 
 
 def image_name_for(*, sha256: str, extension: str) -> str:
@@ -23,18 +24,6 @@ def image_name_for(*, sha256: str, extension: str) -> str:
 
 def thumbnail_name_for(*, sha256: str) -> str:
     return f"thumbs/{sha256[:2]}/{sha256}.jpg"
-
-
-def content_lock(*, sha256: str) -> None:
-    """Hold a transaction-scoped lock on one content hash.
-
-    Files are shared by every row with the same bytes. A writer takes this lock before it
-    stores the file and keeps it until its row commits; ``image_discard`` takes it before it
-    checks for users. So a file is never deleted between being stored for a new row and
-    that row becoming visible. Must run inside a transaction.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"content:{sha256}"])
 
 
 def content_save(*, name: str, data: bytes) -> str:

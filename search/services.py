@@ -69,6 +69,7 @@ from search.selectors import (
 )
 from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError, failure_reason
+from simsite.stored_files import orphan_files_sweep
 from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
 
 logger = logging.getLogger(__name__)
@@ -541,7 +542,7 @@ def _isolated(report: dict[str, int], what: str, *args: object) -> Iterator[None
 def _reconcile() -> dict[str, int]:
     now = timezone.now()
     report = dict.fromkeys(["planned", "resent", "stalled", "swept", "pruned", "imports_resent", "training_resent",
-                            "training_stalled", "errors"], 0)  # fmt: skip
+                            "training_stalled", "orphans", "errors"], 0)  # fmt: skip
     models: list[str] = []
     with _isolated(report, "listing the models in use"):
         models = sorted(models_being_indexed())
@@ -573,6 +574,8 @@ def _reconcile() -> dict[str, int]:
         report["imports_resent"] = product_imports_reconcile()
     with _isolated(report, "reconciling training runs"):
         report.update(trained_models_reconcile())
+    with _isolated(report, "sweeping orphan files"):
+        report["orphans"] = orphan_files_sweep()
     return report
 
 

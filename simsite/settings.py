@@ -254,6 +254,9 @@ INDEX_JOB_STALL_SECONDS = env_int("INDEX_JOB_STALL_SECONDS", 6 * 3600, minimum=1
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
 # Items the reconciler queues per run when they lack a vector of a model in use.
 RECONCILE_SWEEP_LIMIT = env_int("RECONCILE_SWEEP_LIMIT", 5000, minimum=1)
+# The reconciler deletes stored files no row names once they are this old (seconds): a younger
+# one may be being written for a row that has not committed yet (simsite.stored_files).
+ORPHAN_FILE_GRACE_SECONDS = env_int("ORPHAN_FILE_GRACE_SECONDS", 3600, minimum=60)
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
 # "auto": the value measured on the model's own index (search.models.SearchTuning, kept by the
 # tune_search command and the periodic task below), else by its size (search.selectors.
