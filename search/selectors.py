@@ -39,7 +39,7 @@ from search.models import (
 )
 from search.registry import MODELS, ModelSpec
 from simsite.errors import ServiceError
-from simsite.replicas import read_connection
+from simsite.replicas import read_connection, replica_read
 from simsite.sse import row_updates
 
 T = TypeVar("T")
@@ -610,6 +610,7 @@ def _similar_rows(database: object, sql: str, params: list[object], session: dic
         return cursor.fetchall()
 
 
+@replica_read  # a pipeline on the replica: read again whole on the primary if the replica fails under it
 def items_similar_to(
     *,
     vector: np.ndarray,
@@ -655,6 +656,7 @@ def items_similar_to(
     return matches
 
 
+@replica_read
 def items_similar_plan(**query: object) -> str:
     """PostgreSQL's plan for the query ``items_similar_to`` would run with these arguments."""
     built = _similar_query(**{"collection": Collection.ALL, "k": 6, "categories": (), "min_price": None,
@@ -669,6 +671,7 @@ def items_similar_plan(**query: object) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+@replica_read  # a transaction on the replica
 def _neighbour_pairs_now(spec: ModelSpec, collection: str, threshold: float, count: int) -> list[tuple]:
     timeout = settings.DUPLICATES_STATEMENT_TIMEOUT_MS
     try:

@@ -18,9 +18,11 @@ from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
 from catalog.models import GalleryImage
+from search.models import Embedding, SearchQuerySample
+from search.selectors import items_similar_to
 from simsite import replicas
 from tests import images
-from tests.search.helpers import gallery_images_with_vectors, vectors_near
+from tests.search.helpers import FakeEmbedder, gallery_images_with_vectors, vectors_near
 
 # The replica sees committed rows only.
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica_0"])
@@ -147,6 +149,57 @@ def test_a_replica_that_is_down_is_skipped(replica, library, api_client):
     started = time.monotonic()
     assert api_client.get("/api/v1/gallery/").status_code == 200
     assert time.monotonic() - started < 1.5  # not waiting on the dead replica again
+
+
+def test_a_replica_failing_under_a_search_is_read_again_on_the_primary_and_the_search_runs_once(
+    replica, library, api_client, monkeypatch, settings
+):
+    _caught_up(3)
+    settings.SEARCH_TUNE_SAMPLE_PERCENT = 100  # every query vector is recorded: a second run records it twice
+    forwards: list[int] = []
+    embedder = FakeEmbedder()
+
+    def the_replica_stops_during_the_forward() -> None:
+        forwards.append(1)
+        if len(forwards) == 1:
+            replica.stop()  # its connection, opened for this request, is cut
+
+    embedder.before_embed = the_replica_stops_during_the_forward
+    monkeypatch.setattr("search.embedders.get_embedder", lambda key: embedder)
+    query = {"image": SimpleUploadedFile("q.jpg", images.jpeg_bytes(64, 48, seed=0), "image/jpeg"), "k": 3}
+    with CaptureQueriesContext(connections["default"]) as on_primary:
+        found = api_client.post("/api/v1/search/", query, format="multipart")
+    assert found.status_code == 200, found.json()
+    assert len(forwards) == 1  # the model forward ran once...
+    assert SearchQuerySample.objects.count() == 1  # ...and the query was recorded once
+    assert sorted(r["id"] for r in found.json()["results"]) == sorted(image.pk for image in library)
+    assert _knn(on_primary.captured_queries)  # the search itself was read on the primary
+    assert replicas._down_until.get(ALIAS, 0) > time.monotonic()
+
+
+def test_a_query_the_replica_fails_under_is_read_again_on_the_primary(replica, library):
+    _caught_up(3)
+    with replicas.replica_reads() as alias:
+        assert alias == ALIAS
+        assert GalleryImage.objects.count() == 3  # on the replica
+        replica.stop()
+        with CaptureQueriesContext(connections["default"]) as on_primary:
+            listed = list(GalleryImage.objects.order_by("pk").values_list("pk", flat=True))
+            counted = GalleryImage.objects.count()  # the replica is left out now: straight to the primary
+    assert listed == [image.pk for image in library] and counted == 3
+    assert len([q for q in on_primary.captured_queries if "catalog_galleryimage" in q["sql"]]) == 2
+
+
+def test_a_search_the_replica_fails_under_is_searched_again_on_the_primary(replica, library):
+    _caught_up(3)
+    vector = np.asarray(Embedding.objects.get(gallery_image=library[0]).vector, dtype=np.float32)
+    with replicas.replica_reads():
+        before = items_similar_to(vector=vector, model="efficientnet_lite0", k=3)  # also remembers the index's size
+        replica.stop()
+        with CaptureQueriesContext(connections["default"]) as on_primary:
+            after = items_similar_to(vector=vector, model="efficientnet_lite0", k=3)  # its pipeline fails first
+    assert after == before and after[0].ref.id == library[0].pk
+    assert _knn(on_primary.captured_queries)
 
 
 def test_without_replicas_everything_reads_the_primary(settings):
