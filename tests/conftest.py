@@ -44,9 +44,11 @@ def fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def clear_cache() -> Iterator[None]:
     from search.selectors import search_caches_forget
+    from simsite import apis
 
     cache.clear()
     search_caches_forget()  # the search plan's per-process counts: each test has its own data
+    apis._workers_seen.clear()  # the workers health last counted (per process): each test has its own
     yield
     cache.clear()
     search_caches_forget()
