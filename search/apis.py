@@ -269,6 +269,13 @@ SEARCH_REFUSALS = {
 }
 
 
+def _require_collections(request: Request, data: dict[str, object]) -> None:
+    """Refuse a search of a collection the visitor may not read before anything else is looked at
+    (an unknown collection is left to the input's validation)."""
+    collection = data.get("collection") or Collection.ALL
+    require_areas(request.user, SEARCH_AREAS.get(collection, set()) if isinstance(collection, str) else set())
+
+
 def search_matches(options: dict, vector: object, exclude: ItemRef | None = None) -> list[Match]:
     """The matches of a search request, each with its item (``results_payload`` writes them)."""
     return items_similar_to(
@@ -365,11 +372,14 @@ class SearchApi(APIView):
     )
     def post(self, request: Request) -> Response:
         started = time.perf_counter()
-        params = self.InputSerializer(data=form_data(request, lists=("category",)))
+        data = form_data(request, lists=("category",))
+        _require_collections(request, data)
+        params = self.InputSerializer(data=data)
         params.is_valid(raise_exception=True)
         options = params.validated_data
         item = next((ItemRef(kind, options[kind]) for kind in ITEM_OUTPUTS if options.get(kind)), None)
-        require_areas(request.user, SEARCH_AREAS[options["collection"]] | ({ITEM_AREAS[item.kind]} if item else set()))
+        if item is not None:
+            require_areas(request.user, {ITEM_AREAS[item.kind]})
         if item is not None:
             vector = item_vector(model=options["model"], ref=item)
         else:
@@ -413,10 +423,11 @@ class SearchBatchApi(APIView):
     )
     def post(self, request: Request) -> Response:
         started = time.perf_counter()
-        params = self.InputSerializer(data=form_data(request, lists=("category", "images")))
+        data = form_data(request, lists=("category", "images"))
+        _require_collections(request, data)
+        params = self.InputSerializer(data=data)
         params.is_valid(raise_exception=True)
         options = params.validated_data
-        require_areas(request.user, SEARCH_AREAS[options["collection"]])
         side = query_decode_side(model=options["model"])
         images = [image_from_upload(file=file, field="images", decode_min_side=side) for file in options["images"]]
         vectors = query_vectors(model=options["model"], images=images)

@@ -185,14 +185,20 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
             activate=data["activate"],
         )
         obj.pk, obj.key = encoder.pk, encoder.key
+        audit_record(user=request.user, action=AuditEntry.Action.ENCODER_TRAIN,
+                     target=f"signature encoder {encoder.key}",
+                     detail={"layout": encoder.layout, "via": "admin"}, request=request)  # fmt: skip
 
     def delete_model(self, request: HttpRequest, obj: SignatureEncoder) -> None:
+        key = obj.key
         encoder_delete(encoder=obj)
+        audit_record(user=request.user, action=AuditEntry.Action.ENCODER_DELETE, target=f"signature encoder {key}",
+                     detail={"via": "admin"}, request=request)  # fmt: skip
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for encoder in queryset:
             try:
-                encoder_delete(encoder=encoder)
+                self.delete_model(request, encoder)
             except ServiceError as error:  # the active one, or one being trained: kept, and said why
                 self.message_user(request, error.message, messages.ERROR)
 
@@ -213,6 +219,8 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
         except ServiceError as error:
             self.message_user(request, error.message, messages.ERROR)
             return
+        audit_record(user=request.user, action=AuditEntry.Action.ENCODER_ACTIVATE, target=f"signature encoder {key}",
+                     detail={"via": "admin"}, request=request)  # fmt: skip
         self.message_user(request, f"{key} is now the active signature encoder.")
 
     @admin.display(description="Progress")
