@@ -9,6 +9,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from catalog.csv_import import product_import_cancel, product_import_create
 from catalog.forms import GalleryUploadForm, ProductAdminForm, ProductImportForm
 from catalog.models import GalleryImage, Product, ProductImport, ProductImportFailure
@@ -92,6 +94,8 @@ class ProductAdmin(admin.ModelAdmin):
             except ServiceError as error:
                 form.add_error("file", error.message)
             else:
+                audit_record(user=request.user, action=AuditEntry.Action.PRODUCT_IMPORT, target=f"import {job.pk}",
+                             detail={"filename": job.filename, "via": "admin"}, request=request)  # fmt: skip
                 self.message_user(request, f"Import {job.pk} of {job.filename} queued; its report follows below.")
                 return HttpResponseRedirect(reverse("admin:catalog_productimport_change", args=[job.pk]))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form}
@@ -135,7 +139,10 @@ class GalleryImageAdmin(admin.ModelAdmin):
         gallery_images_delete(ids=[obj.pk])
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        gallery_images_delete(ids=list(queryset.values_list("pk", flat=True)))
+        ids = list(queryset.values_list("pk", flat=True))
+        deleted = gallery_images_delete(ids=ids)
+        audit_record(user=request.user, action=AuditEntry.Action.GALLERY_DELETE, target=f"{len(ids)} gallery images",
+                     detail={"deleted": deleted, "ids": ids[:1000], "via": "admin"}, request=request)  # fmt: skip
 
 
 class ProductImportFailureInline(admin.TabularInline):

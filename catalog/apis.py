@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.access import needs, read
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from catalog.csv_import import product_import_cancel, product_import_create
 from catalog.models import GalleryImage, Product, ProductImport
 from catalog.selectors import (
@@ -97,6 +100,7 @@ def _gallery_image(pk: int) -> GalleryImage:
 
 
 class ProductListApi(APIView):
+    access = {"GET": read("catalog"), "POST": needs("catalog.add_product")}
     pagination_class = PageNumberPagination
     throttle_scope = {"POST": "upload"}
     error_statuses = {"POST": {409: "A product with this sku exists already."}}
@@ -141,6 +145,11 @@ class ProductListApi(APIView):
 
 
 class ProductDetailApi(APIView):
+    access = {
+        "GET": read("catalog"),
+        "PATCH": needs("catalog.change_product"),
+        "DELETE": needs("catalog.delete_product"),
+    }
     error_statuses = {"PATCH": {409: "Another product has this sku."}}
     parser_classes = MULTIPART
 
@@ -209,6 +218,7 @@ class ProductImportDetailOutput(ProductImportOutput):
 class ProductImportApi(APIView):
     """Upload a CSV: checked at once (size, encoding, header), imported in the background."""
 
+    access = {"POST": needs("catalog.add_productimport")}
     throttle_scope = "upload"
 
     parser_classes = [MultiPartParser]
@@ -221,16 +231,21 @@ class ProductImportApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = product_import_create(upload=data.validated_data["file"])
+        audit_record(user=request.user, action=AuditEntry.Action.PRODUCT_IMPORT, target=f"import {job.pk}",
+                     detail={"filename": job.filename}, request=request)  # fmt: skip
         return Response(ProductImportOutput(job).data, status=202)
 
 
 class ProductImportDetailApi(APIView):
+    access = {"GET": needs("catalog.view_productimport")}
+
     @extend_schema(responses=ProductImportDetailOutput)
     def get(self, request: Request, pk: int) -> Response:
         return Response(ProductImportDetailOutput(product_import_get(pk=pk)).data)
 
 
 class ProductImportCancelApi(APIView):
+    access = {"POST": needs("catalog.change_productimport")}
     error_statuses = {409: "The import has already finished."}
 
     @extend_schema(request=None, responses=ProductImportDetailOutput)
@@ -240,6 +255,7 @@ class ProductImportCancelApi(APIView):
 
 
 class ProductImportEventsApi(APIView):
+    access = {"GET": needs("catalog.view_productimport")}
     error_statuses = {503: "This server has all the progress streams it may hold open; poll the import instead."}
     renderer_classes = STREAM_RENDERERS
 
@@ -253,6 +269,7 @@ class ProductImportEventsApi(APIView):
 
 
 class CategoryListApi(APIView):
+    access = {"GET": read("catalog")}
     pagination_class = PageNumberPagination
 
     @reads_from_replica
@@ -266,6 +283,7 @@ class CategoryListApi(APIView):
 
 
 class GalleryListApi(APIView):
+    access = {"GET": read("gallery"), "POST": needs("catalog.add_galleryimage")}
     pagination_class = PageNumberPagination
     throttle_scope = {"POST": "upload"}
     parser_classes = [MultiPartParser]
@@ -318,6 +336,8 @@ class GalleryListApi(APIView):
 
 
 class GalleryDetailApi(APIView):
+    access = {"GET": read("gallery"), "DELETE": needs("catalog.delete_galleryimage")}
+
     @extend_schema(responses=GalleryImageOutput)
     def get(self, request: Request, pk: int) -> Response:
         return Response(GalleryImageOutput(_gallery_image(pk), context={"request": request}).data)
@@ -330,6 +350,8 @@ class GalleryDetailApi(APIView):
 
 
 class GalleryDeleteApi(APIView):
+    access = {"POST": needs("catalog.delete_galleryimage")}
+
     class InputSerializer(serializers.Serializer):
         ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10_000)
         all = serializers.BooleanField(required=False, default=False)
@@ -345,11 +367,15 @@ class GalleryDeleteApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        deleted = gallery_images_delete(ids=data.validated_data.get("ids"), delete_all=data.validated_data["all"])
+        ids, everything = data.validated_data.get("ids"), data.validated_data["all"]
+        deleted = gallery_images_delete(ids=ids, delete_all=everything)
+        audit_record(user=request.user, action=AuditEntry.Action.GALLERY_DELETE,
+                     target="the whole gallery" if everything else f"{len(ids)} gallery images",
+                     detail={"deleted": deleted, **({"ids": ids[:1000]} if ids else {})}, request=request)  # fmt: skip
         return Response({"deleted": deleted})
 
 
-def thumbnail_response(request: Request, image_name: str, sha256: str) -> HttpResponse:
+def thumbnail_response(request: Request, image_name: str, sha256: str, *, area: str) -> HttpResponse:
     etag = f'"{sha256}-thumb"'
     if request.headers.get("If-None-Match") == etag:
         response: HttpResponse = HttpResponseNotModified()
@@ -357,25 +383,26 @@ def thumbnail_response(request: Request, image_name: str, sha256: str) -> HttpRe
         name = thumbnail_get(name=image_name, sha256=sha256)
         response = FileResponse(default_storage.open(name, "rb"), content_type="image/jpeg")
     response["ETag"] = etag
-    response["Cache-Control"] = "public, max-age=86400"
+    # A collection that is not public must not be kept by shared caches (proxies, CDNs).
+    response["Cache-Control"] = f"{'public' if area in settings.PUBLIC_READ else 'private'}, max-age=86400"
     return response
 
 
 class ProductThumbnailApi(APIView):
-    permission_classes = [AllowAny]
+    access = {"GET": read("catalog")}
 
     @extend_schema(responses={(200, "image/jpeg"): bytes})
     def get(self, request: Request, pk: int) -> HttpResponse:
         product = product_get(pk=pk)
-        return thumbnail_response(request, product.image.name, product.sha256)
+        return thumbnail_response(request, product.image.name, product.sha256, area="catalog")
 
 
 class GalleryThumbnailApi(APIView):
-    permission_classes = [AllowAny]
+    access = {"GET": read("gallery")}
 
     @extend_schema(
         responses={(200, "image/jpeg"): bytes}, parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)]
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
         image = gallery_image_get(pk=pk)
-        return thumbnail_response(request, image.file.name, image.sha256)
+        return thumbnail_response(request, image.file.name, image.sha256, area="gallery")

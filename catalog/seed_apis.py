@@ -1,8 +1,9 @@
 """Gallery routes of the earlier Flask tools, kept so their clients work unchanged.
 
 Images are addressed by file name as they were there: uploading a name that exists replaces
-that image. Reads are public; writes follow the API's rule (staff) unless
-``SEED_ROUTES_OPEN_WRITES`` is on for a trusted network, as the old tools assumed.
+that image. Reads follow the gallery's rule (public when ``PUBLIC_READ`` names it); writes
+need the API's permissions unless ``SEED_ROUTES_OPEN_WRITES`` is on for a trusted network, as
+the old tools assumed.
 """
 
 from __future__ import annotations
@@ -13,23 +14,17 @@ from django.conf import settings
 from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.access import read, seed_write
 from catalog.apis import thumbnail_response
 from catalog.models import GalleryImage
 from catalog.selectors import gallery_filenames, gallery_image_named
 from catalog.services import gallery_image_replace, gallery_images_delete_named, image_from_upload
 from catalog.storage import stored_open
-from simsite.drf import IsStaffOrReadOnly
 from simsite.errors import ServiceError
 from simsite.seed import SeedApiView
-
-
-class SeedWritePermission(BasePermission):
-    def has_permission(self, request: Request, view: object) -> bool:
-        return settings.SEED_ROUTES_OPEN_WRITES or IsStaffOrReadOnly().has_permission(request, view)
 
 
 def _image_named(filename: str) -> GalleryImage:
@@ -41,6 +36,8 @@ def _image_named(filename: str) -> GalleryImage:
 
 @extend_schema(exclude=True)
 class SeedImageListApi(SeedApiView):
+    access = {"GET": read("gallery")}
+
     def get(self, request: Request) -> Response:
         return Response({"images": gallery_filenames()})
 
@@ -49,7 +46,7 @@ class SeedImageListApi(SeedApiView):
 class SeedImageUploadApi(SeedApiView):
     throttle_scope = "upload"
     parser_classes = [MultiPartParser]
-    permission_classes = [SeedWritePermission]
+    access = {"POST": seed_write("catalog.add_galleryimage")}
     answers_success = True
 
     def post(self, request: Request) -> Response:
@@ -64,7 +61,7 @@ class SeedImageUploadApi(SeedApiView):
 
 @extend_schema(exclude=True)
 class SeedImageDeleteApi(SeedApiView):
-    permission_classes = [SeedWritePermission]
+    access = {"DELETE": seed_write("catalog.delete_galleryimage")}
     answers_success = True
 
     def delete(self, request: Request, filename: str) -> Response:
@@ -75,19 +72,19 @@ class SeedImageDeleteApi(SeedApiView):
 
 @extend_schema(exclude=True)
 class SeedImageFileApi(SeedApiView):
-    permission_classes = [AllowAny]
+    access = {"GET": read("gallery")}
 
     def get(self, request: Request, filename: str) -> HttpResponse:
         image = _image_named(filename)
         response = FileResponse(stored_open(name=image.file.name))
-        response["Cache-Control"] = "public, max-age=3600"
+        response["Cache-Control"] = f"{'public' if 'gallery' in settings.PUBLIC_READ else 'private'}, max-age=3600"
         return response
 
 
 @extend_schema(exclude=True)
 class SeedThumbnailApi(SeedApiView):
-    permission_classes = [AllowAny]
+    access = {"GET": read("gallery")}
 
     def get(self, request: Request, filename: str) -> HttpResponse:
         image = _image_named(filename)
-        return thumbnail_response(request, image.file.name, image.sha256)
+        return thumbnail_response(request, image.file.name, image.sha256, area="gallery")

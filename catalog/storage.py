@@ -8,7 +8,7 @@ from typing import IO
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import Storage, default_storage
 from django.db import transaction
 from PIL import Image
 
@@ -26,28 +26,32 @@ def thumbnail_name_for(*, sha256: str) -> str:
     return f"thumbs/{sha256[:2]}/{sha256}.jpg"
 
 
-def content_save(*, name: str, data: bytes) -> str:
-    """Store content-addressed bytes under ``name`` once (a second copy is never made).
+def content_save(*, name: str, data: bytes, storage: Storage | None = None) -> str:
+    """Store content-addressed bytes under ``name`` once (a second copy is never made), in
+    ``storage`` (default: the media storage).
 
     Call it under ``content_lock`` in the transaction that saves the row using the file.
     """
-    if not default_storage.exists(name):
-        saved = default_storage.save(name, ContentFile(data))
+    storage = storage or default_storage
+    if not storage.exists(name):
+        saved = storage.save(name, ContentFile(data))
         if saved != name:  # a concurrent writer stored the same content first
-            default_storage.delete(saved)
+            storage.delete(saved)
     return name
 
 
-def content_discard(*, names: Iterable[str], sha256: str, in_use: Callable[[], bool]) -> None:
+def content_discard(*, names: Iterable[str], sha256: str, in_use: Callable[[], bool],
+                    storage: Storage | None = None) -> None:  # fmt: skip
     """Delete the files of one content hash unless ``in_use()`` says a row still needs them
     (asked under ``content_lock``, so a row being created with the same bytes is seen)."""
+    storage = storage or default_storage
     with transaction.atomic():
         content_lock(sha256=sha256)
         if in_use():
             return
         for path in names:
-            if default_storage.exists(path):
-                default_storage.delete(path)
+            if storage.exists(path):
+                storage.delete(path)
 
 
 def image_store(*, image: IntakeImage) -> str:

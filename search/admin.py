@@ -11,6 +11,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from search.datasets import CATALOG
 from search.models import Collection, DuplicateDismissal, EmbeddingModelChoice, IndexJob, SearchTuning, TrainedModel
 from search.registry import TRAINABLE_BASES
@@ -89,14 +91,19 @@ class TrainedModelAdmin(admin.ModelAdmin):
         trained = model_training_start(data=run["source"], base=run["base"], epochs=run["config"]["epochs"],
                                        key=run["key"], activate=run["activate_when_done"])  # fmt: skip
         obj.pk, obj.key = trained.pk, trained.key
+        audit_record(user=request.user, action=AuditEntry.Action.MODEL_TRAIN, target=f"embedding model {trained.key}",
+                     detail={"base": trained.base, "via": "admin"}, request=request)  # fmt: skip
 
     def delete_model(self, request: HttpRequest, obj: TrainedModel) -> None:
+        key = obj.key
         trained_model_delete(trained=obj)
+        audit_record(user=request.user, action=AuditEntry.Action.MODEL_DELETE, target=f"embedding model {key}",
+                     detail={"via": "admin"}, request=request)  # fmt: skip
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for trained in queryset:
             try:
-                trained_model_delete(trained=trained)
+                self.delete_model(request, trained)
             except ServiceError as error:  # active, training or being indexed: kept, and said why
                 self.message_user(request, error.message, messages.ERROR)
 
@@ -256,6 +263,9 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         try:
             if action == "activate":
                 key = active_model_set(model=model, force=request.POST.get("force") == "1")
+                audit_record(user=request.user, action=AuditEntry.Action.MODEL_ACTIVATE,
+                             target=f"embedding model {key}",
+                             detail={"via": "admin"}, request=request)  # fmt: skip
                 self.message_user(request, f"Searches now use {key}.")
             elif action in ("build", "build_activate"):
                 job = index_job_create(collection=Collection.ALL, model=model, activate_when_done=action != "build")

@@ -11,12 +11,14 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.access import ANYONE, needs, readable_areas, require_areas
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from catalog.apis import GalleryImageOutput, ProductOutput
 from catalog.services import image_from_source, image_from_upload
 from search.items import GALLERY_IMAGE, PRODUCT, ItemRef
@@ -39,6 +41,7 @@ from search.selectors import (
     model_spec_get,
     trained_model_get,
     trained_model_list,
+    trained_model_source,
 )
 from search.services import (
     DUPLICATES_MAX_GROUPS,
@@ -77,6 +80,9 @@ def job_payload(job: IndexJob) -> dict[str, object]:
 
 
 class IndexJobCreateApi(APIView):
+    access = {"GET": needs("search.view_indexjob"), "POST": needs("search.add_indexjob")}
+    error_statuses = {"POST": {403: "The user may not index, or asked to activate the model without "
+                                    "search.change_activemodel."}}  # fmt: skip
     pagination_class = PageNumberPagination
 
     class InputSerializer(serializers.Serializer):
@@ -92,6 +98,8 @@ class IndexJobCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         options = dict(data.validated_data)
+        if options["activate"]:  # switching the model searches use is the model managers' call
+            needs("search.change_activemodel").check(request.user)
         job = index_job_create(activate_when_done=options.pop("activate"), **options)
         return Response(IndexJobOutput(job).data, status=202)
 
@@ -102,12 +110,15 @@ class IndexJobCreateApi(APIView):
 
 
 class IndexJobDetailApi(APIView):
+    access = {"GET": needs("search.view_indexjob")}
+
     @extend_schema(responses=IndexJobOutput)
     def get(self, request: Request, pk: int) -> Response:
         return Response(job_payload(index_job_get(pk=pk)))
 
 
 class IndexJobCancelApi(APIView):
+    access = {"POST": needs("search.change_indexjob")}
     error_statuses = {409: "The job has already ended."}
 
     @extend_schema(request=None, responses=IndexJobOutput)
@@ -116,6 +127,7 @@ class IndexJobCancelApi(APIView):
 
 
 class IndexJobEventsApi(APIView):
+    access = {"GET": needs("search.view_indexjob")}
     error_statuses = {503: "This server has all the progress streams it may hold open; poll the job instead."}
     renderer_classes = STREAM_RENDERERS
 
@@ -126,6 +138,10 @@ class IndexJobEventsApi(APIView):
 
 
 class IndexStatusApi(APIView):
+    """How much of each collection is embedded, for the collections the visitor may read (the
+    gallery page shows it to its public)."""
+
+    access = {"GET": ANYONE}
     pagination_class = PageNumberPagination
 
     @reads_from_replica
@@ -143,10 +159,13 @@ class IndexStatusApi(APIView):
         )
     )
     def get(self, request: Request) -> Response:
-        return paginated_items(items=index_status(), request=request, view=self)
+        areas = readable_areas(request.user)
+        rows = [row for row in index_status() if SEARCH_AREAS[row["collection"]] <= areas]
+        return paginated_items(items=rows, request=request, view=self)
 
 
 class ModelListApi(APIView):
+    access = {"GET": needs("search.view_trainedmodel")}
     pagination_class = PageNumberPagination
 
     @reads_from_replica
@@ -173,6 +192,7 @@ class ModelListApi(APIView):
 
 
 class ModelActivateApi(APIView):
+    access = {"POST": needs("search.change_activemodel")}
     error_statuses = {409: "Items lack vectors of this model (activate with force to switch anyway)."}
 
     class InputSerializer(serializers.Serializer):
@@ -184,7 +204,10 @@ class ModelActivateApi(APIView):
     def post(self, request: Request, key: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response({"active": active_model_set(model=key, force=data.validated_data["force"])})
+        active = active_model_set(model=key, force=data.validated_data["force"])
+        audit_record(user=request.user, action=AuditEntry.Action.MODEL_ACTIVATE, target=f"embedding model {active}",
+                     detail={"force": data.validated_data["force"]}, request=request)  # fmt: skip
+        return Response({"active": active})
 
 
 def results_payload(matches: list[Match], request: Request) -> list[dict[str, object]]:
@@ -230,6 +253,27 @@ class SearchOptions(serializers.Serializer):
     def validate(self, attrs: dict) -> dict:
         attrs["model"] = model_spec_get(attrs.get("model") or active_model_key(recent=True)).key
         return attrs
+
+
+# The collections a search reads (``PUBLIC_READ`` and the permissions speak of catalog and gallery).
+SEARCH_AREAS = {
+    Collection.PRODUCTS: {"catalog"},
+    Collection.GALLERY: {"gallery"},
+    Collection.ALL: {"catalog", "gallery"},
+}
+ITEM_AREAS = {PRODUCT.name: "catalog", GALLERY_IMAGE.name: "gallery"}
+SEARCH_REFUSALS = {
+    401: "A collection searched (or the item searched from) is not public here and no login was sent; "
+    "search a public collection, or log in.",
+    403: "The user may not read a collection searched, or the item searched from.",
+}
+
+
+def _require_collections(request: Request, data: dict[str, object]) -> None:
+    """Refuse a search of a collection the visitor may not read before anything else is looked at
+    (an unknown collection is left to the input's validation)."""
+    collection = data.get("collection") or Collection.ALL
+    require_areas(request.user, SEARCH_AREAS.get(collection, set()) if isinstance(collection, str) else set())
 
 
 def search_matches(options: dict, vector: object, exclude: ItemRef | None = None) -> list[Match]:
@@ -284,18 +328,20 @@ class SearchCsvRenderer(BaseRenderer):
 
 
 class SearchApi(APIView):
-    """A read, though it is a POST (it carries an image): open to everyone. ``?format=csv``
-    returns the rows as CSV."""
+    """A read, though it is a POST (it carries an image): open to everyone who may read the
+    collections searched (``PUBLIC_READ``; a collection that is not public is refused, never
+    left out quietly). ``?format=csv`` returns the rows as CSV."""
 
+    access = {"POST": ANYONE}  # then each collection's own rule (require_areas)
     throttle_scope = "search"
     error_statuses = {
+        **SEARCH_REFUSALS,
         404: "The product or gallery image to search from does not exist.",
         409: "The item to search from has no vector and its image file is missing.",
         503: "The model's weights are missing on this server, or its CUDA device is gone.",
     }
 
     parser_classes = [MultiPartParser, FormParser, JSONParser]
-    permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer, SearchCsvRenderer]
 
     class InputSerializer(SearchOptions):
@@ -326,10 +372,14 @@ class SearchApi(APIView):
     )
     def post(self, request: Request) -> Response:
         started = time.perf_counter()
-        params = self.InputSerializer(data=form_data(request, lists=("category",)))
+        data = form_data(request, lists=("category",))
+        _require_collections(request, data)
+        params = self.InputSerializer(data=data)
         params.is_valid(raise_exception=True)
         options = params.validated_data
         item = next((ItemRef(kind, options[kind]) for kind in ITEM_OUTPUTS if options.get(kind)), None)
+        if item is not None:
+            require_areas(request.user, {ITEM_AREAS[item.kind]})
         if item is not None:
             vector = item_vector(model=options["model"], ref=item)
         else:
@@ -345,11 +395,14 @@ class SearchApi(APIView):
 class SearchBatchApi(APIView):
     """Several query images at once, embedded as one batch."""
 
+    access = {"POST": ANYONE}  # then each collection's own rule (require_areas)
     throttle_scope = "search_batch"
-    error_statuses = {503: "The model's weights are missing on this server, or its CUDA device is gone."}
+    error_statuses = {
+        **SEARCH_REFUSALS,
+        503: "The model's weights are missing on this server, or its CUDA device is gone.",
+    }
 
     parser_classes = [MultiPartParser]
-    permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer, SearchCsvRenderer]
 
     class InputSerializer(SearchOptions):
@@ -370,7 +423,9 @@ class SearchBatchApi(APIView):
     )
     def post(self, request: Request) -> Response:
         started = time.perf_counter()
-        params = self.InputSerializer(data=form_data(request, lists=("category", "images")))
+        data = form_data(request, lists=("category", "images"))
+        _require_collections(request, data)
+        params = self.InputSerializer(data=data)
         params.is_valid(raise_exception=True)
         options = params.validated_data
         side = query_decode_side(model=options["model"])
@@ -389,6 +444,7 @@ class SearchBatchApi(APIView):
 
 
 class DuplicateListApi(APIView):
+    access = {"GET": needs("search.view_duplicatepair")}
     pagination_class = PageNumberPagination
     throttle_scope = "duplicates"
     error_statuses = {
@@ -446,6 +502,7 @@ class ItemRefInput(serializers.Serializer):
 class DuplicatesKeepApi(APIView):
     """Resolve duplicate groups: keep one copy of each, delete the others."""
 
+    access = {"POST": needs("search.add_duplicatedismissal", "catalog.delete_product", "catalog.delete_galleryimage")}
     error_statuses = {409: "A copy to keep no longer exists (nothing was deleted)."}
 
     class InputSerializer(serializers.Serializer):
@@ -465,11 +522,18 @@ class DuplicatesKeepApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         groups = [(group["keep"], group["delete"]) for group in data.validated_data["groups"]]
-        return Response({"deleted": duplicates_keep(groups=groups)})
+        deleted = duplicates_keep(groups=groups)
+        audit_record(user=request.user, action=AuditEntry.Action.DUPLICATES_KEEP, target=f"{len(groups)} groups",
+                     detail={"deleted": deleted, "groups": [{"keep": str(keep), "delete": [str(ref) for ref in refs]}
+                                                            for keep, refs in groups[:100]]},
+                     request=request)  # fmt: skip
+        return Response({"deleted": deleted})
 
 
 class DuplicatesDismissApi(APIView):
     """Mark groups as not duplicates: none of their items are grouped together again."""
+
+    access = {"POST": needs("search.add_duplicatedismissal")}
 
     class InputSerializer(serializers.Serializer):
         groups = serializers.ListField(
@@ -486,10 +550,16 @@ class DuplicatesDismissApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response({"remembered": duplicates_dismiss(groups=data.validated_data["groups"], user=request.user)})
+        remembered = duplicates_dismiss(groups=data.validated_data["groups"], user=request.user)
+        audit_record(user=request.user, action=AuditEntry.Action.DUPLICATES_DISMISS,
+                     target=f"{len(data.validated_data['groups'])} groups", detail={"remembered": remembered},
+                     request=request)  # fmt: skip
+        return Response({"remembered": remembered})
 
 
 class TrainedModelOutput(OutputSerializer):
+    source = serializers.SerializerMethodField(help_text="'catalog', or the folder relative to EMBEDDING_TRAINING_ROOT")
+
     class Meta:
         model = TrainedModel
         fields = [
@@ -497,8 +567,12 @@ class TrainedModelOutput(OutputSerializer):
             "curves", "seconds", "activate_when_done", "created_at", "finished_at",
         ]  # fmt: skip
 
+    def get_source(self, obj: TrainedModel) -> str:
+        return trained_model_source(trained=obj)
+
 
 class TrainedModelListApi(APIView):
+    access = {"GET": needs("search.view_trainedmodel"), "POST": needs("search.add_trainedmodel")}
     pagination_class = PageNumberPagination
     error_statuses = {
         "POST": {
@@ -530,10 +604,14 @@ class TrainedModelListApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         trained = model_training_start(within_root=True, **data.validated_data)
+        audit_record(user=request.user, action=AuditEntry.Action.MODEL_TRAIN, target=f"embedding model {trained.key}",
+                     detail={"base": trained.base, "source": TrainedModelOutput(trained).data["source"]},
+                     request=request)  # fmt: skip
         return Response(TrainedModelOutput(trained).data, status=202)
 
 
 class TrainedModelDetailApi(APIView):
+    access = {"GET": needs("search.view_trainedmodel"), "DELETE": needs("search.delete_trainedmodel")}
     error_statuses = {"DELETE": {409: "The model is active, being trained or being indexed."}}
 
     @extend_schema(responses=TrainedModelOutput)
@@ -543,6 +621,8 @@ class TrainedModelDetailApi(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, key: str) -> Response:
         trained_model_delete(trained=_trained_or_404(key))
+        audit_record(user=request.user, action=AuditEntry.Action.MODEL_DELETE, target=f"embedding model {key}",
+                     request=request)  # fmt: skip
         return Response(status=204)
 
 

@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from catalog.seed_apis import SeedWritePermission
+from accounts.access import read, seed_write
 from catalog.services import image_from_upload
 from search.models import Collection, IndexJob
 from search.querying import query_decode_side, query_vectors
@@ -26,10 +25,10 @@ from simsite.sse import TICK, event_stream_response
 class SeedSearchApi(SeedApiView):
     """``file`` -> the 6 most similar gallery images."""
 
+    access = {"POST": read("gallery")}
     throttle_scope = "search"
 
     parser_classes = [MultiPartParser]
-    permission_classes = [AllowAny]
 
     def post(self, request: Request) -> Response:
         file = request.FILES.get("file")
@@ -76,7 +75,7 @@ def _feature_events(job_id: int) -> Iterator[object]:
 class SeedGenerateFeaturesApi(SeedApiView):
     """Embed the gallery's images that lack vectors, streaming progress as the old tool did."""
 
-    permission_classes = [SeedWritePermission]
+    access = {"POST": seed_write("search.add_indexjob")}
 
     def post(self, request: Request) -> StreamingHttpResponse:
         gallery = next(row for row in model_coverage(model=active_model_key()) if row["collection"] == "gallery")
@@ -89,6 +88,8 @@ class SeedGenerateFeaturesApi(SeedApiView):
 @extend_schema(exclude=True)
 class SeedCheckFeaturesApi(SeedApiView):
     """Whether every gallery image has a vector of the active model (and there is one)."""
+
+    access = {"GET": read("gallery")}
 
     def get(self, request: Request) -> Response:
         gallery = next(row for row in model_coverage(model=active_model_key()) if row["collection"] == "gallery")

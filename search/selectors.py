@@ -21,6 +21,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from catalog.models import GalleryImage, Product
+from search.datasets import CATALOG
 from search.items import GALLERY_IMAGE, KINDS, PRODUCT, ItemKind, ItemRef, kinds_of
 from search.models import (
     ActiveModel,
@@ -39,6 +40,7 @@ from search.models import (
 )
 from search.registry import MODELS, ModelSpec
 from simsite.errors import ServiceError
+from simsite.files import shown_path
 from simsite.replicas import read_connection, replica_read
 from simsite.sse import row_updates
 
@@ -57,7 +59,8 @@ def trained_model_spec(row: TrainedModel) -> ModelSpec:
     base = MODELS[row.base]
     return ModelSpec(
         key=row.key, dim=row.dim, architecture=f"{base.architecture} fine-tuned", weights=row.weights,
-        description=f"{base.key} fine-tuned here on {row.metrics.get('dataset', row.source)}: {len(row.classes)} "
+        description=f"{base.key} fine-tuned here on {row.metrics.get('dataset') or trained_model_source(trained=row)}: "
+        f"{len(row.classes)} "
         f"classes, {row.dim}-d hidden layer", input_size=row.config.get("input_size") or base.input_size,
         mean=base.mean, std=base.std,
         kind="trained", base=row.base, classes=tuple(row.classes),
@@ -88,6 +91,14 @@ def trained_model_get(*, key: str) -> TrainedModel:
 
 def trained_model_list() -> QuerySet[TrainedModel]:
     return TrainedModel.objects.all()
+
+
+def trained_model_source(*, trained: TrainedModel) -> str:
+    """Where it was trained, as users may see it: 'catalog', or the folder relative to the
+    training root (never the server's path)."""
+    if trained.source == CATALOG:
+        return CATALOG
+    return shown_path(trained.source, roots=[settings.EMBEDDING_TRAINING_ROOT])
 
 
 def active_model_key(*, recent: bool = False) -> str:

@@ -14,6 +14,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
+from accounts.access import needs, read, readable_areas
+from accounts.models import AuditEntry
+from accounts.pages import page_access, page_refusal, page_throttle
+from accounts.services import audit_record
 from catalog.models import Product
 from catalog.selectors import category_list, gallery_image_list, product_import_list, product_list
 from catalog.services import image_from_source
@@ -68,17 +72,20 @@ def _threshold(value: str | None) -> float:
 # A read: the old tools' clients post here without a CSRF token, and nothing is written.
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@page_access(read("catalog"))
+@page_throttle("search", methods=("POST",))  # a model pass or a URL fetch, as the API's search
 @reads_from_replica
 def catalog_search(request: HttpRequest) -> HttpResponse:
     """Find similar products by photo or image URL, above a threshold (percent, default 70)."""
-    images = gallery_image_list()
     context: dict[str, object] = {
         "categories": category_list(),
         "threshold": DEFAULT_THRESHOLD_PERCENT,
         "form": request.POST if request.method == "POST" else {},
-        # The home page also shows the image library and search, as the earlier gallery tool did.
-        "gallery": {"count": images.count(), "latest": images[:HOME_GALLERY_SHOWN]},
     }
+    if "gallery" in readable_areas(request.user):
+        # The home page also shows the image library and search, as the earlier gallery tool did.
+        images = gallery_image_list()
+        context["gallery"] = {"count": images.count(), "latest": images[:HOME_GALLERY_SHOWN]}
     if request.method == "GET":
         return render(request, "search/catalog_search.html", context)
     try:
@@ -110,11 +117,17 @@ def catalog_search(request: HttpRequest) -> HttpResponse:
     return render(request, "search/catalog_search.html", context)
 
 
+# Who may change the library from its page: upload, delete, generate features.
+GALLERY_EDIT = needs("catalog.add_galleryimage", "catalog.delete_galleryimage", "search.add_indexjob")
+
+
 @ensure_csrf_cookie  # the page's writes go to the API with the session and its CSRF token
+@page_access(read("gallery"))
 def gallery_page(request: HttpRequest) -> HttpResponse:
     """The image library: upload, browse, preview, select and delete, embed, search by image.
     The page reads and writes through the API (``/api/v1/gallery/``, ``/api/v1/search/``...)."""
-    return render(request, "search/gallery.html", {"staff": request.user.is_staff, "page_size": GALLERY_PAGE_SIZE})
+    return render(request, "search/gallery.html", {"can_edit": GALLERY_EDIT.allows(request.user),
+                                                   "page_size": GALLERY_PAGE_SIZE})  # fmt: skip
 
 
 @ensure_csrf_cookie
@@ -123,22 +136,33 @@ def search_page(request: HttpRequest) -> HttpResponse:
     """Search by an image file, an image URL, or a product or gallery image (``?product=ID``,
     ``?gallery_image=ID``), with k, a minimum similarity, the collection and product filters;
     says how much of the collection is embedded (the page calls ``POST /api/v1/search/``)."""
+    if not readable_areas(request.user):
+        return page_refusal(request, read("catalog"))
     model = active_model_key()
     coverage = {"model": model, "rows": model_coverage(model=model)}
     return render(request, "search/search.html", {"categories": category_list(), "coverage": coverage})
 
 
 @ensure_csrf_cookie
+@page_access(needs("search.view_indexjob"))
 def jobs_page(request: HttpRequest) -> HttpResponse:
     """Index and import jobs with progress, rate and ETA; embedding models with their coverage
     (the index jobs and models are read live from the API)."""
-    return render(request, "search/jobs.html", {"staff": request.user.is_staff, "imports": product_import_list()})
+    user = request.user
+    context = {
+        "imports": product_import_list() if user.has_perm("catalog.view_productimport") else [],
+        "can_index": user.has_perm("search.add_indexjob") and user.has_perm("search.change_indexjob"),
+        "can_activate": user.has_perm("search.change_activemodel"),
+        "can_cancel_import": user.has_perm("catalog.change_productimport"),
+    }
+    return render(request, "search/jobs.html", context)
 
 
 CATALOG_PAGE_SIZE = 24
 SIMILAR_SHOWN = 8
 
 
+@page_access(read("catalog"))
 @reads_from_replica
 def catalog_page(request: HttpRequest) -> HttpResponse:
     """The product grid: name search, category and price filters, pages."""
@@ -160,6 +184,8 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
     return render(request, "search/catalog.html", context, status=400 if "error" in context else 200)
 
 
+@page_access(read("catalog"))
+@page_throttle("search")  # it may embed the product's image to find its neighbours
 @reads_from_replica
 def product_page(request: HttpRequest, pk: int) -> HttpResponse:
     """One product: its image and details, and the products most similar to it."""
@@ -232,24 +258,40 @@ def _duplicates_resolve(request: HttpRequest) -> str:
         groups.append((_ref(keep) if keep else None, members))
     if action == "dismiss":
         remembered = duplicates_dismiss(groups=[members for _, members in groups], user=request.user)
+        audit_record(user=request.user, action=AuditEntry.Action.DUPLICATES_DISMISS, target=f"{len(groups)} groups",
+                     detail={"remembered": remembered}, request=request)  # fmt: skip
         return f"{remembered} group{'s' if remembered != 1 else ''} marked as not duplicates."
     if action == "keep":
+        if not DUPLICATES_KEEP.allows(request.user):
+            raise ServiceError("permission_denied", "You may not delete the copies (catalog_editor role).")
         if any(keep is None or keep not in members for keep, members in groups):
             raise ServiceError("invalid", "Choose the copy to keep in each group.", field="groups")
-        deleted = duplicates_keep(groups=[(keep, [ref for ref in members if ref != keep]) for keep, members in groups])
+        chosen = [(keep, [ref for ref in members if ref != keep]) for keep, members in groups]
+        deleted = duplicates_keep(groups=chosen)
+        audit_record(user=request.user, action=AuditEntry.Action.DUPLICATES_KEEP, target=f"{len(groups)} groups",
+                     detail={"deleted": deleted, "groups": [{"keep": str(keep), "delete": [str(ref) for ref in refs]}
+                                                            for keep, refs in chosen[:100]]},
+                     request=request)  # fmt: skip
         return f"Kept one copy of {len(groups)} group{'s' if len(groups) != 1 else ''}; deleted {deleted}."
     raise ServiceError("invalid", "Unknown action.", field="action")
 
 
+# Resolving duplicates from the page: marking them as not duplicates, and keeping one copy
+# (deleting the others).
+DUPLICATES_RESOLVE = needs("search.add_duplicatedismissal")
+DUPLICATES_KEEP = needs("search.add_duplicatedismissal", "catalog.delete_product", "catalog.delete_galleryimage")
+
+
 @require_http_methods(["GET", "POST"])
+@page_access(needs("search.view_duplicatepair"))
+@page_throttle("duplicates", methods=("GET",))  # finding the groups runs statements of up to 20 s
 def duplicates_page(request: HttpRequest) -> HttpResponse:
-    """Near-duplicate groups, a page at a time, the copy to keep pre-selected by a rule; staff
+    """Near-duplicate groups, a page at a time, the copy to keep pre-selected by a rule; editors
     keep one copy (deleting the others) or mark a group as not duplicates, per group or for
     every selected group. Posts back here and redirects to the same page (no resubmission)."""
     if request.method == "POST":
-        if not request.user.is_staff:
-            return render(request, "search/duplicates.html", {"error": "Log in as staff to resolve duplicates."},
-                          status=403)  # fmt: skip
+        if refused := page_refusal(request, DUPLICATES_RESOLVE):
+            return refused
         try:
             messages.success(request, _duplicates_resolve(request))
         except ServiceError as error:
@@ -262,8 +304,8 @@ def _duplicates_show(request: HttpRequest) -> HttpResponse:
     options, problem = _duplicates_options(request.GET)
     model = active_model_key()
     context: dict[str, object] = {"options": options, "rules": KEEP_RULE_LABELS, "collections": Collection.choices,
-                                  "rule_text": KEEP_RULES[options["keep"]], "staff": request.user.is_staff,
-                                  "model": model, "error": problem}  # fmt: skip
+                                  "rule_text": KEEP_RULES[options["keep"]], "model": model, "error": problem,
+                                  "staff": DUPLICATES_RESOLVE.allows(request.user)}  # fmt: skip
     try:
         stamp = embedding_stamp(model=model)
         running = duplicates_scan_refresh(model=model, stamp=stamp)  # large libraries: found in the background

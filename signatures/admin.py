@@ -10,6 +10,8 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from signatures.datasets import LAYOUTS
 from signatures.models import Reference, SignatureEncoder, Signer, Verification
 from signatures.selectors import active_encoder_key
@@ -29,6 +31,11 @@ def _image(url: str, height: int = 60) -> str:
     return format_html('<img src="{}" height="{}" alt="" loading="lazy">', url, height)
 
 
+def _reference_url(reference: Reference) -> str:
+    """Signatures have no public URL: the authorised view serves them."""
+    return reverse("signatures:reference-image", args=[reference.signer_id, reference.pk])
+
+
 class ReferenceInline(admin.TabularInline):
     model = Reference
     fields = ["preview", "original_filename", "width", "height", "created_at"]
@@ -38,7 +45,7 @@ class ReferenceInline(admin.TabularInline):
 
     @admin.display(description="Signature")
     def preview(self, obj: Reference) -> str:
-        return _image(obj.file.url)
+        return _image(_reference_url(obj))
 
 
 @admin.register(Signer)
@@ -48,11 +55,14 @@ class SignerAdmin(admin.ModelAdmin):
     inlines = [ReferenceInline]
 
     def delete_model(self, request: HttpRequest, obj: Signer) -> None:
+        pk = obj.pk
         signer_delete(signer=obj)
+        audit_record(user=request.user, action=AuditEntry.Action.SIGNER_DELETE, target=f"signer {pk}",
+                     detail={"via": "admin"}, request=request)  # fmt: skip
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for signer in queryset:
-            signer_delete(signer=signer)
+            self.delete_model(request, signer)
 
 
 @admin.register(Reference)
@@ -60,21 +70,24 @@ class ReferenceAdmin(admin.ModelAdmin):
     list_display = ["preview", "signer", "original_filename", "created_at"]
     list_select_related = ["signer"]
     search_fields = ["signer__name", "original_filename"]
-    readonly_fields = ["signer", "file", "original_filename", "sha256", "width", "height", "created_at"]
+    readonly_fields = ["signer", "preview", "original_filename", "sha256", "width", "height", "created_at"]
 
     @admin.display(description="Signature")
     def preview(self, obj: Reference) -> str:
-        return _image(obj.file.url)
+        return _image(_reference_url(obj))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # enrolment validates and embeds through the API
 
     def delete_model(self, request: HttpRequest, obj: Reference) -> None:
+        pk, signer = obj.pk, obj.signer_id
         reference_delete(reference=obj)
+        audit_record(user=request.user, action=AuditEntry.Action.REFERENCE_DELETE,
+                     target=f"reference {pk} of signer {signer}", detail={"via": "admin"}, request=request)  # fmt: skip
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for reference in queryset:
-            reference_delete(reference=reference)
+            self.delete_model(request, reference)
 
 
 @admin.register(Verification)
@@ -90,7 +103,7 @@ class VerificationAdmin(admin.ModelAdmin):
 
     @admin.display(description="Questioned signature")
     def questioned_image(self, obj: Verification) -> str:
-        return _image(obj.questioned.url, 120)
+        return _image(reverse("signatures:verification-image", args=[obj.pk]), 120)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -172,14 +185,20 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
             activate=data["activate"],
         )
         obj.pk, obj.key = encoder.pk, encoder.key
+        audit_record(user=request.user, action=AuditEntry.Action.ENCODER_TRAIN,
+                     target=f"signature encoder {encoder.key}",
+                     detail={"layout": encoder.layout, "via": "admin"}, request=request)  # fmt: skip
 
     def delete_model(self, request: HttpRequest, obj: SignatureEncoder) -> None:
+        key = obj.key
         encoder_delete(encoder=obj)
+        audit_record(user=request.user, action=AuditEntry.Action.ENCODER_DELETE, target=f"signature encoder {key}",
+                     detail={"via": "admin"}, request=request)  # fmt: skip
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for encoder in queryset:
             try:
-                encoder_delete(encoder=encoder)
+                self.delete_model(request, encoder)
             except ServiceError as error:  # the active one, or one being trained: kept, and said why
                 self.message_user(request, error.message, messages.ERROR)
 
@@ -200,6 +219,8 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
         except ServiceError as error:
             self.message_user(request, error.message, messages.ERROR)
             return
+        audit_record(user=request.user, action=AuditEntry.Action.ENCODER_ACTIVATE, target=f"signature encoder {key}",
+                     detail={"via": "admin"}, request=request)  # fmt: skip
         self.message_user(request, f"{key} is now the active signature encoder.")
 
     @admin.display(description="Progress")

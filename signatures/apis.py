@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.access import ANYONE, needs
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from signatures.models import Reference, Signer, Verification
 from signatures.selectors import encoder_list, reference_get, reference_list, signer_get, signer_list
 from signatures.services import (
@@ -25,6 +28,7 @@ from signatures.services import (
 )
 from simsite.drf import OutputSerializer, PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
+from simsite.files import private_file_response
 
 
 class SignerOutput(OutputSerializer):
@@ -44,7 +48,9 @@ class ReferenceOutput(OutputSerializer):
         fields = ["id", "signer", "filename", "image_url", "width", "height", "created_at"]
 
     def get_image_url(self, obj: Reference) -> str:
-        return self.context["request"].build_absolute_uri(obj.file.url)
+        # Served by an authorised view, never from /media/ (README, "Users and permissions").
+        path = reverse("signatures:reference-image", args=[obj.signer_id, obj.pk])
+        return self.context["request"].build_absolute_uri(path)
 
 
 class PerReference(serializers.Serializer):
@@ -66,6 +72,7 @@ class VerificationOutput(OutputSerializer):
 class SignatureCompareApi(APIView):
     """Two signatures: the same writer or not? A read (it stores nothing): open to everyone."""
 
+    access = {"POST": ANYONE}
     throttle_scope = "signatures"
     error_statuses = {
         409: "The active encoder is not ready.",
@@ -73,7 +80,6 @@ class SignatureCompareApi(APIView):
     }
 
     parser_classes = [MultiPartParser]
-    permission_classes = [AllowAny]
 
     class InputSerializer(serializers.Serializer):
         image1 = serializers.FileField()
@@ -106,6 +112,7 @@ class SignatureCompareApi(APIView):
 
 
 class SignerListApi(APIView):
+    access = {"GET": needs("signatures.view_signer"), "POST": needs("signatures.add_signer")}
     pagination_class = PageNumberPagination
     error_statuses = {"POST": {409: "A signer with this external_id exists already."}}
     parser_classes = [JSONParser, FormParser, MultiPartParser]
@@ -123,21 +130,30 @@ class SignerListApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         signer = signer_create(**data.validated_data)
+        audit_record(user=request.user, action=AuditEntry.Action.SIGNER_CREATE, target=f"signer {signer.pk}",
+                     request=request)  # fmt: skip
         return Response(SignerOutput(signer_get(pk=signer.pk)).data, status=201)
 
 
 class SignerDetailApi(APIView):
+    access = {"GET": needs("signatures.view_signer"), "DELETE": needs("signatures.delete_signer")}
+
     @extend_schema(responses=SignerOutput)
     def get(self, request: Request, pk: int) -> Response:
         return Response(SignerOutput(signer_get(pk=pk)).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
-        signer_delete(signer=signer_get(pk=pk))
+        signer = signer_get(pk=pk)
+        references = signer.reference_count
+        signer_delete(signer=signer)
+        audit_record(user=request.user, action=AuditEntry.Action.SIGNER_DELETE, target=f"signer {pk}",
+                     detail={"references": references}, request=request)  # fmt: skip
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ReferenceListApi(APIView):
+    access = {"GET": needs("signatures.view_reference"), "POST": needs("signatures.add_reference")}
     pagination_class = PageNumberPagination
     throttle_scope = {"POST": "upload"}
     error_statuses = {"POST": {503: "The model's weights are missing on this server, or its CUDA device is gone."}}
@@ -176,20 +192,51 @@ class ReferenceListApi(APIView):
             first = rejected[0]
             body = error_body(first["code"], f"{first['filename']}: {first['error']}", "files")
             return Response({**body, "created": [], "rejected": rejected}, status=400)
+        audit_record(user=request.user, action=AuditEntry.Action.REFERENCES_ENROL, target=f"signer {signer.pk}",
+                     detail={"references": [reference.pk for reference in created], "refused": len(rejected)},
+                     request=request)  # fmt: skip
         output = ReferenceOutput(created, many=True, context={"request": request})
         return Response({"created": output.data, "rejected": rejected}, status=201)
 
 
 class ReferenceDetailApi(APIView):
+    access = {"DELETE": needs("signatures.delete_reference")}
+
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int, reference_pk: int) -> Response:
         reference_delete(reference=reference_get(signer_pk=pk, pk=reference_pk))
+        audit_record(user=request.user, action=AuditEntry.Action.REFERENCE_DELETE,
+                     target=f"reference {reference_pk} of signer {pk}", request=request)  # fmt: skip
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SignatureVerifyApi(APIView):
-    """Is a questioned signature genuine for this signer? Logged (staff only)."""
+class ReferenceImageApi(APIView):
+    """A reference signature's image, to users who may see references (never a public URL)."""
 
+    access = {"GET": needs("signatures.view_reference")}
+    error_statuses = {404: "No such reference, or its file is missing from storage."}
+
+    @extend_schema(responses={(200, "image/*"): bytes})
+    def get(self, request: Request, pk: int, reference_pk: int) -> HttpResponse:
+        reference = reference_get(signer_pk=pk, pk=reference_pk)
+        return private_file_response(name=reference.file.name)
+
+
+class VerificationImageApi(APIView):
+    """A verification's questioned signature, to users who may read the verification log."""
+
+    access = {"GET": needs("signatures.view_verification")}
+    error_statuses = {404: "No such verification, or its file is missing from storage."}
+
+    @extend_schema(responses={(200, "image/*"): bytes})
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        return private_file_response(name=Verification.objects.get(pk=pk).questioned.name)
+
+
+class SignatureVerifyApi(APIView):
+    """Is a questioned signature genuine for this signer? Logged, and audited."""
+
+    access = {"POST": needs("signatures.add_verification")}
     throttle_scope = "signatures"
     error_statuses = {
         409: "The signer has no references, or a reference's file is missing.",
@@ -211,6 +258,9 @@ class SignatureVerifyApi(APIView):
         verification = signature_verify(
             signer=signer, questioned=questioned, threshold=data.validated_data.get("threshold"), user=request.user
         )
+        audit_record(user=request.user, action=AuditEntry.Action.SIGNATURE_VERIFY, target=f"signer {signer.pk}",
+                     detail={"verification": verification.pk, "decision": verification.decision},
+                     request=request)  # fmt: skip
         body = dict(VerificationOutput(verification).data)
         body["preview"] = questioned.preview_data_url()
         body["verification_url"] = request.build_absolute_uri(
@@ -220,6 +270,7 @@ class SignatureVerifyApi(APIView):
 
 
 class EncoderListApi(APIView):
+    access = {"GET": needs("signatures.view_signatureencoder")}
     pagination_class = PageNumberPagination
 
     @extend_schema(
@@ -252,8 +303,12 @@ class EncoderListApi(APIView):
 
 
 class EncoderActivateApi(APIView):
+    access = {"POST": needs("signatures.change_activeencoder")}
     error_statuses = {409: "The encoder is not trained (yet)."}
 
     @extend_schema(request=None, responses=inline_serializer("ActivatedEncoder", {"active": serializers.CharField()}))
     def post(self, request: Request, key: str) -> Response:
-        return Response({"active": encoder_activate(key=key)})
+        active = encoder_activate(key=key)
+        audit_record(user=request.user, action=AuditEntry.Action.ENCODER_ACTIVATE, target=f"signature encoder {active}",
+                     request=request)  # fmt: skip
+        return Response({"active": active})

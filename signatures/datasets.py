@@ -86,10 +86,11 @@ def dataset_load(*, root: Path, layout: str) -> list[Sample]:
     if layout not in loaders:
         raise ServiceError("invalid_layout", f"layout must be one of {', '.join(LAYOUTS)}.", field="layout")
     if not root.is_dir():
-        raise ServiceError("not_found", f"{root} is not a folder.", field="data")
+        raise ServiceError("not_found", f"{root.name or root} is not a folder.", field="data")
     samples = [sample for sample in loaders[layout](root) if sample.path.is_file()]
     if not samples:
-        raise ServiceError("empty_dataset", f"No signatures found under {root} in the {layout} layout.", field="data")
+        raise ServiceError("empty_dataset", f"No signatures found under {root.name or root} in the {layout} layout.",
+                           field="data")  # fmt: skip
     return samples
 
 

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from pgvector.django import VectorField
 
+from simsite.files import private_storage
+
 
 class Signer(models.Model):
     """A person whose reference signatures are on file."""
@@ -25,10 +27,10 @@ class Signer(models.Model):
 
 
 class Reference(models.Model):
-    """One enrolled genuine signature of a signer (file stored under signatures/)."""
+    """One enrolled genuine signature of a signer (file under signatures/ in the private storage)."""
 
     signer = models.ForeignKey(Signer, on_delete=models.CASCADE, related_name="references")
-    file = models.FileField(max_length=255)
+    file = models.FileField(max_length=255, storage=private_storage)
     original_filename = models.CharField(max_length=255, blank=True)
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()
@@ -74,7 +76,7 @@ class Verification(models.Model):
         FORGED = "forged"
 
     signer = models.ForeignKey(Signer, on_delete=models.CASCADE, related_name="verifications")
-    questioned = models.FileField(max_length=255)
+    questioned = models.FileField(max_length=255, storage=private_storage)
     questioned_sha256 = models.CharField(max_length=64)
     encoder = models.CharField(max_length=64)
     score = models.FloatField()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.access import ANYONE
 from signatures.services import signature_files_resolve, signature_from_upload, signature_input, signatures_compare
 from simsite.errors import ServiceError
 from simsite.seed import SeedApiView
@@ -58,9 +58,9 @@ def _inputs(request: Request) -> tuple[object, object, float | None]:
 
 @extend_schema(exclude=True)
 class SeedSignatureSimilarityApi(SeedApiView):
+    access = {"POST": ANYONE}  # a comparison stores nothing (API.md)
     throttle_scope = "signatures"
     parser_classes = [JSONParser, MultiPartParser, FormParser]
-    permission_classes = [AllowAny]
 
     def post(self, request: Request) -> Response:
         first, second, threshold = _inputs(request)

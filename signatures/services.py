@@ -28,6 +28,7 @@ from signatures.registry import PRETRAINED, EncoderSpec
 from signatures.selectors import active_encoder_key, encoder_spec
 from simsite.celery import task_send
 from simsite.errors import ServiceError
+from simsite.files import private_storage
 from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
 
 # Training: epochs by default (about 5 minutes for SVC2004's 24 writers on a 2-core CPU;
@@ -95,7 +96,8 @@ def _file_name(image: IntakeImage) -> str:
 
 
 def _store(image: IntakeImage) -> str:
-    return content_save(name=_file_name(image), data=image.data)
+    """Signatures go to the private storage: never under a public URL."""
+    return content_save(name=_file_name(image), data=image.data, storage=private_storage())
 
 
 def _discard(name: str, sha256: str) -> None:
@@ -105,6 +107,7 @@ def _discard(name: str, sha256: str) -> None:
         in_use=lambda: (
             Reference.objects.filter(file=name).exists() or Verification.objects.filter(questioned=name).exists()
         ),  # fmt: skip
+        storage=private_storage(),
     )
 
 
@@ -175,7 +178,7 @@ def _reference_vectors(references: Sequence[Reference], spec: EncoderSpec) -> np
         arrays = []
         for reference in missing:
             try:
-                with default_storage.open(reference.file.name, "rb") as handle:
+                with private_storage().open(reference.file.name, "rb") as handle:
                     arrays.append(signature_preprocess(handle.read()).array)
             except FileNotFoundError:
                 raise ServiceError(

@@ -13,7 +13,13 @@ urlpatterns = [
         apis.ReferenceDetailApi.as_view(),
         name="reference-detail",
     ),  # fmt: skip
+    path(
+        "signatures/signers/<int:pk>/references/<int:reference_pk>/image/",
+        apis.ReferenceImageApi.as_view(),
+        name="reference-image",
+    ),  # fmt: skip
     path("signatures/signers/<int:pk>/verify/", apis.SignatureVerifyApi.as_view(), name="verify"),
+    path("signatures/verifications/<int:pk>/image/", apis.VerificationImageApi.as_view(), name="verification-image"),
     path("signatures/models/", apis.EncoderListApi.as_view(), name="encoder-list"),
     path("signatures/models/<str:key>/activate/", apis.EncoderActivateApi.as_view(), name="encoder-activate"),
 ]

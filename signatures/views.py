@@ -13,10 +13,12 @@ SIGNERS_SHOWN = 500
 
 @ensure_csrf_cookie  # the page's writes go to the API with the session and its CSRF token
 def signatures_page(request: HttpRequest) -> HttpResponse:
-    signers = list(signer_list().order_by("name", "pk")[: SIGNERS_SHOWN + 1])
-    return render(request, "signatures/signatures.html", {
-        "encoders": encoder_list(),
-        "signers": signers[:SIGNERS_SHOWN],
-        "more_signers": len(signers) > SIGNERS_SHOWN,
-        "staff": request.user.is_staff,
-    })  # fmt: skip
+    """Compare is open to everyone; the signers, their references and verification need the
+    signature permissions, the encoders their view permission (the page shows what one may use)."""
+    context: dict[str, object] = {"signers": [], "encoders": []}
+    if request.user.has_perm("signatures.view_signer"):
+        signers = list(signer_list().order_by("name", "pk")[: SIGNERS_SHOWN + 1])
+        context.update(signers=signers[:SIGNERS_SHOWN], more_signers=len(signers) > SIGNERS_SHOWN)
+    if request.user.has_perm("signatures.view_signatureencoder"):
+        context["encoders"] = encoder_list()
+    return render(request, "signatures/signatures.html", context)

@@ -8,13 +8,13 @@ import time
 from django.conf import settings
 from django.db import DatabaseError
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.access import ANYONE, AccessPolicy
 from search.selectors import active_model_key, pgvector_version
 from simsite.celery import app as celery_app
 from simsite.drf import ScopedThrottle
@@ -56,7 +56,7 @@ def _workers() -> int:
 class HealthApi(APIView):
     error_statuses = {503: "The database is down, or lacks the pgvector extension (the body says which)."}
     authentication_classes: list = []
-    permission_classes = [AllowAny]
+    access = {"GET": ANYONE}
 
     @extend_schema(
         responses=inline_serializer(
@@ -85,7 +85,25 @@ class HealthApi(APIView):
 
 
 class TokenApi(ObtainAuthToken):
-    """POST username/password, get the API token for `Authorization: Token <key>`."""
+    """POST username/password, get the API token for `Authorization: Token <key>`. Repeated
+    failures lock the account from that address for a while (403 ``locked_out``)."""
 
+    permission_classes = [AccessPolicy]
+    access = {"POST": ANYONE}
     throttle_classes = [ScopedThrottle]  # ObtainAuthToken has none: a password-guessing target
     throttle_scope = "token"
+    error_statuses = {403: "This account is locked from this address after repeated failed logins (locked_out)."}
+
+    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except exceptions.ValidationError:
+            # The lockout backend refused without checking the password (accounts.backends).
+            if getattr(request, "axes_locked_out", False):
+                minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+                raise exceptions.PermissionDenied(
+                    f"Too many failed logins for this account from your address: it is locked for up to {minutes} "
+                    "minutes. Try again later or ask an administrator to unlock it.",
+                    code="locked_out",
+                ) from None
+            raise

@@ -1,4 +1,4 @@
-"""DRF plumbing shared by every app: error body, permissions, pagination."""
+"""DRF plumbing shared by every app: error body, rate limits, pagination (permissions: accounts.access)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
-from rest_framework import exceptions, negotiation, pagination, permissions, serializers, throttling
+from rest_framework import exceptions, negotiation, pagination, serializers, throttling
 from rest_framework.response import Response
 
 from simsite.errors import ServiceError
@@ -75,15 +75,6 @@ class OutputSerializer(serializers.ModelSerializer):
         if "_built_fields" not in cls.__dict__:
             cls._built_fields = super().get_fields()
         return copy.deepcopy(cls._built_fields)
-
-
-class IsStaffOrReadOnly(permissions.BasePermission):
-    """Reads are public; writes need an authenticated staff user."""
-
-    def has_permission(self, request: Any, view: Any) -> bool:
-        if request.method in permissions.SAFE_METHODS:
-            return True
-        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
 # A sliding window per client and scope, checked and counted in one atomic round trip: drop

@@ -3,9 +3,10 @@ operation can answer documented with the error body (clients and fuzzers read th
 the truth).
 
 The statuses come from what the project's plumbing does to every request - authentication,
-the staff-only writes, content negotiation, parsing and its size bounds, throttles
-(``simsite.drf``, ``simsite.uploads``) - and from what a view declares it refuses on its own
-(``error_statuses``: ``{status: description}``, or by method ``{"POST": {...}}``).
+the access rule of the operation (``accounts.access``), content negotiation, parsing and its
+size bounds, throttles (``simsite.drf``, ``simsite.uploads``) - and from what a view declares
+it refuses on its own (``error_statuses``: ``{status: description}``, or by method
+``{"POST": {...}}``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 from drf_spectacular.openapi import AutoSchema as BaseAutoSchema
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
+
+from accounts.access import rule_for
 
 ERROR_BODY = inline_serializer(
     "ErrorBody",
@@ -33,12 +35,16 @@ ERROR_BODY = inline_serializer(
 
 _COMMON = {
     "400": "Bad request: invalid parameters or body (the error names the field), or a Host this server does not serve.",
-    "401": "Credentials were sent and are wrong, or a write came without any.",
+    "401": "Credentials were sent and are wrong (or the token is unknown).",
     "406": "The Accept header asks for a representation this operation does not have.",
 }
-_WRITE = {
-    "403": "The user is not staff, or a session write came without its CSRF token.",
+_RESTRICTED = {
+    "401": "Not logged in, and the operation is not open to anonymous visitors (PUBLIC_READ for reads of the "
+    "catalog and gallery); or credentials were sent and are wrong.",
+    "403": "The user lacks the permission this operation needs (the message names it), or a session write came "
+    "without its CSRF token.",
 }
+_SESSION_WRITE = {"403": "A session write came without its CSRF token."}
 _BODY = {
     "413": "The request body, or a file in it, is over the size limit.",
     "415": "The body's Content-Type is not one this operation parses.",
@@ -57,9 +63,10 @@ class AutoSchema(BaseAutoSchema):
     def _error_statuses(self) -> dict[str, str]:
         view, method = self.view, self.method
         statuses = dict(_COMMON)
-        public = any(isinstance(permission, AllowAny) for permission in view.get_permissions())
-        if method not in ("GET", "HEAD", "OPTIONS") and not public:
-            statuses.update(_WRITE)
+        if not rule_for(view, method).anyone:
+            statuses.update(_RESTRICTED)
+        elif method not in ("GET", "HEAD", "OPTIONS") and getattr(view, "authentication_classes", None):
+            statuses.update(_SESSION_WRITE)
         if method in ("POST", "PUT", "PATCH"):
             statuses.update(_BODY)
         if "{" in self.path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -33,6 +34,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here: the docs work offline
+    "axes",  # login lockout (accounts.backends)
+    "accounts",
     "catalog",
     "search",
     "signatures",
@@ -48,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it turns a lockout found while logging in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "simsite.urls"
@@ -64,6 +69,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.access",
             ],
         },
     },
@@ -172,6 +178,34 @@ CELERY_TASK_ALWAYS_EAGER = False
 # broker connection itself is checked on every call).
 HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 5, minimum=0)
 
+# Who may do what (README, "Users and permissions"): permissions granted through the groups
+# viewer, catalog_editor, signature_officer and model_manager (accounts migration 0002).
+# PUBLIC_READ names what anonymous visitors may read: "catalog", "gallery", both, or "none".
+_public_read = [area.strip().lower() for area in env_list("PUBLIC_READ", ["catalog", "gallery"])]
+if _public_read == ["none"]:
+    _public_read = []
+if not set(_public_read) <= {"catalog", "gallery"}:
+    raise ImproperlyConfigured(f"PUBLIC_READ must name catalog, gallery, both or none, got {','.join(_public_read)!r}")
+PUBLIC_READ = frozenset(_public_read)
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+# Failed logins (the login page, the admin's, the token endpoint) lock the account from that
+# address after AXES_FAILURE_LIMIT failures for LOGIN_LOCKOUT_MINUTES (django-axes; admins
+# unlock in the admin's "Access attempts" or with `manage.py axes_reset_username NAME`).
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 403
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "accounts.backends.client_address"  # the address the rate limits see
+AXES_VERBOSE = False  # the lockout itself is logged (accounts.receivers) and audited
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -191,6 +225,23 @@ MEDIA_URL = env_str("MEDIA_URL", "/media/")
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 # Media is served by Django through the storage API unless a front server takes it over.
 SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
+# Signatures (references, questioned images) live apart from MEDIA_ROOT, never under a public
+# URL: an authorised view serves them, itself or through the front server (PRIVATE_MEDIA_ACCEL:
+# "x-accel-redirect:/internal-prefix/" for nginx, "x-sendfile" for Apache's mod_xsendfile).
+PRIVATE_MEDIA_ROOT = Path(env_str("PRIVATE_MEDIA_ROOT", str(BASE_DIR / "private")))
+PRIVATE_MEDIA_ACCEL = (env_str("PRIVATE_MEDIA_ACCEL") or "").strip()
+if PRIVATE_MEDIA_ACCEL and not (
+    PRIVATE_MEDIA_ACCEL == "x-sendfile"
+    or (PRIVATE_MEDIA_ACCEL.startswith("x-accel-redirect:/") and PRIVATE_MEDIA_ACCEL.endswith("/"))
+):
+    raise ImproperlyConfigured(
+        f"PRIVATE_MEDIA_ACCEL must be 'x-sendfile' or 'x-accel-redirect:/prefix/', got {PRIVATE_MEDIA_ACCEL!r}"
+    )
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "private": {"BACKEND": "simsite.files.PrivateStorage"},
+}
 
 # Image intake limits.
 IMAGE_MAX_UPLOAD_BYTES = env_int("IMAGE_MAX_UPLOAD_BYTES", 16 * 1024 * 1024, minimum=1)
@@ -327,7 +378,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["simsite.drf.IsStaffOrReadOnly"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.access.AccessPolicy"],
     "DEFAULT_PAGINATION_CLASS": "simsite.drf.PageNumberPagination",
     "PAGE_SIZE": 24,
     "DEFAULT_SCHEMA_CLASS": "simsite.schema.AutoSchema",
@@ -385,6 +436,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # django-axes reports every login at INFO; lockouts are logged by accounts.receivers.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # Signatures.

@@ -46,12 +46,12 @@ class StoredFolder:
     by_sha256: bool = False
 
 
-# Every folder the sweep looks in; files anywhere else are never touched. A folder that moves
-# to another storage (private signature files, say) changes its ``storage`` here.
+# Every folder the sweep looks in; files anywhere else are never touched. Signatures are in the
+# private storage (simsite.files), never under MEDIA_ROOT.
 STORED_FOLDERS: tuple[StoredFolder, ...] = (
     StoredFolder("images", ("catalog.Product.image", "catalog.GalleryImage.file")),
     StoredFolder("thumbs", ("catalog.Product.sha256", "catalog.GalleryImage.sha256"), by_sha256=True),
-    StoredFolder("signatures", ("signatures.Reference.file", "signatures.Verification.questioned")),
+    StoredFolder("signatures", ("signatures.Reference.file", "signatures.Verification.questioned"), storage="private"),
     StoredFolder("imports", ("catalog.ProductImport.file",), content_addressed=False),
     StoredFolder("models/embeddings", ("search.TrainedModel.weights", "search.TrainedModel.plots"),
                  content_addressed=False),

@@ -18,6 +18,7 @@ api_v1 = [
     path("", include("catalog.urls")),
     path("", include("search.urls")),
     path("", include("signatures.urls")),
+    path("", include("accounts.api_urls")),
 ]
 
 # Routes of the earlier Flask tools (see API.md, "Seed-compatible routes").
@@ -43,6 +44,7 @@ urlpatterns = [
     path("jobs/", search_views.jobs_page, name="jobs-page"),
     path("duplicates/", search_views.duplicates_page, name="duplicates-page"),
     path("signatures/", signature_views.signatures_page, name="signatures-page"),
+    path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     *seed_routes,

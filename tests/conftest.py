@@ -35,6 +35,12 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def private_media_root(settings, tmp_path):
+    settings.PRIVATE_MEDIA_ROOT = tmp_path / "private"
+    return settings.PRIVATE_MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     """Users are made and logged in all over the suite; PBKDF2's deliberate slowness would
     cost seconds per test and tests nothing."""
@@ -65,6 +71,7 @@ def child_env(settings) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": f"postgres://{credentials}@{host}/{db['NAME']}",
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "PRIVATE_MEDIA_ROOT": str(settings.PRIVATE_MEDIA_ROOT),
     }
 
 
@@ -75,7 +82,23 @@ def api_client() -> APIClient:
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(username="staff", password="pw-staff-123", is_staff=True)
+    """An administrator: a superuser has every permission (tests of one role use ``role_user``)."""
+    return django_user_model.objects.create_superuser(username="staff", password="pw-staff-123")
+
+
+@pytest.fixture
+def role_user(django_user_model):
+    """``role_user("name", "catalog_editor", ...)``: a user in those groups (roles), password
+    ``s3cret-pass``. The groups come from the migration, made again after a flush."""
+    from django.contrib.auth.models import Group
+
+    def make(username: str, *roles: str, **fields: object):
+        user = django_user_model.objects.create_user(username=username, password="s3cret-pass", **fields)
+        user.groups.add(*Group.objects.filter(name__in=roles))
+        assert user.groups.count() == len(roles), roles
+        return user
+
+    return make
 
 
 @pytest.fixture

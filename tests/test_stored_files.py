@@ -21,6 +21,7 @@ from catalog.storage import image_name_for, thumbnail_get, thumbnail_name_for
 from search.models import TrainedModel
 from search.services import index_reconcile
 from signatures.models import Reference, Signer
+from simsite.files import private_storage
 from simsite.stored_files import STORED_FOLDERS, orphan_files_sweep
 from tests import images
 from tests.search.helpers import add_gallery_image
@@ -37,13 +38,22 @@ def grace(settings):
     settings.ORPHAN_FILE_GRACE_SECONDS = GRACE
 
 
+def _storage(name: str):
+    """Signatures are in the private storage, everything else in the media storage."""
+    return private_storage() if name.startswith("signatures/") else default_storage
+
+
 def _saved(name: str, data: bytes = b"x", *, old: bool = True) -> str:
-    """A file in the media storage; ``old``: last written twice the grace period ago."""
-    saved = default_storage.save(name, ContentFile(data))
+    """A file in its storage; ``old``: last written twice the grace period ago."""
+    saved = _storage(name).save(name, ContentFile(data))
     if old:
         then = time.time() - 2 * GRACE
-        os.utime(default_storage.path(saved), (then, then))
+        os.utime(_storage(name).path(saved), (then, then))
     return saved
+
+
+def _exists(name: str) -> bool:
+    return _storage(name).exists(name)
 
 
 def _sha(seed: int) -> str:
@@ -75,8 +85,8 @@ def test_the_reconciler_deletes_old_files_no_row_names_and_nothing_else(media_ro
 
     report = index_reconcile()
     assert report["orphans"] == len(orphans) and report["errors"] == 0
-    assert [name for name in orphans if default_storage.exists(name)] == []
-    assert all(default_storage.exists(name) for name in [*named, new, elsewhere])
+    assert [name for name in orphans if _exists(name)] == []
+    assert all(_exists(name) for name in [*named, new, elsewhere])
     assert index_reconcile()["orphans"] == 0
 
 

@@ -12,6 +12,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+        ('search', '0001_initial'),  # creates the pgvector extension its vector column needs
     ]
 
     operations = [

@@ -46,8 +46,8 @@ def screenshots() -> Callable[[object, str], None]:
 
 
 def log_in(page: object, base_url: str, username: str, password: str, next_path: str) -> None:
-    page.goto(f"{base_url}/admin/login/?next={next_path}")
+    page.goto(f"{base_url}/accounts/login/?next={next_path}")
     page.fill("#id_username", username)
     page.fill("#id_password", password)
-    page.click("input[type=submit]")
+    page.click("#login-form button[type=submit]")
     page.wait_for_url(f"{base_url}{next_path}")

@@ -19,7 +19,7 @@ WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "w
 def content(django_user_model, monkeypatch):
     """Products, gallery images in a duplicate group and a staff user (made before the browser)."""
     monkeypatch.setattr("search.embedders.get_embedder", lambda key: FakeEmbedder())
-    django_user_model.objects.create_user("ops", password="s3cret-pass", is_staff=True)
+    django_user_model.objects.create_superuser("ops", password="s3cret-pass")
     products = [add_product(images.jpeg_bytes(128, 128, seed=i), f"SKU{i}", category="shoes", name=f"Shoe {i}",
                             price=f"{20 + i}.00") for i in range(3)]  # fmt: skip
     index_now(product_ids=[product.pk for product in products])

@@ -18,7 +18,7 @@ def library(django_user_model, monkeypatch):
     """Four groups of copies (the largest copy is the second of each group) and a loner; two
     groups to a page."""
     monkeypatch.setattr("search.views.DUPLICATES_PAGE_SIZE", 2)
-    django_user_model.objects.create_user("ops", password="s3cret-pass", is_staff=True)
+    django_user_model.objects.create_superuser("ops", password="s3cret-pass")
     rng = np.random.default_rng(1)
     bases = rng.standard_normal((5, 1280))
     groups = [

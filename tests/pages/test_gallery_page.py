@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
 @pytest.fixture
 def staff(django_user_model):
-    django_user_model.objects.create_user("curator", password="s3cret-pass", is_staff=True)
+    django_user_model.objects.create_superuser("curator", password="s3cret-pass")
     return "curator", "s3cret-pass"
 
 

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
 @pytest.fixture
 def library(django_user_model):
-    django_user_model.objects.create_user("ops", password="s3cret-pass", is_staff=True)
+    django_user_model.objects.create_superuser("ops", password="s3cret-pass")
     made = [add_gallery_image(images.jpeg_bytes(120, 90, seed=i), f"p{i}.jpg") for i in range(3)]
     items_index(gallery_ids=[image.pk for image in made])
     return "ops", "s3cret-pass"

@@ -1,4 +1,4 @@
-"""Logging in and out from any page: anonymous visitors see no write controls, staff do."""
+"""Logging in and out from any page: anonymous visitors see no write controls, an administrator does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
 @pytest.fixture
 def staff(django_user_model):
-    django_user_model.objects.create_user("ops", password="s3cret-pass", is_staff=True)
+    django_user_model.objects.create_superuser("ops", password="s3cret-pass")
     return "ops", "s3cret-pass"
 
 
@@ -23,7 +23,7 @@ def test_log_in_from_a_page_and_out_again(live_server, staff, browser_page):
     page.click("header a:has-text('Log in')")
     page.fill("#id_username", staff[0])
     page.fill("#id_password", staff[1])
-    page.click("input[type=submit]")
+    page.click("#login-form button[type=submit]")
     page.wait_for_url(live_server.url + "/gallery/")
     assert "ops" in page.inner_text("header") and page.locator("header a:has-text('Admin')").count() == 1
     assert page.locator("#drop").count() == 1

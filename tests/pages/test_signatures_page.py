@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
 @pytest.fixture
 def staff(django_user_model):
-    django_user_model.objects.create_user("clerk", password="s3cret-pass", is_staff=True)
+    django_user_model.objects.create_superuser("clerk", password="s3cret-pass")
     return "clerk", "s3cret-pass"
 
 

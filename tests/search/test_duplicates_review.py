@@ -130,7 +130,7 @@ def test_the_review_page_posts_are_for_staff_and_say_what_is_wrong(client, djang
     client.login(username="user", password="pw-user-1")
     assert client.post("/duplicates/", form).status_code == 403
     assert GalleryImage.objects.count() == 6
-    django_user_model.objects.create_user("staff", password="pw-staff-1", is_staff=True)
+    django_user_model.objects.create_superuser("staff", password="pw-staff-1")
     client.login(username="staff", password="pw-staff-1")
     response = client.post("/duplicates/?threshold=96", {**form, "keep-1": "gallery_image:x"}, follow=True)
     assert response.redirect_chain[-1][0] == "/duplicates/?threshold=96"

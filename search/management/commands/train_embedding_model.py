@@ -5,6 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from search.models import TrainedModel
 from search.registry import TRAINABLE_BASES
 from search.services import DEFAULT_TRAINING_EPOCHS, model_training_create, model_training_run, model_training_start
@@ -39,11 +41,15 @@ class Command(BaseCommand):
         try:
             if background:
                 trained = model_training_start(**fields)
+                audit_record(user=None, action=AuditEntry.Action.MODEL_TRAIN, target=f"embedding model {trained.key}",
+                             detail={"base": base, "via": "command line"})  # fmt: skip
                 self.stdout.write(f"queued {trained.key}; follow it in the admin or GET /api/v1/models/trained/")
                 return
             trained = model_training_create(**fields)
         except ServiceError as error:
             raise CommandError(error.message) from None
+        audit_record(user=None, action=AuditEntry.Action.MODEL_TRAIN, target=f"embedding model {trained.key}",
+                     detail={"base": base, "via": "command line"})  # fmt: skip
         self.stderr.write(f"training {trained.key} from {source} ({base}, at most {trained.config['epochs']} epochs)")
         trained = model_training_run(trained_id=trained.pk)
         if trained.status != TrainedModel.Status.SUCCEEDED:

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.models import AuditEntry
+from accounts.services import audit_record
 from signatures.datasets import LAYOUTS
 from signatures.models import SignatureEncoder
 from signatures.services import DEFAULT_EPOCHS, encoder_training_create, encoder_training_run, encoder_training_start
@@ -37,11 +39,16 @@ class Command(BaseCommand):
         try:
             if background:
                 encoder = encoder_training_start(**options_)
+                audit_record(user=None, action=AuditEntry.Action.ENCODER_TRAIN,
+                             target=f"signature encoder {encoder.key}",
+                             detail={"layout": layout, "via": "command line"})  # fmt: skip
                 self.stdout.write(f"queued {encoder.key}; follow it in the admin or GET /api/v1/signatures/models/")
                 return
             encoder = encoder_training_create(**options_)
         except ServiceError as error:
             raise CommandError(error.message) from None
+        audit_record(user=None, action=AuditEntry.Action.ENCODER_TRAIN, target=f"signature encoder {encoder.key}",
+                     detail={"layout": layout, "via": "command line"})  # fmt: skip
         self.stderr.write(f"training {encoder.key} on {data} ({layout}), {encoder.config['epochs']} epochs")
         encoder = encoder_training_run(encoder_id=encoder.pk)
         if encoder.status != SignatureEncoder.Status.SUCCEEDED:
