@@ -11,7 +11,7 @@ RUN pip install -r requirements.txt
 COPY . .
 RUN DATABASE_URL=postgres://build@localhost/build SECRET_KEY=build-only-not-secret \
     python manage.py collectstatic --noinput \
- && useradd --create-home --uid 1000 simsite && mkdir -p /data/media && chown -R simsite /data /app
+ && useradd --create-home --uid 1000 simsite && mkdir -p /data/media /data/private && chown -R simsite /data /app
 USER simsite
 
 EXPOSE 8000

@@ -67,4 +67,4 @@ lint: venv
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf .run media staticfiles
+	rm -rf .run media private staticfiles

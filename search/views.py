@@ -43,6 +43,7 @@ DEFAULT_THRESHOLD_PERCENT = 70
 RESULT_LIMIT = 24
 HOME_GALLERY_SHOWN = 12
 GALLERY_PAGE_SIZE = 60  # thumbnails per page: a page of a 50,000-image library stays light
+COLLECTION_AREAS = {Collection.PRODUCTS: "catalog", Collection.GALLERY: "gallery"}
 
 
 def _decimal(value: str | None, name: str) -> Decimal | None:
@@ -136,11 +137,13 @@ def search_page(request: HttpRequest) -> HttpResponse:
     """Search by an image file, an image URL, or a product or gallery image (``?product=ID``,
     ``?gallery_image=ID``), with k, a minimum similarity, the collection and product filters;
     says how much of the collection is embedded (the page calls ``POST /api/v1/search/``)."""
-    if not readable_areas(request.user):
+    areas = readable_areas(request.user)
+    if not areas:
         return page_refusal(request, read("catalog"))
     model = active_model_key()
-    coverage = {"model": model, "rows": model_coverage(model=model)}
-    return render(request, "search/search.html", {"categories": category_list(), "coverage": coverage})
+    rows = [row for row in model_coverage(model=model) if COLLECTION_AREAS[row["collection"]] in areas]
+    categories = category_list() if "catalog" in areas else []
+    return render(request, "search/search.html", {"categories": categories, "coverage": {"model": model, "rows": rows}})
 
 
 @ensure_csrf_cookie

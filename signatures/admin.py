@@ -36,6 +36,10 @@ def _reference_url(reference: Reference) -> str:
     return reverse("signatures:reference-image", args=[reference.signer_id, reference.pk])
 
 
+def _reference_image(reference: Reference, height: int = 60) -> str:
+    return _image(_reference_url(reference), height) if reference.pk else "–"
+
+
 class ReferenceInline(admin.TabularInline):
     model = Reference
     fields = ["preview", "original_filename", "width", "height", "created_at"]
@@ -45,7 +49,7 @@ class ReferenceInline(admin.TabularInline):
 
     @admin.display(description="Signature")
     def preview(self, obj: Reference) -> str:
-        return _image(_reference_url(obj))
+        return _reference_image(obj)
 
 
 @admin.register(Signer)
@@ -74,7 +78,7 @@ class ReferenceAdmin(admin.ModelAdmin):
 
     @admin.display(description="Signature")
     def preview(self, obj: Reference) -> str:
-        return _image(_reference_url(obj))
+        return _reference_image(obj)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # enrolment validates and embeds through the API

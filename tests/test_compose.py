@@ -17,7 +17,9 @@ def load() -> dict:
 def test_services_and_volumes():
     compose = load()
     assert set(compose["services"]) == {"db", "redis", "web", "worker-gpu", "worker-query", "worker-cpu", "beat"}
-    assert {"pgdata", "media"} <= set(compose["volumes"])
+    assert {"pgdata", "media", "private"} <= set(compose["volumes"])
+    # Signatures live apart from the media, in a volume of their own.
+    assert compose["services"]["web"]["environment"]["PRIVATE_MEDIA_ROOT"] == "/data/private"
     assert "pgvector" in compose["services"]["db"]["image"]
     for name, service in compose["services"].items():
         if name != "beat":  # beat serves nothing to check; a dead beat is restarted

@@ -44,7 +44,7 @@ def test_django_level_refusals_answer_json_on_api_paths(api_client, settings):
     assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_fields"
 
 
-def test_failure_reasons_shown_to_users_name_no_server_paths(api_client, monkeypatch, settings):
+def test_failure_reasons_shown_to_users_name_no_server_paths(staff_client, monkeypatch, settings):
     from search.models import IndexJob
     from simsite.errors import failure_reason
     from tests.search.helpers import FakeEmbedder, index_now
@@ -54,7 +54,7 @@ def test_failure_reasons_shown_to_users_name_no_server_paths(api_client, monkeyp
     default_storage.delete(image.file.name)
     index_now(gallery_ids=[image.pk])
     job = IndexJob.objects.get()
-    failures = api_client.get(f"/api/v1/index/jobs/{job.pk}/").json()["failures"]
+    failures = staff_client.get(f"/api/v1/index/jobs/{job.pk}/").json()["failures"]
     assert len(failures) == 1 and str(settings.MEDIA_ROOT) not in json.dumps(failures)
     assert "No such file" in failures[0]["error"]
     assert failure_reason(RuntimeError("cannot open /srv/media/a.png")) == "RuntimeError: cannot open <path>"

@@ -36,7 +36,7 @@ def test_media_refuses_traversal(client, media_root, trick):
     assert b"root:" not in body and b"OUTSIDE_MEDIA" not in body
 
 
-def test_media_serves_images_but_not_imports_weights_or_symlinks_out(client, media_root):
+def test_media_serves_images_but_not_imports_weights_or_symlinks_out(client, media_root, role_user):
     image = add_gallery_image(images.png_bytes(seed=1), "a.png")
     assert client.get(f"/media/{image.file.name}").status_code == 200
     default_storage.save("imports/secret.csv", ContentFile(b"id,name\n1,private\n"))
@@ -44,6 +44,8 @@ def test_media_serves_images_but_not_imports_weights_or_symlinks_out(client, med
     default_storage.save("models/embeddings/x/training.png", ContentFile(images.png_bytes(seed=2)))
     assert client.get("/media/imports/secret.csv").status_code == 404
     assert client.get("/media/models/embeddings/x/weights.pt").status_code == 404
+    assert client.get("/media/models/embeddings/x/training.png").status_code == 302  # plots: log in first
+    client.force_login(role_user("viewer", "viewer"))
     assert client.get("/media/models/embeddings/x/training.png").status_code == 200
     link = media_root / "images" / "zz"
     link.mkdir(parents=True)

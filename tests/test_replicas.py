@@ -108,9 +108,7 @@ def _knn(queries: list[dict]) -> list[str]:
     return [q["sql"] for q in queries if "<=>" in q["sql"]]
 
 
-def test_searches_duplicates_and_lists_read_the_replica_and_writes_go_to_the_primary(
-    replica, library, api_client, staff_client
-):
+def test_searches_duplicates_and_lists_read_the_replica_and_writes_go_to_the_primary(replica, library, staff_client):
     _caught_up(3)
     with connections[ALIAS].cursor() as cursor:
         cursor.execute("SELECT pg_is_in_recovery()")
@@ -120,9 +118,9 @@ def test_searches_duplicates_and_lists_read_the_replica_and_writes_go_to_the_pri
         CaptureQueriesContext(connections["default"]),
     )
     with replica_queries as on_replica, primary_queries as on_primary:
-        found = api_client.post("/api/v1/search/", {"gallery_image": library[0].pk, "k": 2}, format="json")
-        groups = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95")
-        listed = api_client.get("/api/v1/gallery/")
+        found = staff_client.post("/api/v1/search/", {"gallery_image": library[0].pk, "k": 2}, format="json")
+        groups = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95")
+        listed = staff_client.get("/api/v1/gallery/")
     assert found.status_code == 200 and [r["id"] for r in found.json()["results"]][0] == library[1].pk
     assert groups.status_code == 200 and groups.json()["count"] == 1
     assert listed.json()["count"] == 3

@@ -97,6 +97,14 @@ def test_pages_show_only_the_controls_one_may_use(catalog, visitors):
     assert "canIndex = true, canActivate = true" in jobs["model_manager"]
 
 
+def test_the_search_page_offers_only_the_collections_one_may_search(catalog, visitors, settings):
+    settings.PUBLIC_READ = frozenset({"catalog"})
+    anonymous = visitors["anonymous"].get("/search/").content.decode()
+    assert '<option value="products">' in anonymous
+    assert '<option value="all">' not in anonymous and '<option value="gallery">' not in anonymous
+    assert '<option value="all">' in visitors["viewer"].get("/search/").content.decode()
+
+
 def test_a_viewer_may_not_resolve_duplicates_from_the_page(catalog, visitors):
     response = visitors["viewer"].post("/duplicates/", {"action": "dismiss", "selected": ["1"],
                                                         "members-1": f"product:{catalog.pk}"})  # fmt: skip

@@ -27,29 +27,29 @@ def _library(count: int, *, copies_of_first: int = 0, seed: int = 0) -> None:
     )
 
 
-def test_large_groups_list_a_capped_number_of_items_with_their_size(api_client, settings):
+def test_large_groups_list_a_capped_number_of_items_with_their_size(staff_client, settings):
     settings.DUPLICATES_MAX_GROUP_ITEMS = 5
     settings.DUPLICATES_NEIGHBOURS = 20
     _library(30, copies_of_first=11)
-    body = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95").json()
+    body = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95").json()
     assert body["count"] == 1
     group = body["results"][0]
     assert group["size"] == 12 and len(group["items"]) == 5
 
 
-def test_thresholds_snap_to_a_grid_and_share_the_cached_answer(api_client, django_assert_max_num_queries):
+def test_thresholds_snap_to_a_grid_and_share_the_cached_answer(staff_client, django_assert_max_num_queries):
     _library(10, copies_of_first=2)
-    first = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95").json()
+    first = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95").json()
     with django_assert_max_num_queries(5):  # the model lookup, the two cache stamps; not the k-NN join
-        again = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95049").json()
+        again = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95049").json()
     assert again == first and first["count"] == 1
 
 
-def test_a_slow_computation_answers_503_instead_of_holding_the_server(api_client, settings):
+def test_a_slow_computation_answers_503_instead_of_holding_the_server(staff_client, settings):
     settings.DUPLICATES_STATEMENT_TIMEOUT_MS = 1
     _library(400)
-    response = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.5")
+    response = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.5")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "duplicates_timeout"
     settings.DUPLICATES_STATEMENT_TIMEOUT_MS = 20000
-    assert api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.5").status_code == 200
+    assert staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.5").status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import Group
 
 from catalog.models import GalleryImage
 from search.models import DuplicateDismissal, Embedding
@@ -125,9 +126,12 @@ def test_the_review_page_posts_are_for_staff_and_say_what_is_wrong(client, djang
     group_a, _ = two_groups
     members = ",".join(f"gallery_image:{image.pk}" for image in group_a)
     form = {"group": "keep:1", "members-1": members, "keep-1": f"gallery_image:{group_a[0].pk}"}
-    assert client.post("/duplicates/", form).status_code == 403
-    django_user_model.objects.create_user("user", password="pw-user-1")
+    anonymous = client.post("/duplicates/", form)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/")
+    user = django_user_model.objects.create_user("user", password="pw-user-1")
     client.login(username="user", password="pw-user-1")
+    assert client.post("/duplicates/", form).status_code == 403
+    user.groups.add(Group.objects.get(name="viewer"))  # may see the review, not resolve it
     assert client.post("/duplicates/", form).status_code == 403
     assert GalleryImage.objects.count() == 6
     django_user_model.objects.create_superuser("staff", password="pw-staff-1")

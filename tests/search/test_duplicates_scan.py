@@ -44,11 +44,11 @@ def _sizes(client) -> list[int]:
     return sorted(group["size"] for group in response.json()["results"])
 
 
-def test_duplicates_of_a_large_library_come_from_a_background_scan(api_client, library, settings, workers):
-    on_request = _sizes(api_client)
+def test_duplicates_of_a_large_library_come_from_a_background_scan(staff_client, library, settings, workers):
+    on_request = _sizes(staff_client)
     assert on_request == [2, 3]
     settings.DUPLICATES_SYNC_MAX_VECTORS = 10  # "large" from here on
-    first = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95")
+    first = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.95")
     assert first.status_code == 503 and first.json()["error"]["code"] == "duplicates_scanning"
     scan = DuplicateScan.objects.get()
     assert (scan.state, scan.vectors_count) == ("queued", 30)
@@ -58,37 +58,38 @@ def test_duplicates_of_a_large_library_come_from_a_background_scan(api_client, l
     wait_for(lambda: DuplicateScan.objects.get(pk=scan.pk).state == "succeeded", timeout=120)
     scan.refresh_from_db()
     assert scan.done == 30 and scan.pairs.count() >= 4
-    assert _sizes(api_client) == on_request  # the same groups as found during a request
+    assert _sizes(staff_client) == on_request  # the same groups as found during a request
 
     # A new copy of the second vector: the finished scan is served while a new one runs.
     _add(library[3:4] + 0.001, 30)
-    assert _sizes(api_client) == [2, 3]
+    assert _sizes(staff_client) == [2, 3]
     newer = DuplicateScan.objects.exclude(pk=scan.pk).get()
     wait_for(lambda: DuplicateScan.objects.get(pk=newer.pk).state == "succeeded", timeout=120)
-    assert _sizes(api_client) == [3, 3]
+    assert _sizes(staff_client) == [3, 3]
     assert not DuplicateScan.objects.filter(pk=scan.pk).exists()  # superseded
-    low = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.6")
+    low = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.6")
     assert low.status_code == 400 and low.json()["error"]["code"] == "threshold_below_scan"
 
 
-def test_a_stalled_scan_is_resumed_and_a_failed_one_not_retried_at_once(api_client, library, settings):
+def test_a_stalled_scan_is_resumed_and_a_failed_one_not_retried_at_once(staff_client, library, settings):
     settings.DUPLICATES_SYNC_MAX_VECTORS = 10
     settings.DUPLICATES_SCAN_STALL_SECONDS = 5
-    assert api_client.get("/api/v1/duplicates/").status_code == 503
+    assert staff_client.get("/api/v1/duplicates/").status_code == 503
     stalled = DuplicateScan.objects.get()
     long_ago = stalled.progressed_at.replace(year=2000)
     DuplicateScan.objects.filter(pk=stalled.pk).update(progressed_at=long_ago, last_id=7, done=7)
-    assert api_client.get("/api/v1/duplicates/").status_code == 503
+    assert staff_client.get("/api/v1/duplicates/").status_code == 503
     stalled.refresh_from_db()
     # Resumed where it stopped (its chunk message sent again), not started over.
     assert (stalled.state, stalled.last_id) == ("queued", 7) and stalled.progressed_at > long_ago
     assert DuplicateScan.objects.count() == 1
     DuplicateScan.objects.filter(pk=stalled.pk).update(state="failed", finished_at=stalled.progressed_at)
-    assert api_client.get("/api/v1/duplicates/").status_code == 503
+    assert staff_client.get("/api/v1/duplicates/").status_code == 503
     assert DuplicateScan.objects.count() == 1  # a scan that just failed on these vectors waits
 
 
-def test_the_review_page_says_the_scan_is_under_way(client, library, settings):
+def test_the_review_page_says_the_scan_is_under_way(client, library, settings, staff_user):
+    client.force_login(staff_user)
     settings.DUPLICATES_SYNC_MAX_VECTORS = 10
     response = client.get("/duplicates/")
     assert response.status_code == 503

@@ -175,7 +175,7 @@ def test_second_model_is_built_beside_the_first_and_switched_on_complete(
     assert activated.status_code == 200 and activated.json() == {"active": "resnet18"}
     after = search()
     assert after["model"] == "resnet18" and len(after["results"]) == 3
-    models = {row["key"]: row for row in api_client.get("/api/v1/models/").json()["results"]}
+    models = {row["key"]: row for row in staff_client.get("/api/v1/models/").json()["results"]}
     assert models["resnet18"]["active"] and not models["efficientnet_lite0"]["active"]
     assert models["resnet18"]["embedded"] == 6 and models["resnet18"]["dim"] == 512
 
@@ -206,7 +206,7 @@ def test_reindex_and_embedding_models_commands(workers, child_env):
     assert bad.returncode != 0 and "Unknown embedding model" in bad.stderr
 
 
-def test_progress_streams_are_bounded(api_client, settings, fake_embedder):
+def test_progress_streams_are_bounded(staff_client, settings, fake_embedder):
     """Each stream holds a server thread: a process serves at most JOB_EVENTS_MAX_STREAMS at
     once (503 past it, the slot given back when a stream closes), sends heartbeats and the
     reconnection delay, and ends at JOB_EVENTS_TIMEOUT."""
@@ -216,15 +216,15 @@ def test_progress_streams_are_bounded(api_client, settings, fake_embedder):
     settings.JOB_EVENTS_TIMEOUT = 2
     settings.JOB_EVENTS_HEARTBEAT_SECONDS = 1
     job = index_job_create(collection="gallery")  # stays queued: no worker here
-    first = api_client.get(f"/api/v1/index/jobs/{job.pk}/events/", HTTP_ACCEPT="text/event-stream")
+    first = staff_client.get(f"/api/v1/index/jobs/{job.pk}/events/", HTTP_ACCEPT="text/event-stream")
     assert first.status_code == 200
-    busy = api_client.get(f"/api/v1/index/jobs/{job.pk}/events/")
+    busy = staff_client.get(f"/api/v1/index/jobs/{job.pk}/events/")
     assert busy.status_code == 503 and busy.json()["error"]["code"] == "too_many_streams"
     started = time.monotonic()
     body = b"".join(first.streaming_content).decode()
     first.close()
     assert 1.5 < time.monotonic() - started < 5  # ended by its time limit, not by the job
     assert body.startswith("retry: 3000\n\n") and body.count("data: ") == 1 and ": keep-alive\n\n" in body
-    again = api_client.get(f"/api/v1/index/jobs/{job.pk}/events/")
+    again = staff_client.get(f"/api/v1/index/jobs/{job.pk}/events/")
     assert again.status_code == 200  # the slot came back
     again.close()

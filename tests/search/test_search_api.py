@@ -134,23 +134,23 @@ def test_batch_search(api_client, catalog):
     assert none.status_code == 400 and none.json()["error"]["field"] == "images"
 
 
-def test_duplicates_groups_near_copies(api_client, catalog):
+def test_duplicates_groups_near_copies(staff_client, catalog):
     original = images.picture(256, 256, seed=21)
     copies = [
         add_gallery_image(jpeg(original, quality=60), "copy-jpeg.jpg"),
         add_gallery_image(jpeg(original.resize((128, 128))), "copy-small.jpg"),
     ]
     index_now(gallery_ids=[c.pk for c in copies])
-    response = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.9")
+    response = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.9")
     assert response.status_code == 200
     body = response.json()
     assert body["count"] == 1
     group = body["results"][0]
     assert sorted(item["filename"] for item in group["items"]) == ["copy-jpeg.jpg", "copy-small.jpg", "g1.png"]
     assert 0.9 <= group["similarity"] <= 1
-    strict = api_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.9999").json()
+    strict = staff_client.get("/api/v1/duplicates/?collection=gallery&threshold=0.9999").json()
     assert strict["count"] == 0
-    bad = api_client.get("/api/v1/duplicates/?threshold=3")
+    bad = staff_client.get("/api/v1/duplicates/?threshold=3")
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "threshold"
 
 

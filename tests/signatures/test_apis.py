@@ -59,7 +59,8 @@ def test_enrol_and_verify(api_client, staff_client, staff_user, django_capture_o
     assert enrol.status_code == 201, enrol.json()
     assert len(enrol.json()["created"]) == 3 and enrol.json()["rejected"][0]["code"] == "empty_file"
     assert ReferenceVector.objects.filter(encoder="efficientnet_lite0_strokes").count() == 3
-    assert api_client.get(f"/api/v1/signatures/signers/{signer_id}/").json()["references"] == 3
+    assert api_client.get(f"/api/v1/signatures/signers/{signer_id}/").status_code == 401  # never public
+    assert staff_client.get(f"/api/v1/signatures/signers/{signer_id}/").json()["references"] == 3
 
     result = staff_client.post(questioned_path, {"image": upload(genuine[4])}, format="multipart")
     assert result.status_code == 200, result.json()
@@ -89,7 +90,8 @@ def test_enrol_and_verify(api_client, staff_client, staff_user, django_capture_o
 
 
 def test_encoders_list_and_activation(api_client, staff_client):
-    encoders = {row["key"]: row for row in api_client.get("/api/v1/signatures/models/").json()["results"]}
+    assert api_client.get("/api/v1/signatures/models/").status_code == 401
+    encoders = {row["key"]: row for row in staff_client.get("/api/v1/signatures/models/").json()["results"]}
     default, baseline = encoders["efficientnet_lite0_strokes"], encoders["efficientnet_lite0_ink"]
     assert default["active"] and not baseline["active"] and default["eer"] < baseline["eer"]
     assert baseline["eer"] and baseline["threshold"] and baseline["dataset"] and baseline["thresholds"]["5"]

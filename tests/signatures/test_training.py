@@ -52,7 +52,7 @@ def test_train_activate_and_verify_with_the_trained_encoder(
     for name in encoder.plots.values():
         assert default_storage.open(name).read(8) == b"\x89PNG\r\n\x1a\n"
 
-    models = {m["key"]: m for m in api_client.get("/api/v1/signatures/models/").json()["results"]}
+    models = {m["key"]: m for m in staff_client.get("/api/v1/signatures/models/").json()["results"]}
     assert models["tiny"]["active"] and models["tiny"]["kind"] == "trained" and models["tiny"]["status"] == "succeeded"
     assert models["tiny"]["threshold"] == encoder.threshold and models["tiny"]["dim"] == 112
     assert models["tiny"]["thresholds"] == encoder.metrics["thresholds"]
