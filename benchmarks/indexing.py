@@ -4,7 +4,7 @@
     make bench-indexing ARGS="--memory"           # peak RSS indexing 2,000 vs 10,000 images
 
 Pipeline = what an embed worker does per batch (file -> decode -> preprocess -> model ->
-pgvector upsert, search/services.py:index_batch_run), measured over all N images. Bare
+pgvector upsert, search/services/indexing.py:index_batch_run), measured over all N images. Bare
 forward = the same model on pre-decoded tensors at the same batch size, in the same run.
 Naive baseline = one image at a time, as the earlier Flask tools did. Runs unchanged on CPU
 and CUDA (EMBEDDING_DEVICE); prints where the time goes.
@@ -64,7 +64,7 @@ def store_corpus(n: int) -> list[int]:
 
 def run_pipeline(ids: list[int]) -> float:
     from search.models import IndexBatch
-    from search.services import index_batch_run, items_index
+    from search.services.indexing import index_batch_run, items_index
 
     job = items_index(gallery_ids=ids)
     batches = list(IndexBatch.objects.filter(job=job).order_by("number").values_list("pk", flat=True))
@@ -87,7 +87,7 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
     from catalog.models import GalleryImage
     from search.embedders import get_embedder
     from search.models import Embedding
-    from search.services import embedding_upsert
+    from search.services.indexing import embedding_upsert
 
     embedder = get_embedder(settings.EMBEDDING_DEFAULT_MODEL)
     batch = settings.EMBEDDING_BATCH_SIZE

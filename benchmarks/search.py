@@ -6,7 +6,7 @@
 
 Vectors: real embeddings of the vehicle photos (../shared/data) with the active model,
 repeated with noise to N, unit length; products in 10 categories. In one run it measures
-the selector (search/selectors.py) with HNSW and with an exact scan, NumPy brute force as
+the selector (search/selectors/neighbours.py) with HNSW and with an exact scan, NumPy brute force as
 the earlier tools did it (features loaded per query) and preloaded, FAISS IndexFlatIP,
 filtered queries, the end-to-end API with a 1024x768 JPEG upload against the bare model, and
 the HNSW index build for `vector` and `halfvec`.
@@ -120,8 +120,10 @@ def run(args: argparse.Namespace) -> None:
     from search.items import ItemRef
     from search.models import HNSW_EF_CONSTRUCTION, hnsw_index_name, hnsw_index_sql
     from search.registry import model_spec
-    from search.selectors import active_model_key, ef_search_for, items_similar_plan, items_similar_to
-    from search.services import search_queries_record, search_tune
+    from search.selectors.embedding_models import active_model_key
+    from search.selectors.hnsw import ef_search_for
+    from search.selectors.neighbours import items_similar_plan, items_similar_to
+    from search.services.tuning import search_queries_record, search_tune
     from tests.images import encode, picture
 
     rng = np.random.default_rng(0)

@@ -67,7 +67,7 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.action(description="Reindex selected (embed again with every model in use)")
     def reindex(self, request: HttpRequest, queryset: Any) -> None:
         from search.models import IndexJob
-        from search.services import items_index
+        from search.services.indexing import items_index
 
         ids = list(queryset.values_list("pk", flat=True))
         job = items_index(product_ids=ids, mode=IndexJob.Mode.ALL)

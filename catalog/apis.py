@@ -41,7 +41,8 @@ from catalog.services import (
     product_update,
 )
 from catalog.storage import thumbnail_get
-from search.selectors import gallery_with_embedded_flag, index_job_for_items, products_with_embedded_flag
+from search.selectors.embeddings import gallery_with_embedded_flag, products_with_embedded_flag
+from search.selectors.jobs import index_job_for_items
 from simsite.drf import OutputSerializer, PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
 from simsite.replicas import reads_from_replica

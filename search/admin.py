@@ -16,12 +16,12 @@ from accounts.services import audit_record
 from search.datasets import CATALOG
 from search.models import Collection, DuplicateDismissal, EmbeddingModelChoice, IndexJob, SearchTuning, TrainedModel
 from search.registry import TRAINABLE_BASES
-from search.selectors import active_model_key, embedding_model_list, index_job_failures, model_specs
-from search.services import (
+from search.selectors.embedding_models import active_model_key, embedding_model_list, model_specs
+from search.selectors.jobs import index_job_failures
+from search.services.activation import active_model_set
+from search.services.indexing import index_job_cancel, index_job_create
+from search.services.trained_models import (
     DEFAULT_TRAINING_EPOCHS,
-    active_model_set,
-    index_job_cancel,
-    index_job_create,
     model_training_start,
     model_training_validate,
     trained_model_delete,

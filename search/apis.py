@@ -25,36 +25,29 @@ from search.items import GALLERY_IMAGE, PRODUCT, ItemRef
 from search.models import Collection, IndexJob, TrainedModel
 from search.querying import item_vector, query_decode_side, query_vectors
 from search.registry import TRAINABLE_BASES
-from search.selectors import (
-    Match,
+from search.selectors.duplicates import duplicate_groups
+from search.selectors.embedding_models import (
     active_model_key,
-    duplicate_groups,
     embedding_model_list,
-    embedding_stamp,
-    index_job_failures,
-    index_job_get,
-    index_job_list,
-    index_job_updates,
     index_status,
-    items_by_ref,
-    items_similar_to,
     model_spec_get,
     trained_model_get,
     trained_model_list,
     trained_model_source,
 )
-from search.services import (
+from search.selectors.embeddings import embedding_stamp, items_by_ref
+from search.selectors.jobs import index_job_failures, index_job_get, index_job_list, index_job_updates
+from search.selectors.neighbours import Match, items_similar_to
+from search.services.activation import active_model_set
+from search.services.duplicates import (
     DUPLICATES_MAX_GROUPS,
-    active_model_set,
     duplicates_dismiss,
     duplicates_keep,
     duplicates_scan_refresh,
-    index_job_cancel,
-    index_job_create,
-    model_training_start,
-    search_queries_record,
-    trained_model_delete,
 )
+from search.services.indexing import index_job_cancel, index_job_create
+from search.services.trained_models import model_training_start, trained_model_delete
+from search.services.tuning import search_queries_record
 from simsite.drf import OutputSerializer, PageNumberPagination, paginated_items, paginated_response
 from simsite.errors import ServiceError
 from simsite.replicas import reads_from_replica

@@ -18,7 +18,7 @@ from django.conf import settings
 from catalog.images import IntakeImage
 from search.items import ItemRef
 from search.models import Embedding
-from search.selectors import model_spec_get
+from search.selectors.embedding_models import model_spec_get
 from simsite.celery import app as celery_app
 from simsite.errors import ServiceError
 

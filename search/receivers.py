@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.dispatch import receiver
 
 from catalog.signals import images_changed
-from search.services import items_index
+from search.services.indexing import items_index
 
 
 @receiver(images_changed, dispatch_uid="search.index_changed_images")

@@ -14,8 +14,11 @@ from accounts.access import read, seed_write
 from catalog.services import image_from_upload
 from search.models import Collection, IndexJob
 from search.querying import query_decode_side, query_vectors
-from search.selectors import active_model_key, index_job_updates, items_similar_to, model_coverage
-from search.services import index_job_create, search_queries_record
+from search.selectors.embedding_models import active_model_key, model_coverage
+from search.selectors.jobs import index_job_updates
+from search.selectors.neighbours import items_similar_to
+from search.services.indexing import index_job_create
+from search.services.tuning import search_queries_record
 from simsite.errors import ServiceError
 from simsite.seed import SeedApiView
 from simsite.sse import TICK, event_stream_response

@@ -1,4 +1,4 @@
-"""Celery tasks: thin, idempotent, taking ids (see search/services.py for the work)."""
+"""Celery tasks: thin, idempotent, taking ids (see search/services/ for the work)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
-from search import services
 from search.querying import embed_locally
+from search.services import duplicates, indexing, reconciler, trained_models, tuning
 from simsite.celery import task_send
 from simsite.errors import ServiceError, failure_reason
 
@@ -24,7 +24,7 @@ _TRANSIENT = (OperationalError, InterfaceError)
 
 @shared_task(acks_late=True, autoretry_for=_TRANSIENT, max_retries=3, retry_backoff=True)
 def index_job_plan(job_id: int) -> None:
-    services.index_job_plan(job_id=job_id)
+    indexing.index_job_plan(job_id=job_id)
 
 
 @shared_task(
@@ -37,22 +37,22 @@ def embed_batch(self, batch_id: int) -> None:
     Weights missing or no CUDA: the job fails (no retry helps). A database hiccup: retried a
     few times. Anything else (a time limit, CUDA out of memory, a bug): the batch's items
     fail with the reason and the job moves on. A worker that dies is bounded by the attempt
-    count in ``services.index_batch_run``.
+    count in ``indexing.index_batch_run``.
     """
     try:
-        services.index_batch_run(batch_id=batch_id)
+        indexing.index_batch_run(batch_id=batch_id)
     except ServiceError as error:
         _after_error()
-        services.index_batch_job_fail(batch_id=batch_id, error=error.message)
+        indexing.index_batch_job_fail(batch_id=batch_id, error=error.message)
     except _TRANSIENT as error:
         _after_error()
         if self.request.retries < self.max_retries:
             raise self.retry(exc=error, countdown=2**self.request.retries) from error
-        services.index_batch_fail(batch_id=batch_id, error=f"database error: {type(error).__name__}")
+        indexing.index_batch_fail(batch_id=batch_id, error=f"database error: {type(error).__name__}")
     except Exception as error:  # noqa: BLE001 - every failure must end the batch, whatever it is
         logger.exception("batch %s failed", batch_id)
         _after_error()
-        services.index_batch_fail(batch_id=batch_id, error=failure_reason(error))
+        indexing.index_batch_fail(batch_id=batch_id, error=failure_reason(error))
 
 
 def _after_error() -> None:
@@ -71,8 +71,8 @@ def embed_query(model: str, images_b64: list[str]) -> list[list[float]]:
 
 @shared_task(queue="default", soft_time_limit=600)
 def reconcile() -> dict[str, int]:
-    """Periodic (Celery beat): see ``services.index_reconcile``."""
-    report = services.index_reconcile()
+    """Periodic (Celery beat): see ``reconciler.index_reconcile``."""
+    report = reconciler.index_reconcile()
     if any(report.values()):
         logger.info("reconcile: %s", report)
     return report
@@ -85,29 +85,29 @@ def reconcile() -> dict[str, int]:
 def model_train(trained_id: int) -> None:
     """Train a queued embedding model (queue ``embed``: GPU workers). A second delivery finds
     it claimed and does nothing; a worker killed mid-run is found by ``reconcile``."""
-    services.model_training_run(trained_id=trained_id)
+    trained_models.model_training_run(trained_id=trained_id)
 
 
 @shared_task(acks_late=True, autoretry_for=_TRANSIENT, max_retries=3, retry_backoff=True)
 def duplicate_scan_chunk(scan_id: int) -> None:
     """One chunk of a background duplicates scan, then the next chunk's message."""
     try:
-        more = services.duplicate_scan_run(scan_id=scan_id)
+        more = duplicates.duplicate_scan_run(scan_id=scan_id)
     except _TRANSIENT:
         raise
     except Exception as error:  # noqa: BLE001 - a scan must end, whatever stops it
         logger.exception("duplicates scan %s failed", scan_id)
         _after_error()
-        services.duplicate_scan_fail(scan_id=scan_id, error=failure_reason(error))
+        duplicates.duplicate_scan_fail(scan_id=scan_id, error=failure_reason(error))
         return
     if more:
-        task_send(services.SCAN_TASK, scan_id)
+        task_send(duplicates.SCAN_TASK, scan_id)
 
 
 @shared_task(queue="default", soft_time_limit=3600, time_limit=3660)
 def search_tune_due() -> dict[str, int]:
-    """Periodic (Celery beat): see ``services.search_tune_due``."""
-    tuned = services.search_tune_due()
+    """Periodic (Celery beat): see ``tuning.search_tune_due``."""
+    tuned = tuning.search_tune_due()
     if tuned:
         logger.info("tuned hnsw.ef_search: %s", tuned)
     return tuned

@@ -24,18 +24,12 @@ from catalog.services import image_from_source
 from search.items import KINDS, PRODUCT, ItemRef
 from search.models import Collection
 from search.querying import item_vector, query_decode_side, query_vectors
-from search.selectors import (
-    KEEP_RULES,
-    active_model_key,
-    duplicate_groups,
-    duplicate_groups_detailed,
-    duplicate_scan_latest,
-    embedding_stamp,
-    items_similar_to,
-    model_coverage,
-    products_with_embedded_flag,
-)
-from search.services import duplicates_dismiss, duplicates_keep, duplicates_scan_refresh, search_queries_record
+from search.selectors.duplicates import KEEP_RULES, duplicate_groups, duplicate_groups_detailed, duplicate_scan_latest
+from search.selectors.embedding_models import active_model_key, model_coverage
+from search.selectors.embeddings import embedding_stamp, products_with_embedded_flag
+from search.selectors.neighbours import items_similar_to
+from search.services.duplicates import duplicates_dismiss, duplicates_keep, duplicates_scan_refresh
+from search.services.tuning import search_queries_record
 from simsite.errors import ServiceError
 from simsite.replicas import reads_from_replica
 

@@ -15,7 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.access import ANYONE, AccessPolicy
-from search.selectors import active_model_key, pgvector_version
+from search.selectors.embedding_models import active_model_key
+from search.selectors.hnsw import pgvector_version
 from simsite.celery import app as celery_app
 from simsite.drf import ScopedThrottle
 

@@ -49,7 +49,7 @@ def fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def clear_cache() -> Iterator[None]:
-    from search.selectors import search_caches_forget
+    from search.selectors.caches import search_caches_forget
     from simsite import apis
 
     cache.clear()

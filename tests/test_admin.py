@@ -90,7 +90,7 @@ def test_index_jobs_are_queued_followed_and_cancelled_in_the_admin(admin_client,
 def test_the_admin_lists_embedding_models_with_coverage_and_activates_one(
     admin_client, django_capture_on_commit_callbacks
 ):
-    from search.selectors import active_model_key
+    from search.selectors.embedding_models import active_model_key
 
     add_product(images.jpeg_bytes(64, 64, seed=1), "M1")
     page = admin_client.get("/admin/search/embeddingmodelchoice/").content.decode()

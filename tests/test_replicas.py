@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 
 from catalog.models import GalleryImage
 from search.models import Embedding, SearchQuerySample
-from search.selectors import items_similar_to
+from search.selectors.neighbours import items_similar_to
 from simsite import replicas
 from tests import images
 from tests.search.helpers import FakeEmbedder, gallery_images_with_vectors, vectors_near

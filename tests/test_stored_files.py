@@ -19,7 +19,7 @@ from catalog.models import Product, ProductImport
 from catalog.services import product_create
 from catalog.storage import image_name_for, thumbnail_get, thumbnail_name_for
 from search.models import TrainedModel
-from search.services import index_reconcile
+from search.services.reconciler import index_reconcile
 from signatures.models import Reference, Signer
 from simsite.files import private_storage
 from simsite.stored_files import STORED_FOLDERS, orphan_files_sweep

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from search.models import TrainedModel
-from search.services import items_index
+from search.services.indexing import items_index
 from tests import images
 from tests.pages.conftest import NEEDS_CHROMIUM, log_in
 from tests.search.helpers import add_gallery_image

@@ -10,7 +10,7 @@ from catalog.images import image_validate
 from catalog.models import GalleryImage, Product
 from catalog.services import gallery_image_create, product_create
 from search.models import Embedding, IndexBatch, IndexJob, hnsw_index_name, hnsw_index_sql
-from search.services import index_batch_run, items_index
+from search.services.indexing import index_batch_run, items_index
 from tests import images
 
 

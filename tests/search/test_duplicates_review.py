@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 
 from catalog.models import GalleryImage
 from search.models import DuplicateDismissal, Embedding
-from search.selectors import duplicate_groups, duplicate_groups_detailed
+from search.selectors.duplicates import duplicate_groups, duplicate_groups_detailed
 from tests.search.helpers import gallery_images_with_vectors, vectors_near
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,7 @@ from catalog.images import image_validate
 from catalog.models import GalleryImage
 from catalog.services import gallery_image_create
 from search.models import Embedding, IndexBatch, IndexJob
-from search.services import items_index
+from search.services.indexing import items_index
 from tests import images
 from tests.conftest import wait_for
 
@@ -123,7 +123,7 @@ def test_cancel_stops_a_job(staff_client, settings):
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     again = staff_client.post(f"/api/v1/index/jobs/{job_id}/cancel/")
     assert again.status_code == 200
-    from search.services import index_batch_run, index_job_plan
+    from search.services.indexing import index_batch_run, index_job_plan
 
     index_job_plan(job_id=job_id)  # a late plan task does nothing for a cancelled job
     for batch in IndexBatch.objects.filter(job_id=job_id):
@@ -210,7 +210,7 @@ def test_progress_streams_are_bounded(staff_client, settings, fake_embedder):
     """Each stream holds a server thread: a process serves at most JOB_EVENTS_MAX_STREAMS at
     once (503 past it, the slot given back when a stream closes), sends heartbeats and the
     reconnection delay, and ends at JOB_EVENTS_TIMEOUT."""
-    from search.services import index_job_create
+    from search.services.indexing import index_job_create
 
     settings.JOB_EVENTS_MAX_STREAMS = 1
     settings.JOB_EVENTS_TIMEOUT = 2

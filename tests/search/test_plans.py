@@ -10,7 +10,7 @@ from django.db import connection
 
 from catalog.models import Product
 from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, Embedding, hnsw_index_name
-from search.selectors import items_similar_plan, items_similar_to
+from search.selectors.neighbours import items_similar_plan, items_similar_to
 from tests.search.helpers import indexed_products
 
 pytestmark = pytest.mark.django_db

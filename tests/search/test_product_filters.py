@@ -13,8 +13,9 @@ from django.db import connection, connections, transaction
 from catalog.models import Product
 from catalog.services import product_update
 from search.models import DEFAULT_MODEL_DIM, DEFAULT_MODEL_KEY, Embedding
-from search.selectors import active_model_key, items_similar_to
-from search.services import embedding_upsert
+from search.selectors.embedding_models import active_model_key
+from search.selectors.neighbours import items_similar_to
+from search.services.indexing import embedding_upsert
 from tests import images
 from tests.search.helpers import add_gallery_image, add_product, index_now
 

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageEnhance, ImageOps
 
 from search.querying import query_vectors
-from search.selectors import items_similar_to
+from search.selectors.neighbours import items_similar_to
 from tests.images import SHARED_DATA
 from tests.search.helpers import add_gallery_image, index_now
 

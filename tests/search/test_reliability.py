@@ -38,15 +38,10 @@ from search.models import (
     TrainedModel,
     hnsw_index_name,
 )
-from search.services import (
-    active_model_set,
-    embedding_index_ensure,
-    index_batch_run,
-    index_job_create,
-    index_reconcile,
-    items_index,
-    trained_model_delete,
-)
+from search.services.activation import active_model_set, embedding_index_ensure
+from search.services.indexing import index_batch_run, index_job_create, items_index
+from search.services.reconciler import index_reconcile
+from search.services.trained_models import trained_model_delete
 from search.tasks import embed_batch
 from simsite.celery import app, queue_length
 from simsite.errors import ServiceError
@@ -269,7 +264,7 @@ def test_a_model_that_no_longer_exists_does_not_stop_the_reconciler(fake_embedde
     orphan_job = IndexJob.objects.create(collection="all", model="deleted_job")
     IndexJob.objects.filter(pk=orphan_job.pk).update(created_at=lost)
     assert items_index(gallery_ids=[covered.pk]) is None  # uploads still go in, with the models that exist
-    with caplog.at_level(logging.ERROR, logger="search.services"):
+    with caplog.at_level(logging.ERROR, logger="search.services.reconciler"):
         report = index_reconcile()
     assert (report["resent"], report["swept"]) == (1, 1)  # the other models' work was done
     orphan_job.refresh_from_db()

@@ -12,8 +12,9 @@ import pytest
 from django.db import DataError, connection
 
 from search.models import ActiveModel, hnsw_index_name
-from search.selectors import active_model_key, items_similar_to
-from search.services import active_model_set
+from search.selectors.embedding_models import active_model_key
+from search.selectors.neighbours import items_similar_to
+from search.services.activation import active_model_set
 from tests.search.helpers import indexed_products
 
 # Searches outside a transaction are what is tested: a test transaction would hide them.
@@ -102,7 +103,7 @@ def test_the_search_path_reads_the_active_model_once_a_second_and_a_switch_at_on
     time.sleep(1.05)
     assert active_model_key(recent=True) == MODEL
 
-    monkeypatch.setattr("search.services.model_coverage", lambda model: [])
-    monkeypatch.setattr("search.services.embedding_index_ensure", lambda model: None)
+    monkeypatch.setattr("search.services.activation.model_coverage", lambda model: [])
+    monkeypatch.setattr("search.services.activation.embedding_index_ensure", lambda model: None)
     active_model_set(model="efficientnet_lite0")  # a switch made in this process is seen at once
     assert active_model_key(recent=True) == "efficientnet_lite0"

@@ -11,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from catalog.models import GalleryImage, Product
 from search.items import ItemRef
 from search.models import Embedding, hnsw_index_sql
-from search.selectors import items_by_ref, items_similar_plan, items_similar_to
+from search.selectors.embeddings import items_by_ref
+from search.selectors.neighbours import items_similar_plan, items_similar_to
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +93,7 @@ def test_plans(vectors, settings):
 def test_filter_counts_read_an_index_however_selective(vectors):
     """The plan choice counts the vectors a filter leaves (up to SEARCH_EXACT_MAX_ROWS + 1):
     through the (model, category) and (model, price) indexes, never a scan of every vector."""
-    from search.selectors import search_caches_forget
+    from search.selectors.caches import search_caches_forget
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE search_embedding")
@@ -246,27 +247,27 @@ def test_search_statements_are_prepared_once_per_connection(vectors, settings):
 
 
 def test_ef_search_follows_the_index_size(vectors, settings, monkeypatch):
-    from search import selectors
+    from search.selectors import caches, hnsw, neighbours
 
     settings.SEARCH_HNSW_EF_SEARCH = None  # auto
-    monkeypatch.setattr(selectors, "EF_SEARCH_BY_SIZE", ((1000, 40), (3000, 200)))
-    monkeypatch.setattr(selectors, "EF_SEARCH_LARGEST", 600)
-    assert selectors.ef_search_for(MODEL) == 600  # 4,000 vectors, counted by CREATE INDEX
-    selectors.search_caches_forget()
+    monkeypatch.setattr(hnsw, "EF_SEARCH_BY_SIZE", ((1000, 40), (3000, 200)))
+    monkeypatch.setattr(hnsw, "EF_SEARCH_LARGEST", 600)
+    assert hnsw.ef_search_for(MODEL) == 600  # 4,000 vectors, counted by CREATE INDEX
+    caches.search_caches_forget()
     with connection.cursor() as cursor:  # (rolled back with the test)
         cursor.execute("UPDATE pg_class SET reltuples = 2500 WHERE relname = 'embedding_resnet18_hnsw'")
-    assert selectors.ef_search_for(MODEL) == 200
+    assert hnsw.ef_search_for(MODEL) == 200
     arguments = {"vector": vectors["data"][0], "model": MODEL, "collection": "all", "categories": (),
                  "min_price": None, "max_price": None, "exclude": None, "exact": False}  # fmt: skip
-    assert selectors._similar_query(k=10, **arguments)[2]["hnsw.ef_search"] == "200"
-    assert selectors._similar_query(k=150, **arguments)[2]["hnsw.ef_search"] == "300"  # never under 2k
+    assert neighbours._similar_query(k=10, **arguments)[2]["hnsw.ef_search"] == "200"
+    assert neighbours._similar_query(k=150, **arguments)[2]["hnsw.ef_search"] == "300"  # never under 2k
     filtered = {**arguments, "max_price": 89}  # 90% of the products: the index
-    assert selectors._similar_query(k=10, **filtered)[2]["hnsw.ef_search"] == "400"  # doubled under filters
+    assert neighbours._similar_query(k=10, **filtered)[2]["hnsw.ef_search"] == "400"  # doubled under filters
     settings.SEARCH_HNSW_EF_SEARCH = 64
-    assert selectors.ef_search_for(MODEL) == 64  # a number fixes it
+    assert hnsw.ef_search_for(MODEL) == 64  # a number fixes it
     # Never counted (reltuples -1): the rows are counted instead.
     settings.SEARCH_HNSW_EF_SEARCH = None
-    selectors.search_caches_forget()
+    caches.search_caches_forget()
     with connection.cursor() as cursor:
         cursor.execute("UPDATE pg_class SET reltuples = -1 WHERE relname = 'embedding_resnet18_hnsw'")
-    assert selectors._index_size(MODEL) == 4000
+    assert hnsw._index_size(MODEL) == 4000

@@ -18,13 +18,9 @@ from django.db import connection, transaction
 
 from search.datasets import dataset_load, dataset_split
 from search.models import ActiveModel, Embedding, IndexBatch, IndexJob, SearchTuning, TrainedModel
-from search.selectors import active_model_key, model_spec_get
-from search.services import (
-    index_batch_run,
-    index_job_create,
-    index_job_plan,
-    trained_models_reconcile,
-)
+from search.selectors.embedding_models import active_model_key, model_spec_get
+from search.services.indexing import index_batch_run, index_job_create, index_job_plan
+from search.services.trained_models import trained_models_reconcile
 from simsite.training_runs import training_run_execute
 from tests.conftest import wait_for
 from tests.images import SHARED_DATA

@@ -10,14 +10,11 @@ from django.db import connection
 
 from catalog.models import Product
 from search.models import Embedding, SearchQuerySample, SearchTuning, hnsw_index_sql
-from search.selectors import (
-    EF_SEARCH_BY_SIZE,
-    ef_search_for,
-    exact_neighbours,
-    items_similar_to,
-    search_caches_forget,
-)
-from search.services import EF_SEARCH_LADDER, search_queries_record, search_tune, search_tune_due
+from search.selectors.caches import search_caches_forget
+from search.selectors.hnsw import EF_SEARCH_BY_SIZE, ef_search_for
+from search.selectors.neighbours import items_similar_to
+from search.selectors.tuning import exact_neighbours
+from search.services.tuning import EF_SEARCH_LADDER, search_queries_record, search_tune, search_tune_due
 from simsite.errors import ServiceError
 from tests.search.helpers import indexed_products
 

@@ -22,7 +22,7 @@ from catalog.images import image_validate
 from catalog.models import GalleryImage, Product
 from catalog.services import gallery_image_create
 from search.models import Embedding, IndexBatch, IndexJob
-from search.services import items_index
+from search.services.indexing import items_index
 from tests import images
 from tests.conftest import wait_for
 

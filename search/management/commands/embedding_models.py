@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from search.selectors import embedding_model_list
+from search.selectors.embedding_models import embedding_model_list
 
 
 class Command(BaseCommand):

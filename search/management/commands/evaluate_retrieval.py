@@ -12,7 +12,7 @@ from django.utils import timezone
 from search.datasets import CATALOG, dataset_fingerprint, dataset_load, dataset_split
 from search.evaluation import KS, near_duplicate_edits, near_duplicate_recall, retrieval_metrics
 from search.models import TrainedModel
-from search.selectors import model_spec_get
+from search.selectors.embedding_models import model_spec_get
 from simsite.errors import ServiceError
 
 

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from search.models import Collection, IndexJob
-from search.services import index_job_create
+from search.services.indexing import index_job_create
 from simsite.errors import ServiceError
 
 

@@ -9,7 +9,8 @@ from catalog.fetch import image_fetch
 from catalog.images import image_validate, read_limited
 from search.models import Collection
 from search.querying import query_vectors
-from search.selectors import active_model_key, items_similar_to, model_spec_get
+from search.selectors.embedding_models import active_model_key, model_spec_get
+from search.selectors.neighbours import items_similar_to
 from simsite.errors import ServiceError
 
 

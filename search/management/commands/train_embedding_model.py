@@ -9,7 +9,12 @@ from accounts.models import AuditEntry
 from accounts.services import audit_record
 from search.models import TrainedModel
 from search.registry import TRAINABLE_BASES
-from search.services import DEFAULT_TRAINING_EPOCHS, model_training_create, model_training_run, model_training_start
+from search.services.trained_models import (
+    DEFAULT_TRAINING_EPOCHS,
+    model_training_create,
+    model_training_run,
+    model_training_start,
+)
 from simsite.errors import ServiceError
 
 

@@ -5,8 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from search.selectors import active_model_key
-from search.services import search_tune
+from search.selectors.embedding_models import active_model_key
+from search.services.tuning import search_tune
 from simsite.errors import ServiceError
 
 
