@@ -236,7 +236,7 @@ class TrainedModel(models.Model):
 
     Queued by ``train_embedding_model``, the API or the admin; a worker (queue ``embed``)
     trains it with progress per epoch. Once it has succeeded it is an embedding model like the
-    pretrained ones (``search.selectors.model_spec_get``): indexed in the background, activated
+    pretrained ones (``search.selectors.embedding_models.model_spec_get``): indexed in the background, activated
     without downtime. Immutable from then on.
     """
 
@@ -385,7 +385,7 @@ class SearchQuerySample(models.Model):
 
 class SearchTuning(models.Model):
     """The ``hnsw.ef_search`` a model's searches run with, measured on its own index
-    (``services.search_tune``): the smallest value whose recall@10 against an exact search
+    (``search.services.tuning.search_tune``): the smallest value whose recall@10 against an exact search
     reached ``target_recall`` for the recorded queries (``SearchQuerySample``), with the margin
     of the estimate. ``vectors`` is
     the index's size then: searches use the value while the index stays near that size."""

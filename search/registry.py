@@ -82,7 +82,7 @@ TRAINABLE_BASES = ("efficientnet_lite0", "resnet18", "resnet50")
 
 
 def model_spec(key: str) -> ModelSpec:
-    """A pretrained model's spec (``search.selectors.model_spec_get`` knows trained ones too)."""
+    """A pretrained model's spec (``search.selectors.embedding_models.model_spec_get`` knows trained ones too)."""
     try:
         return MODELS[key]
     except KeyError:

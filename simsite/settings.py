@@ -311,14 +311,14 @@ ORPHAN_FILE_GRACE_SECONDS = env_int("ORPHAN_FILE_GRACE_SECONDS", 3600, minimum=6
 # Candidates HNSW keeps per query (at least 2k): higher finds more true neighbours, slower.
 # "auto": the value measured on the model's own index (search.models.SearchTuning, kept by the
 # tune_search command and the periodic task below), else by its size (search.selectors.
-# EF_SEARCH_BY_SIZE: 80 up to 200,000 vectors, 160 up to 500,000, 320 up to 2,000,000, ...);
+# hnsw.EF_SEARCH_BY_SIZE: 80 up to 200,000 vectors, 160 up to 500,000, 320 up to 2,000,000, ...);
 # doubled under product filters. A number from 10 to 1000 fixes it.
 SEARCH_HNSW_EF_SEARCH = (
     None
     if (env_str("SEARCH_HNSW_EF_SEARCH") or "auto").strip().lower() == "auto"
     else env_int("SEARCH_HNSW_EF_SEARCH", 0, minimum=10, maximum=1000)
 )
-# Tuning ef_search (search.services.search_tune) on the queries users send: this percentage of
+# Tuning ef_search (search.services.tuning.search_tune) on the queries users send: this percentage of
 # searches by image keep their query vector (not the image), the newest SEARCH_TUNE_QUERIES per
 # model; tuning aims at this recall@10 against an exact search (percent). Celery beat tunes the
 # indexes of at least SEARCH_TUNE_MIN_VECTORS vectors (every SEARCH_TUNE_INTERVAL_SECONDS) when
@@ -348,7 +348,7 @@ if not 0.5 <= DUPLICATES_PAIR_FLOOR <= 1:
     raise ImproperlyConfigured(f"DUPLICATES_PAIR_FLOOR must be between 0.5 and 1, got {DUPLICATES_PAIR_FLOOR}")
 DUPLICATES_SCAN_CHUNK = env_int("DUPLICATES_SCAN_CHUNK", 2000, minimum=1)
 DUPLICATES_SCAN_STALL_SECONDS = env_int("DUPLICATES_SCAN_STALL_SECONDS", 600, minimum=5)
-# Which copy of a duplicate group the review page pre-selects to keep (search.selectors.KEEP_RULES).
+# Which copy of a duplicate group the review page pre-selects to keep (search.selectors.duplicates.KEEP_RULES).
 DUPLICATES_KEEP_RULE = env_choice("DUPLICATES_KEEP_RULE", "resolution", {"resolution", "size", "oldest", "newest"})
 JOB_EVENTS_POLL_SECONDS = 0.5
 # Progress streams (server-sent events) hold a server thread each: they live at most

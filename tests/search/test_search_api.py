@@ -174,7 +174,7 @@ def test_query_item_whose_file_is_gone_is_a_409(api_client, catalog, media_root)
 
 
 def test_searches_by_image_keep_a_sample_of_their_query_vectors(api_client, catalog, settings):
-    """The queries ef_search is tuned on (search.services.search_tune): vectors of searches by
+    """The queries ef_search is tuned on (search.services.tuning.search_tune): vectors of searches by
     image, never of searches from a stored item (those are in the index already)."""
     from search.models import Embedding, SearchQuerySample
 
