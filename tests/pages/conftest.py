@@ -19,15 +19,37 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / ".run" / "screenshots"))
 
 
+# Every violation of the Content-Security-Policy is logged to the console, where the fixture
+# below collects it (Chromium logs the ones it blocks as well, with "Content Security Policy").
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (e) => console.error(
+  `CSP violation: ${e.violatedDirective} refused ${e.blockedURI || "inline code"}`
+  + ` in ${e.sourceFile || location.href}`));
+"""
+
+
+def csp_violations(page: object) -> list[str]:
+    """What the page's Content-Security-Policy refused since the browser opened (all pages)."""
+    return page.csp_violations
+
+
 @pytest.fixture
 def browser_page() -> Iterator[object]:
+    """A browser tab; the test fails if any page it showed reported a CSP violation."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
-        yield page
-        browser.close()
+        page.csp_violations = []
+        page.add_init_script(CSP_LISTENER)
+        page.on("console", lambda message: page.csp_violations.append(message.text)
+                if "CSP violation" in message.text or "Content Security Policy" in message.text else None)  # fmt: skip
+        try:
+            yield page
+            assert not page.csp_violations, "\n".join(page.csp_violations)
+        finally:
+            browser.close()
 
 
 @pytest.fixture
