@@ -40,7 +40,7 @@ def product():
 
 def _pages(product) -> list[str]:
     return ["/", "/search/", "/catalog/", f"/catalog/{product.pk}/", "/gallery/", "/duplicates/", "/jobs/",
-            "/signatures/", "/accounts/login/", "/admin/login/", "/admin/", "/admin/catalog/product/",
+            "/signatures/", "/admin/", "/admin/catalog/product/",
             f"/admin/catalog/product/{product.pk}/change/", "/admin/search/embeddingmodelchoice/"]  # fmt: skip
 
 

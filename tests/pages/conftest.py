@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,3 +74,14 @@ def log_in(page: object, base_url: str, username: str, password: str, next_path:
     page.fill("#id_password", password)
     page.click("#login-form button[type=submit]")
     page.wait_for_url(f"{base_url}{next_path}")
+
+
+def wait_for(page: object, expression: str, arg: object = None, timeout: float = 30_000) -> None:
+    """Like ``page.wait_for_function``, which the pages' CSP refuses (Playwright compiles the
+    predicate in the page, and script-src has no 'unsafe-eval'): the expression is polled with
+    ``page.evaluate``, which goes through the DevTools protocol, outside the policy."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout / 1000:g} s: {expression}")
+        time.sleep(0.1)
