@@ -8,7 +8,7 @@ import pytest
 from search.models import TrainedModel
 from search.services import items_index
 from tests import images
-from tests.pages.conftest import NEEDS_CHROMIUM, log_in
+from tests.pages.conftest import NEEDS_CHROMIUM, log_in, wait_for
 from tests.search.helpers import add_gallery_image
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
@@ -39,7 +39,7 @@ def test_jobs_and_models(live_server, library, browser_page, screenshots):
     page.wait_for_selector("#jobs tr[data-id]")
     before = page.locator("#jobs tr[data-id]").count()
     page.click("#models tr:has-text('efficientnet_lite0 (active)') >> button:has-text('Build index')")
-    page.wait_for_function(f"document.querySelectorAll('#jobs tr[data-id]').length === {before + 1}")
+    wait_for(page, f"document.querySelectorAll('#jobs tr[data-id]').length === {before + 1}")
     newest = page.locator("#jobs tr[data-id]").nth(0)
     assert "efficientnet_lite0" in newest.inner_text() and "all" in newest.inner_text()
     newest.locator("button:has-text('Cancel')").click()
