@@ -1,11 +1,12 @@
 # make run  : set up the virtual environment, start the services and run simsite
 # make test : set up the virtual environment, start the services and run the tests
+# make test-fast : the same without the browser, worker and slow tiers
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test manage fashion-mnist bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
+.PHONY: run test test-fast manage fashion-mnist bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
 
 venv: $(STAMP)
 
@@ -41,6 +42,12 @@ test: venv browser fashion-mnist
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) scripts/stack.py test $(PYTEST_ARGS)
+
+# The tests without a browser, real workers or the slow ones (markers in pyproject.toml): minutes, for the edit loop.
+test-fast: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) scripts/stack.py test -m "not browser and not workers and not slow" $(PYTEST_ARGS)
 
 # make manage ARGS="import_products products.csv": a manage.py command on the run services
 manage: venv

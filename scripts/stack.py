@@ -261,7 +261,10 @@ def run() -> int:
             cwd=ROOT,
         )  # fmt: skip
         web = subprocess.Popen([PYTHON, "manage.py", "runserver", f"{host}:{port}", "--noreload"], cwd=ROOT)
-        _say(f"simsite at http://{host}:{port}/  (admin: /admin/, API docs: /api/v1/docs/); Ctrl-C stops it")
+        _say(
+            f"simsite at http://{host}:{port}/  (log in: /accounts/login/, admin: /admin/, "
+            "API docs: /api/v1/docs/); Ctrl-C stops it"
+        )
         try:
             while True:
                 for process, label in ((web, "web server"), (worker, "Celery worker"), (beat, "Celery beat")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from csp.decorators import csp_update
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -126,6 +127,7 @@ def gallery_page(request: HttpRequest) -> HttpResponse:
 
 
 @ensure_csrf_cookie
+@csp_update({"img-src": ["http:", "https:"]})  # the preview of a pasted image URL, before the search
 @reads_from_replica
 def search_page(request: HttpRequest) -> HttpResponse:
     """Search by an image file, an image URL, or a product or gallery image (``?product=ID``,

@@ -28,6 +28,24 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.DATABASES.setdefault("replica_0", {**settings.DATABASES["default"], "TEST": {"MIRROR": "default"}})
 
 
+# Test tiers (README, "Testing"): `make test` runs them all, `make test-fast` leaves out these.
+# Browser tests are the page tests; worker tests use the `workers` fixture or start their own
+# processes; slow ones are named here.
+WORKER_MODULES = {"tests/search/test_workers_reliability.py"}
+SLOW_MODULES = {"tests/test_api_contract.py", "tests/pages/test_gallery_scale.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        if module.startswith("tests/pages/"):
+            item.add_marker(pytest.mark.browser)
+        if module in WORKER_MODULES or "workers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.workers)
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,15 +20,37 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / ".run" / "screenshots"))
 
 
+# Every violation of the Content-Security-Policy is logged to the console, where the fixture
+# below collects it (Chromium logs the ones it blocks as well, with "Content Security Policy").
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (e) => console.error(
+  `CSP violation: ${e.violatedDirective} refused ${e.blockedURI || "inline code"}`
+  + ` in ${e.sourceFile || location.href}`));
+"""
+
+
+def csp_violations(page: object) -> list[str]:
+    """What the page's Content-Security-Policy refused since the browser opened (all pages)."""
+    return page.csp_violations
+
+
 @pytest.fixture
 def browser_page() -> Iterator[object]:
+    """A browser tab; the test fails if any page it showed reported a CSP violation."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
-        yield page
-        browser.close()
+        page.csp_violations = []
+        page.add_init_script(CSP_LISTENER)
+        page.on("console", lambda message: page.csp_violations.append(message.text)
+                if "CSP violation" in message.text or "Content Security Policy" in message.text else None)  # fmt: skip
+        try:
+            yield page
+            assert not page.csp_violations, "\n".join(page.csp_violations)
+        finally:
+            browser.close()
 
 
 @pytest.fixture
@@ -51,3 +74,14 @@ def log_in(page: object, base_url: str, username: str, password: str, next_path:
     page.fill("#id_password", password)
     page.click("#login-form button[type=submit]")
     page.wait_for_url(f"{base_url}{next_path}")
+
+
+def wait_for(page: object, expression: str, arg: object = None, timeout: float = 30_000) -> None:
+    """Like ``page.wait_for_function``, which the pages' CSP refuses (Playwright compiles the
+    predicate in the page, and script-src has no 'unsafe-eval'): the expression is polled with
+    ``page.evaluate``, which goes through the DevTools protocol, outside the policy."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout / 1000:g} s: {expression}")
+        time.sleep(0.1)

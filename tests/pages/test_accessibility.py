@@ -1,5 +1,6 @@
 """Every page through axe-core (the accessibility engine, bundled by axe-playwright-python:
-nothing is fetched), anonymous and as staff: no WCAG 2.1 A/AA violation."""
+nothing is fetched), anonymous and as staff: no WCAG 2.1 A/AA violation, no violation of the
+Content-Security-Policy, no missing static file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests import images
-from tests.pages.conftest import NEEDS_CHROMIUM, log_in
+from tests.pages.conftest import NEEDS_CHROMIUM, csp_violations, log_in
 from tests.search.helpers import FakeEmbedder, add_product, gallery_images_with_vectors, index_now, vectors_near
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
@@ -45,13 +46,25 @@ def test_no_page_has_an_accessibility_violation(live_server, content, browser_pa
     page = browser_page
     page.set_content("<html lang=en><title>t</title><main><img src='data:,'><input></main></html>")
     assert {v.split(" ")[0] for v in _violations(page)} >= {"image-alt", "label"}  # the checker checks
+    missing = []  # static files and the icon the pages ask for
+
+    def asked(response) -> None:
+        if response.status >= 400 and ("/static/" in response.url or "favicon" in response.url):
+            missing.append(response.url)
+
+    page.on("response", asked)
     problems = {}
     for path in _pages(content):
         page.goto(live_server.url + path)
-        problems[f"anonymous {path}"] = _violations(page)
+        problems[f"anonymous {path}"] = _violations(page) + csp_violations(page)[:]
+        page.csp_violations.clear()
     log_in(page, live_server.url, "ops", "s3cret-pass", "/gallery/")
     for path in _pages(content):
         page.goto(live_server.url + path)
-        problems[f"staff {path}"] = _violations(page)
+        problems[f"staff {path}"] = _violations(page) + csp_violations(page)[:]
+        page.csp_violations.clear()
+    assert page.evaluate("[...document.styleSheets].some((sheet) => (sheet.href || '').endsWith('/web/css/app.css'))")
+    assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("/web/favicon.svg")
+    assert not missing, missing
     problems = {where: found for where, found in problems.items() if found}
     assert not problems, "\n".join(f"{where}: {v}" for where, found in problems.items() for v in found)

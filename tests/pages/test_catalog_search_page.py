@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests import images
-from tests.pages.conftest import NEEDS_CHROMIUM
+from tests.pages.conftest import NEEDS_CHROMIUM, wait_for
 from tests.search.helpers import add_product, index_now
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
@@ -45,7 +45,7 @@ def test_find_similar_products_by_photo(products, live_server, browser_page, tmp
     assert width > 0
     thumbnail = first.locator("img")
     # The thumbnail is made on its first request: wait for it to arrive (or fail) before measuring.
-    page.wait_for_function("img => img.complete", arg=thumbnail.element_handle(), timeout=15_000)
+    wait_for(page, "img => img.complete", arg=thumbnail.element_handle(), timeout=15_000)
     assert thumbnail.evaluate("img => img.complete && img.naturalWidth") == 200
     page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
 

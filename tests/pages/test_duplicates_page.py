@@ -14,11 +14,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
 
 @pytest.fixture
-def library(django_user_model, monkeypatch):
+def library(django_user_model, role_user, monkeypatch):
     """Four groups of copies (the largest copy is the second of each group) and a loner; two
     groups to a page."""
     monkeypatch.setattr("search.views.DUPLICATES_PAGE_SIZE", 2)
     django_user_model.objects.create_superuser("ops", password="s3cret-pass")
+    role_user("reader", "viewer")
     rng = np.random.default_rng(1)
     bases = rng.standard_normal((5, 1280))
     groups = [
@@ -38,9 +39,11 @@ def _names(page) -> list[list[str]]:
     )  # fmt: skip
 
 
-def test_anonymous_visitors_see_the_groups_without_controls(live_server, library, browser_page):
+def test_viewers_see_the_groups_without_controls(live_server, library, browser_page):
     page = browser_page
     page.goto(live_server.url + "/duplicates/")
+    page.wait_for_url("**/accounts/login/?next=/duplicates/")  # the review needs a login whatever PUBLIC_READ says
+    log_in(page, live_server.url, "reader", "s3cret-pass", "/duplicates/")
     assert "4 groups · page 1 of 2" in page.inner_text("#review")
     assert page.locator(".group").count() == 2
     assert page.locator("#review button, #review input[type=radio]").count() == 0
@@ -97,6 +100,7 @@ def test_staff_keep_one_copy_and_dismiss_groups_with_the_mouse_and_the_keyboard(
 
 def test_the_keep_rule_and_threshold_are_chosen_on_the_page(live_server, library, browser_page):
     page = browser_page
+    log_in(page, live_server.url, "ops", "s3cret-pass", "/duplicates/")
     page.goto(live_server.url + "/duplicates/?collection=products&threshold=99")
     assert "No near-duplicates at 99.0%" in page.inner_text("main")
     page.goto(live_server.url + "/duplicates/?keep=oldest")

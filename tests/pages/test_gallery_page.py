@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests import images
-from tests.pages.conftest import NEEDS_CHROMIUM, log_in
+from tests.pages.conftest import NEEDS_CHROMIUM, log_in, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
@@ -51,7 +51,7 @@ def test_upload_embed_search_preview_and_delete(live_server, staff, workers, bro
     log_in(page, live_server.url, *staff, "/gallery/")
     page.set_input_files("#files", [str(path) for path in files])
     page.wait_for_selector(".toast:has-text('6 image(s) uploaded')")
-    page.wait_for_function("document.querySelectorAll('#thumbs .thumb').length === 6")
+    wait_for(page, "document.querySelectorAll('#thumbs .thumb').length === 6")
     assert "6 images" in page.inner_text("#page-label")
     assert page.locator("#thumbs .badge").count() == 6  # no worker yet: nothing embedded
     page.wait_for_selector("#coverage:has-text('0 of 6 images embedded')")
@@ -62,10 +62,10 @@ def test_upload_embed_search_preview_and_delete(live_server, staff, workers, bro
     page.wait_for_selector("#job:not([hidden])")
     workers.start()
     # Its images may have been embedded by the uploads' own jobs first: then it had nothing to do.
-    page.wait_for_function("/^Features(: every| succeeded)/.test(document.getElementById('job-label').textContent)",
+    wait_for(page, "/^Features(: every| succeeded)/.test(document.getElementById('job-label').textContent)",
                            timeout=180_000)  # fmt: skip
     assert page.locator("#job-progress").evaluate("bar => bar.value") == 100
-    page.wait_for_function("document.querySelectorAll('#thumbs .badge').length === 0", timeout=60_000)
+    wait_for(page, "document.querySelectorAll('#thumbs .badge').length === 0", timeout=60_000)
     page.wait_for_selector("#coverage:has-text('All 6 images embedded')")
 
     page.set_input_files("#query", crop(files[2], tmp_path))
@@ -88,7 +88,7 @@ def test_upload_embed_search_preview_and_delete(live_server, staff, workers, bro
     assert page.inner_text("#delete-selected") == "Delete selected (3)"
     page.click("#delete-selected")
     page.wait_for_selector(".toast:has-text('3 image(s) deleted')")
-    page.wait_for_function("document.querySelectorAll('#thumbs .thumb').length === 3")
+    wait_for(page, "document.querySelectorAll('#thumbs .thumb').length === 3")
     assert page.locator("#results .result").count() == 3  # the deleted ones left the results too
     screenshots(page, "gallery")
     page.set_viewport_size({"width": 390, "height": 844})

@@ -17,7 +17,7 @@ import pytest
 
 from catalog.models import GalleryImage
 from tests import images
-from tests.pages.conftest import NEEDS_CHROMIUM
+from tests.pages.conftest import NEEDS_CHROMIUM, wait_for
 from tests.search.helpers import add_gallery_image
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
@@ -81,10 +81,10 @@ def test_fifty_thousand_images_scroll_and_page_without_long_tasks(live_server, l
                 page.mouse.wheel(0, 600)
                 page.wait_for_timeout(40)
             page.click("#next")
-            page.wait_for_function(f"document.getElementById('page-label').textContent.startsWith('Page {number} of')")
+            wait_for(page, f"document.getElementById('page-label').textContent.startsWith('Page {number} of')")
         page.fill("#page-jump", "834")
         page.click("#jump button")
-        page.wait_for_function("document.getElementById('page-label').textContent.startsWith('Page 834 of 834')")
+        wait_for(page, "document.getElementById('page-label').textContent.startsWith('Page 834 of 834')")
         assert page.locator("#thumbs .thumb").count() == COUNT - 833 * 60
         for _ in range(8):
             page.mouse.wheel(0, -600)

@@ -8,15 +8,16 @@ import pytest
 from search.models import TrainedModel
 from search.services.indexing import items_index
 from tests import images
-from tests.pages.conftest import NEEDS_CHROMIUM, log_in
+from tests.pages.conftest import NEEDS_CHROMIUM, log_in, wait_for
 from tests.search.helpers import add_gallery_image
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 
 
 @pytest.fixture
-def library(django_user_model):
+def library(django_user_model, role_user):
     django_user_model.objects.create_superuser("ops", password="s3cret-pass")
+    role_user("reader", "viewer")
     made = [add_gallery_image(images.jpeg_bytes(120, 90, seed=i), f"p{i}.jpg") for i in range(3)]
     items_index(gallery_ids=[image.pk for image in made])
     return "ops", "s3cret-pass"
@@ -25,17 +26,20 @@ def library(django_user_model):
 def test_jobs_and_models(live_server, library, browser_page, screenshots):
     page = browser_page
     page.goto(live_server.url + "/jobs/")
+    page.wait_for_url("**/accounts/login/?next=/jobs/")  # jobs need a login whatever PUBLIC_READ says
+    log_in(page, live_server.url, "reader", "s3cret-pass", "/jobs/")
     page.wait_for_selector("#models tr:has-text('efficientnet_lite0')")
     assert "0 of 3 items" in page.inner_text("#models tr:has-text('efficientnet_lite0 (active)')")
     page.wait_for_selector("#jobs tr[data-id]")
-    assert page.locator("#jobs button").count() == 0  # anonymous: no controls
+    assert page.locator("#jobs button").count() == 0  # a viewer: no controls
     assert "queued" in page.inner_text("#jobs tr[data-id] >> nth=0")
 
+    page.context.clear_cookies()
     log_in(page, live_server.url, *library, "/jobs/")
     page.wait_for_selector("#jobs tr[data-id]")
     before = page.locator("#jobs tr[data-id]").count()
     page.click("#models tr:has-text('efficientnet_lite0 (active)') >> button:has-text('Build index')")
-    page.wait_for_function(f"document.querySelectorAll('#jobs tr[data-id]').length === {before + 1}")
+    wait_for(page, f"document.querySelectorAll('#jobs tr[data-id]').length === {before + 1}")
     newest = page.locator("#jobs tr[data-id]").nth(0)
     assert "efficientnet_lite0" in newest.inner_text() and "all" in newest.inner_text()
     newest.locator("button:has-text('Cancel')").click()
@@ -82,9 +86,10 @@ def queued_import():
 
 def test_staff_cancel_a_csv_import(live_server, library, queued_import, browser_page):
     page = browser_page
-    page.goto(live_server.url + "/jobs/")
+    log_in(page, live_server.url, "reader", "s3cret-pass", "/jobs/")
     row = f"tr:has-text('#{queued_import.pk}')"
     assert "queued" in page.inner_text(row) and page.locator(f"{row} button").count() == 0
+    page.context.clear_cookies()
     log_in(page, live_server.url, *library, "/jobs/")
     with page.expect_navigation():
         page.click(f"{row} >> button:has-text('Cancel')")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests import images
-from tests.pages.conftest import NEEDS_CHROMIUM
+from tests.pages.conftest import NEEDS_CHROMIUM, wait_for
 from tests.search.helpers import add_gallery_image, add_product, index_now
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
@@ -45,10 +45,10 @@ def test_search_by_file_preview_similar_export_and_clear(collection, live_server
     assert not page.is_visible("#preview")
     cards.nth(0).locator("button.open").click()
     page.click("#preview-similar")
-    page.wait_for_function("document.getElementById('from-item').textContent.includes('Product 1')")
+    wait_for(page, "document.getElementById('from-item').textContent.includes('Product 1')")
     # The new results are in when Product 1 - the query itself - has left them.
     cards_now = "[...document.querySelectorAll('.card.result')]"
-    page.wait_for_function(f"{cards_now}.length > 0 && !{cards_now}.some((c) => c.textContent.includes('Product 1'))")
+    wait_for(page, f"{cards_now}.length > 0 && !{cards_now}.some((c) => c.textContent.includes('Product 1'))")
     first = page.locator(".card.result .title").nth(0).inner_text()  # "Product N"
 
     with page.expect_download() as download:
@@ -69,7 +69,7 @@ def test_search_from_a_product_link_filters_and_refusals(collection, live_server
     assert "SKU2" not in page.inner_text("#results")  # the product itself is left out
     page.select_option("#category", "bags")
     page.click("#go")
-    page.wait_for_function("document.getElementById('state').textContent.includes('result(s)')")
+    wait_for(page, "document.getElementById('state').textContent.includes('result(s)')")
     assert "shoes" not in page.inner_text("#results")
     page.click("#clear")
     page.fill("#image_url", "http://127.0.0.1/private.png")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pages.conftest import NEEDS_CHROMIUM, log_in
+from tests.pages.conftest import NEEDS_CHROMIUM, log_in, wait_for
 from tests.signatures.conftest import real_or_synthetic
 
 pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
@@ -38,7 +38,7 @@ def test_compare_enrol_and_verify(live_server, staff, browser_page, tmp_path, sc
     page.click("#compare-form button[type=submit]")
     page.wait_for_selector("#compare-result:not([hidden])")
     assert page.inner_text("#compare-verdict") == "Matched"
-    page.wait_for_function("img => img.complete", arg=page.locator("#preview1").element_handle(), timeout=15_000)
+    wait_for(page, "img => img.complete", arg=page.locator("#preview1").element_handle(), timeout=15_000)
     assert page.locator("#preview1").evaluate("img => img.complete && img.naturalWidth") == 220
     (tmp_path / "notes.png").write_bytes(b"not an image")
     page.set_input_files("#image2", str(tmp_path / "notes.png"))
@@ -53,7 +53,7 @@ def test_compare_enrol_and_verify(live_server, staff, browser_page, tmp_path, sc
     page.wait_for_selector("#signer-panel:not([hidden])")
     page.set_input_files("#enrol-files", genuine[:3])
     page.click("#enrol-form button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('#references img').length === 3")
+    wait_for(page, "document.querySelectorAll('#references img').length === 3")
     assert "3 reference(s) enrolled" in page.inner_text("#signer-status")
     signers = page.evaluate("fetch('/api/v1/signatures/signers/').then(r => r.json())")["results"]
     assert [(s["external_id"], s["references"]) for s in signers] == [("C-1", 3)]

@@ -113,7 +113,7 @@ def test_catalog_search_page(client):
     response = client.post("/search", {"file": photo})  # no CSRF token, as the old clients send it
     assert response.status_code == 200
     html = response.content.decode()
-    assert html.count('class="card result"') >= 1 and "SKU1" in html
+    assert html.count('class="card result') >= 1 and "SKU1" in html
     assert "at least 70% similar" in html
     strict = client.post("/search", {"file": SimpleUploadedFile("q.jpg", images.jpeg_bytes(256, 256, seed=1)),
                                      "threshold": "100"})  # fmt: skip
