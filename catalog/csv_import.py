@@ -39,6 +39,7 @@ from catalog.models import Product, ProductImport, ProductImportFailure
 from catalog.services import images_changed_send, product_create, product_update
 from simsite.celery import queue_length, task_send
 from simsite.errors import ServiceError
+from simsite.files import resolve_under_root
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +225,8 @@ def _load_local(reference: str) -> IntakeImage:
     if "\x00" in reference:
         raise ServiceError("path_invalid", "the image path contains a NUL byte")
     try:
-        path = (root / reference).resolve()
-        if not path.is_relative_to(root):
+        path = resolve_under_root(root, reference)
+        if path is None:
             raise ServiceError("path_not_allowed", "the image path is outside CATALOG_IMPORT_ROOT")
         if not path.is_file():
             raise ServiceError("file_not_found", f"'{reference[:200]}' does not exist under CATALOG_IMPORT_ROOT")

@@ -17,6 +17,7 @@ import numpy as np
 from django.core.files.storage import default_storage
 
 from simsite.errors import ServiceError
+from simsite.files import resolve_under_root
 
 CATALOG = "catalog"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -60,8 +61,8 @@ def _from_labels_csv(root: Path, labels: Path) -> list[LabelledImage]:
             raise ServiceError("invalid_labels", f"{labels.name} needs the columns path,class; it has "
                                f"{','.join(reader.fieldnames or [])}.", field="data")  # fmt: skip
         for row in reader:
-            path = (root / (row["path"] or "")).resolve()
-            if not row["class"] or not path.is_relative_to(root) or not path.is_file():
+            path = resolve_under_root(root, row["path"] or "")
+            if not row["class"] or path is None or not path.is_file():
                 continue  # a row naming nothing readable inside the folder is left out
             items.append(LabelledImage(row["path"], row["class"], _read_file(path)))
     return items
@@ -71,7 +72,9 @@ def _from_folders(root: Path) -> list[LabelledImage]:
     items = []
     for folder in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            # A symlink that leads out of the folder is not training data (resolve_under_root).
+            inside = resolve_under_root(root, path.relative_to(root)) is not None
+            if path.suffix.lower() in IMAGE_SUFFIXES and inside and path.is_file():
                 items.append(LabelledImage(str(path.relative_to(root)), folder.name, _read_file(path)))
     return items
 

@@ -25,6 +25,7 @@ from signatures.services import (
     signer_delete,
 )
 from simsite.errors import ServiceError
+from simsite.files import resolve_under_root
 
 
 def _image(url: str, height: int = 60) -> str:
@@ -136,8 +137,8 @@ class EncoderTrainingForm(forms.ModelForm):
         if root is None:
             raise forms.ValidationError("Set SIGNATURE_TRAINING_ROOT (the folder training data may be read from), "
                                         "or train with `manage.py train_signature_encoder`.")  # fmt: skip
-        folder = (root / cleaned.get("data", "")).resolve()
-        if not folder.is_relative_to(root):
+        folder = resolve_under_root(root, cleaned.get("data", ""))
+        if folder is None:
             self.add_error("data", "The folder must be inside SIGNATURE_TRAINING_ROOT.")
             return cleaned
         cleaned["folder"] = folder

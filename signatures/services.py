@@ -28,7 +28,7 @@ from signatures.registry import PRETRAINED, EncoderSpec
 from signatures.selectors import active_encoder_key, encoder_spec
 from simsite.celery import task_send
 from simsite.errors import ServiceError
-from simsite.files import private_storage
+from simsite.files import private_storage, resolve_under_root
 from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
 
 # Training: epochs by default (about 5 minutes for SVC2004's 24 writers on a 2-core CPU;
@@ -408,11 +408,8 @@ def signature_files_resolve(*, path: str, field: str) -> bytes:
                            field=field, status_code=403)  # fmt: skip
     if not path or "\x00" in path or len(path) > 1024:
         raise ServiceError("path_invalid", "The file path is empty, too long or contains a NUL byte.", field=field)
-    try:
-        resolved = (root / path).resolve()
-    except (OSError, ValueError):
-        raise ServiceError("path_invalid", "The file path cannot be resolved.", field=field) from None
-    if not resolved.is_relative_to(root):
+    resolved = resolve_under_root(root, path)
+    if resolved is None:
         raise ServiceError("path_not_allowed", "The file path is outside SIGNATURE_FILES_ROOT.", field=field,
                            status_code=403)  # fmt: skip
     try:

@@ -39,6 +39,25 @@ class PrivateStorage(FileSystemStorage):
         raise ValueError("Private files have no public URL: serve them with private_file_response.")
 
 
+MAX_NAME_LENGTH = 1024
+
+
+def resolve_under_root(root: Path, name: str | Path) -> Path | None:
+    """``root / name`` with ``..`` and symlinks resolved, or None when that is not inside ``root``
+    (itself resolved), or the name cannot be a path (empty, a NUL byte, over 1,024 characters,
+    one the file system refuses). The one rule for every folder clients or admins may name a file
+    or folder in: a symlink inside the root that leads out of it is outside."""
+    text = str(name)
+    if not text or "\x00" in text or len(text) > MAX_NAME_LENGTH:
+        return None
+    try:
+        base = Path(root).resolve()
+        resolved = (base / text).resolve()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop
+        return None
+    return resolved if resolved.is_relative_to(base) else None
+
+
 def shown_path(path: str | Path, *, roots: list[Path | None]) -> str:
     """A server folder as users may see it: relative to the first of ``roots`` that holds it
     ("<root>/..." shown as its relative path), else only its own name. Server paths are never

@@ -13,6 +13,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from accounts.access import AREAS, needs, read, readable_areas
 from accounts.pages import page_refusal
 from catalog.models import GalleryImage, Product
+from simsite.files import resolve_under_root
 
 # What the pages and the API link to. Not served: CSV imports (imports/: whatever a back
 # office uploaded), model weights, anything else that lands in the media folder. Signatures
@@ -25,8 +26,7 @@ def _inside_root(path: str) -> bool:
     """For files on disk: the file itself, symlinks resolved, is inside MEDIA_ROOT."""
     if not isinstance(default_storage, FileSystemStorage):
         return True
-    root = Path(settings.MEDIA_ROOT).resolve()
-    return Path(default_storage.path(path)).resolve().is_relative_to(root)
+    return resolve_under_root(Path(settings.MEDIA_ROOT), path) is not None
 
 
 def _image_areas(path: str) -> set[str]:

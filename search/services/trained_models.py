@@ -32,6 +32,7 @@ from search.selectors.embedding_models import active_model_key, model_spec_get
 from search.services.indexing import index_job_create
 from simsite.celery import task_send
 from simsite.errors import ServiceError
+from simsite.files import resolve_under_root
 from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
 
 TRAIN_TASK = "search.tasks.model_train"
@@ -54,8 +55,8 @@ def _training_source(source: str | Path, *, within_root: bool) -> str:
     text = str(source)
     if "\x00" in text or len(text) > 1024:
         raise ServiceError("data_invalid", "The folder name is too long or contains a NUL byte.", field="data")
-    resolved = (root / text).resolve()
-    if not resolved.is_relative_to(root):
+    resolved = resolve_under_root(root, text)
+    if resolved is None:
         raise ServiceError("data_not_allowed", "The folder is outside EMBEDDING_TRAINING_ROOT.", field="data",
                            status_code=403)  # fmt: skip
     return str(resolved)
