@@ -77,3 +77,41 @@ def test_a_front_server_can_send_the_file(enrolled, settings, private_media_root
     served = enrolled["officer"].get(reference["image_url"])
     assert served.status_code == 200 and served.content == b""
     assert served[header] == expected.format(name=name, path=private_media_root / name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upgrading_moves_existing_signature_files_out_of_the_media(media_root, private_media_root):
+    """Migration signatures 0003: files enrolled before it (under MEDIA_ROOT/signatures/) move to
+    the private storage, same names; going back moves them back."""
+    from django.core.files.base import ContentFile
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from simsite.files import private_storage
+
+    reference, questioned = "signatures/aa/aa11.png", "signatures/bb/bb22.png"
+    executor = MigrationExecutor(connection)
+    executor.migrate([("signatures", "0002_signature_encoder")])
+    try:
+        for name, data in ((reference, b"reference"), (questioned, b"questioned")):
+            default_storage.save(name, ContentFile(data))
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO signatures_signer (name, external_id, created_at) VALUES ('Old', '', now()) "
+                           "RETURNING id")  # fmt: skip
+            signer = cursor.fetchone()[0]
+            cursor.execute("INSERT INTO signatures_reference (signer_id, file, original_filename, sha256, width, "
+                           "height, created_at) VALUES (%s, %s, 'r.png', 'aa11', 1, 1, now())",
+                           [signer, reference])  # fmt: skip
+            cursor.execute("INSERT INTO signatures_verification (signer_id, questioned, questioned_sha256, encoder, "
+                           "score, threshold, decision, references_used, per_reference, created_at) "
+                           "VALUES (%s, %s, 'bb22', 'e', 0.5, 0.5, 'forged', 1, '[]', now())",
+                           [signer, questioned])  # fmt: skip
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    for name, data in ((reference, b"reference"), (questioned, b"questioned")):
+        assert not default_storage.exists(name) and not (media_root / name).exists()
+        with private_storage().open(name) as handle:
+            assert handle.read() == data
+    assert Reference.objects.get().file.name == reference
