@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.images import IntakeImage, image_validate, read_limited
@@ -273,7 +273,13 @@ def encoder_training_validate(
 
 def encoder_training_create(**options: object) -> SignatureEncoder:
     """Record a training run (queued), after ``encoder_training_validate``."""
-    return SignatureEncoder.objects.create(**encoder_training_validate(**options))
+    fields = encoder_training_validate(**options)
+    try:  # two runs asking for the same key at once: the unique key decides, as the check would have
+        with transaction.atomic():
+            return SignatureEncoder.objects.create(**fields)
+    except IntegrityError:
+        raise ServiceError("duplicate_key", f"A signature encoder '{fields['key']}' exists already.", field="key",
+                           status_code=409) from None  # fmt: skip
 
 
 def encoder_training_start(**options: object) -> SignatureEncoder:

@@ -13,7 +13,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from search.datasets import CATALOG
@@ -100,8 +100,15 @@ def model_training_validate(
 
 
 def model_training_create(**options: object) -> TrainedModel:
-    """Record a training run (queued), after ``model_training_validate``."""
-    return TrainedModel.objects.create(**model_training_validate(**options))
+    """Record a training run (queued), after ``model_training_validate``. Two runs asking for the
+    same key at once: the unique key decides, the second is told as the check would have."""
+    fields = model_training_validate(**options)
+    try:
+        with transaction.atomic():
+            return TrainedModel.objects.create(**fields)
+    except IntegrityError:
+        raise ServiceError("duplicate_key", f"An embedding model '{fields['key']}' exists already.", field="key",
+                           status_code=409) from None  # fmt: skip
 
 
 def model_training_start(**options: object) -> TrainedModel:

@@ -319,3 +319,47 @@ def test_deleting_a_model_whose_file_cannot_be_deleted_still_deletes_it_and_its_
     assert not TrainedModel.objects.filter(key="stuck").exists()
     assert weights.is_dir()
     assert not default_storage.exists(names["training.png"]) and not default_storage.exists(names["confusion.png"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_asking_for_the_same_key_at_once_get_a_409_not_a_500(tiny_vehicles):
+    """Both pass the key check; the unique key decides, and the loser is told as the check says."""
+    import threading
+
+    from search.services.trained_models import model_training_create
+    from simsite.errors import ServiceError
+
+    inserted, release = threading.Event(), threading.Event()
+
+    def first() -> None:  # holds the row uncommitted while the second checks and inserts
+        try:
+            with transaction.atomic():
+                TrainedModel.objects.create(key="race", base="efficientnet_lite0", source="catalog")
+                inserted.set()
+                release.wait(10)
+        finally:
+            inserted.set()
+            connection.close()
+
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            outcome.append(model_training_create(data=str(tiny_vehicles), key="race"))
+        except ServiceError as error:
+            outcome.append(error)
+        finally:
+            connection.close()
+
+    one = threading.Thread(target=first)
+    one.start()
+    inserted.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(1.0)  # it waits on the first's uncommitted key
+    release.set()
+    one.join(10)
+    two.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], ServiceError), outcome
+    assert (outcome[0].code, outcome[0].status_code) == ("duplicate_key", 409)
+    assert TrainedModel.objects.filter(key="race").count() == 1
