@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -182,6 +183,71 @@ def _stop(process: subprocess.Popen, label: str, timeout: float = 15) -> None:
     _say(f"{label} stopped")
 
 
+class Child:
+    """One supervised process: its command, and its recent deaths."""
+
+    def __init__(self, label: str, command: list[str]) -> None:
+        self.label, self.command = label, command
+        self.process: subprocess.Popen | None = None
+        self.deaths: deque[float] = deque()
+        self.restart_at: float | None = None
+        self.given_up = False
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, cwd=ROOT)
+
+
+class Supervisor:
+    """Keeps the app's processes running (web, Celery worker, beat): one that exits is started
+    again after a backoff that doubles with each death in the last ``loop_seconds`` (from
+    ``backoff`` up to ``max_backoff``); one that dies ``loop_deaths`` times in that window is
+    in a crash loop: it is left stopped and reported, and the others keep serving. Each death
+    and restart is logged. Only ``stop()`` (Ctrl-C, SIGTERM) ends them all."""
+
+    def __init__(self, children: list[Child], *, backoff: float = 1.0, max_backoff: float = 30.0,
+                 loop_deaths: int = 5, loop_seconds: float = 60.0) -> None:  # fmt: skip
+        self.children = children
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.loop_deaths, self.loop_seconds = loop_deaths, loop_seconds
+
+    def start(self) -> None:
+        for child in self.children:
+            child.start()
+
+    def check(self) -> None:
+        """One look at every child: notice deaths, restart those whose backoff has passed."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.given_up:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    child.start()
+                    _say(f"the {child.label} restarted (pid {child.process.pid})")
+                continue
+            code = child.process.poll() if child.process else None
+            if code is None:
+                continue
+            child.deaths.append(now)
+            while child.deaths and child.deaths[0] < now - self.loop_seconds:
+                child.deaths.popleft()
+            if len(child.deaths) >= self.loop_deaths:
+                child.given_up = True
+                _say(f"error: the {child.label} is in a crash loop ({len(child.deaths)} exits in "
+                     f"{self.loop_seconds:.0f} s, the last with code {code}): left stopped; see its log above. "
+                     "The rest keeps running; Ctrl-C stops everything.")  # fmt: skip
+                continue
+            delay = min(self.max_backoff, self.backoff * 2 ** (len(child.deaths) - 1))
+            child.restart_at = now + delay
+            _say(f"the {child.label} exited with code {code}; restarting it in {delay:.0f} s")
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.process is not None:
+                _stop(child.process, child.label)
+
+
 def _stop_on_signals() -> None:
     """Ctrl-C and SIGTERM both stop everything (also when started where SIGINT is ignored)."""
 
@@ -225,6 +291,46 @@ def _setup_django() -> None:
         )
 
 
+class ServiceWatch:
+    """Says when PostgreSQL or Redis stops answering, and when it is back (every 5 s). The app's
+    processes ride it out: requests fail while a service is down (the health endpoint says
+    which), workers reconnect, nothing is restarted for it."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every, self.next_at, self.down = every, 0.0, set()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            return
+        self.next_at = now + self.every
+        for name, problem in (("PostgreSQL", _database_problem()), ("Redis", _redis_problem())):
+            if problem and name not in self.down:
+                self.down.add(name)
+                _say(
+                    f"error: {name} is not answering ({problem}); the app fails requests that need it until it is back"
+                )
+            elif not problem and name in self.down:
+                self.down.discard(name)
+                _say(f"{name} answers again")
+
+
+def _database_problem() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1),
+                             connect_timeout=2) as conn:  # fmt: skip
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def _redis_problem() -> str | None:
+    return None if _redis_ping(os.environ["REDIS_URL"], 2) else "no answer to PING"
+
+
 def run() -> int:
     os.environ.setdefault("DEBUG", "1")
     if os.environ["DEBUG"].lower() in ("1", "true", "yes", "on"):
@@ -233,51 +339,31 @@ def run() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     with postgres("dev"), redis_server("dev"):
         _setup_django()
-        worker = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "simsite",
-                "worker",
-                "-Q",
-                "query,embed,default",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                "dev@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            cwd=ROOT,
-        )
-        # Celery beat runs the reconciler (lost messages, dead workers, stuck jobs, old jobs).
-        beat = subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "simsite", "beat", "--loglevel", "WARNING",
-             "--schedule", str(RUN_DIR / "dev" / "celerybeat-schedule")],
-            cwd=ROOT,
-        )  # fmt: skip
-        web = subprocess.Popen([PYTHON, "manage.py", "runserver", f"{host}:{port}", "--noreload"], cwd=ROOT)
+        supervisor = Supervisor([
+            Child("Celery worker", [PYTHON, "-m", "celery", "-A", "simsite", "worker", "-Q", "query,embed,default",
+                                    "--pool", "solo", "--loglevel", "INFO", "--hostname", "dev@%h",
+                                    "--without-gossip", "--without-mingle"]),
+            # Celery beat runs the reconciler (lost messages, dead workers, stuck jobs, old jobs).
+            Child("Celery beat", [PYTHON, "-m", "celery", "-A", "simsite", "beat", "--loglevel", "WARNING",
+                                  "--schedule", str(RUN_DIR / "dev" / "celerybeat-schedule")]),
+            Child("web server", [PYTHON, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
+        ])  # fmt: skip
+        supervisor.start()
         _say(
             f"simsite at http://{host}:{port}/  (log in: /accounts/login/, admin: /admin/, "
             "API docs: /api/v1/docs/); Ctrl-C stops it"
         )
+        services = ServiceWatch()
         try:
             while True:
-                for process, label in ((web, "web server"), (worker, "Celery worker"), (beat, "Celery beat")):
-                    if process.poll() is not None:
-                        raise StackError(f"the {label} exited with code {process.returncode}")
+                supervisor.check()
+                services.check()
                 time.sleep(0.5)
         except KeyboardInterrupt:
             _say("stopping")
             return 0
         finally:
-            _stop(web, "web server")
-            _stop(beat, "Celery beat")
-            _stop(worker, "Celery worker")
+            supervisor.stop()
 
 
 def test(args: list[str]) -> int:
