@@ -1,4 +1,5 @@
-# make run  : set up the virtual environment, start the services and run simsite
+# make run  : set up the virtual environment, start the services and run simsite (gunicorn)
+# make dev  : the same with Django's development server (autoreload, DEBUG on)
 # make test : set up the virtual environment, start the services and run the tests
 # make test-fast : the same without the browser, worker and slow tiers
 PYTHON ?= python3.11
@@ -6,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run test test-fast manage fashion-mnist bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
+.PHONY: run dev test test-fast manage fashion-mnist bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
 
 venv: $(STAMP)
 
@@ -21,6 +22,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 run: venv
 	$(PY) scripts/stack.py run
+
+# runserver with autoreload and DEBUG on, for working on the code
+dev: venv
+	$(PY) scripts/stack.py dev
 
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 browser:

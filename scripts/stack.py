@@ -1,6 +1,7 @@
 """Start what simsite needs on one machine, then run the app or the tests on it.
 
-    python scripts/stack.py run            # services, migrate, superuser, Celery worker and beat, web
+    python scripts/stack.py run            # services, migrate, superuser, Celery worker and beat, gunicorn
+    python scripts/stack.py dev            # the same with runserver (autoreload) and DEBUG on
     python scripts/stack.py test [ARGS]    # services, then pytest ARGS
     python scripts/stack.py manage ARGS    # manage.py ARGS on the `run` services
     python scripts/stack.py bench SCRIPT   # a benchmark script on its own services
@@ -194,7 +195,22 @@ class Child:
         self.given_up = False
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, cwd=ROOT)
+        # Its own process group: stopping it also stops what it started (gunicorn's workers,
+        # runserver's reloading child), which a signal to the first process alone may leave behind.
+        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        _say(f"{self.label} stopped")
 
 
 class Supervisor:
@@ -244,8 +260,7 @@ class Supervisor:
 
     def stop(self) -> None:
         for child in reversed(self.children):
-            if child.process is not None:
-                _stop(child.process, child.label)
+            child.stop()
 
 
 def _stop_on_signals() -> None:
@@ -331,14 +346,37 @@ def _redis_problem() -> str | None:
     return None if _redis_ping(os.environ["REDIS_URL"], 2) else "no answer to PING"
 
 
-def run() -> int:
-    os.environ.setdefault("DEBUG", "1")
-    if os.environ["DEBUG"].lower() in ("1", "true", "yes", "on"):
-        os.environ.setdefault("SECRET_KEY", _dev_secret_key())
+def _web_command(host: str, port: str, *, dev: bool) -> list[str]:
+    """``make dev``: Django's development server (autoreload, DEBUG). ``make run``: gunicorn,
+    WEB_WORKERS processes (default: one per core, at most 4) of WEB_THREADS threads (default 8:
+    progress streams hold a thread each)."""
+    if dev:
+        return [PYTHON, "manage.py", "runserver", f"{host}:{port}"]
+    workers = os.environ.get("WEB_WORKERS") or str(min(4, os.cpu_count() or 1))
+    threads = os.environ.get("WEB_THREADS") or "8"
+    return [PYTHON, "-m", "gunicorn", "simsite.wsgi", "--bind", f"{host}:{port}", "--workers", workers,
+            "--threads", threads, "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-"]  # fmt: skip
+
+
+def run(*, dev: bool = False) -> int:
+    """The app on one machine. ``make run`` serves as production does (gunicorn, DEBUG off, static
+    files with hashed names through WhiteNoise) over plain http on this host; ``make dev`` with
+    runserver and DEBUG on, reloading on code changes."""
+    os.environ.setdefault("DEBUG", "1" if dev else "0")
+    os.environ.setdefault("SECRET_KEY", _dev_secret_key())
+    if not dev:
+        # Plain http on this machine: no redirect to https, cookies sent without TLS. Behind a
+        # TLS proxy, set them (README, "Production").
+        for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS"):
+            os.environ.setdefault(name, "0")
+        os.environ.setdefault("STATIC_MANIFEST", "1")
     port = os.environ.get("PORT", "8000")
     host = os.environ.get("HOST", "127.0.0.1")
     with postgres("dev"), redis_server("dev"):
         _setup_django()
+        if not dev and subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+                                      cwd=ROOT).returncode != 0:  # fmt: skip
+            raise StackError("collecting the static files failed (see above)")
         supervisor = Supervisor([
             Child("Celery worker", [PYTHON, "-m", "celery", "-A", "simsite", "worker", "-Q", "query,embed,default",
                                     "--pool", "solo", "--loglevel", "INFO", "--hostname", "dev@%h",
@@ -346,7 +384,7 @@ def run() -> int:
             # Celery beat runs the reconciler (lost messages, dead workers, stuck jobs, old jobs).
             Child("Celery beat", [PYTHON, "-m", "celery", "-A", "simsite", "beat", "--loglevel", "WARNING",
                                   "--schedule", str(RUN_DIR / "dev" / "celerybeat-schedule")]),
-            Child("web server", [PYTHON, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
+            Child("web server", _web_command(host, port, dev=dev)),
         ])  # fmt: skip
         supervisor.start()
         _say(
@@ -396,7 +434,8 @@ def bench(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"run": lambda args: run(), "test": test, "manage": manage, "bench": bench}
+    commands = {"run": lambda args: run(), "dev": lambda args: run(dev=True), "test": test, "manage": manage,
+                "bench": bench}  # fmt: skip
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

@@ -241,7 +241,13 @@ if PRIVATE_MEDIA_ACCEL and not (
     )
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Hashed, compressed names (cached for ever) once collectstatic has run: `make run` and the
+    # image set STATIC_MANIFEST; tests and `make dev` serve the files as they are.
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if env_bool("STATIC_MANIFEST", False)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
     "private": {"BACKEND": "simsite.files.PrivateStorage"},
 }
 
