@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "search",
     "signatures",
     "web",  # the pages
+    "legacy",  # the earlier tools' routes
 ]
 
 MIDDLEWARE = [
