@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "catalog",
     "search",
     "signatures",
+    "web",  # the pages
+    "legacy",  # the earlier tools' routes
 ]
 
 MIDDLEWARE = [
@@ -442,7 +444,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Content-Security-Policy (django-csp) on every response: scripts and styles only from static/,
 # never inline. Images may also be data: URLs (signature previews) and blob: URLs (a chosen
 # file shown before it is sent); the search page adds http(s) images for a pasted URL's preview
-# (search.views.search_page). The one exemption: Swagger UI at /api/v1/docs/ (simsite/urls.py).
+# (web.views.search.search_page). The one exemption: Swagger UI at /api/v1/docs/ (simsite/urls.py).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],

@@ -4,11 +4,6 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from catalog import seed_apis as catalog_seed
-from search import seed_apis as search_seed
-from search import views as search_views
-from signatures import seed_apis as signature_seed
-from signatures import views as signature_views
 from simsite import apis, views
 
 api_v1 = [
@@ -23,33 +18,12 @@ api_v1 = [
     path("", include("accounts.api_urls")),
 ]
 
-# Routes of the earlier Flask tools (see API.md, "Seed-compatible routes").
-seed_routes = [
-    path("api/images", catalog_seed.SeedImageListApi.as_view()),
-    path("api/upload-image", catalog_seed.SeedImageUploadApi.as_view()),
-    path("api/delete-image/<path:filename>", catalog_seed.SeedImageDeleteApi.as_view()),
-    path("images/thumb/<path:filename>", catalog_seed.SeedThumbnailApi.as_view()),
-    path("images/<path:filename>", catalog_seed.SeedImageFileApi.as_view()),
-    path("api/search", search_seed.SeedSearchApi.as_view()),
-    path("api/generate-features", search_seed.SeedGenerateFeaturesApi.as_view()),
-    path("api/check-features", search_seed.SeedCheckFeaturesApi.as_view()),
-    path("search", search_views.catalog_search, name="catalog-search-post"),
-    path("api/findSignatureSimilarity", signature_seed.SeedSignatureSimilarityApi.as_view()),
-]
-
 urlpatterns = [
-    path("", search_views.catalog_search, name="catalog-search"),
-    path("catalog/", search_views.catalog_page, name="catalog-page"),
-    path("catalog/<int:pk>/", search_views.product_page, name="product-page"),
-    path("gallery/", search_views.gallery_page, name="gallery-page"),
-    path("search/", search_views.search_page, name="search-page"),
-    path("jobs/", search_views.jobs_page, name="jobs-page"),
-    path("duplicates/", search_views.duplicates_page, name="duplicates-page"),
-    path("signatures/", signature_views.signatures_page, name="signatures-page"),
+    path("", include("web.urls")),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    *seed_routes,
+    path("", include("legacy.urls")),  # the earlier tools' routes, at their old paths
 ]
 
 if settings.SERVE_MEDIA:

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_CHROMIUM]
 def library(django_user_model, role_user, monkeypatch):
     """Four groups of copies (the largest copy is the second of each group) and a loner; two
     groups to a page."""
-    monkeypatch.setattr("search.views.DUPLICATES_PAGE_SIZE", 2)
+    monkeypatch.setattr("web.views.duplicates.DUPLICATES_PAGE_SIZE", 2)
     django_user_model.objects.create_superuser("ops", password="s3cret-pass")
     role_user("reader", "viewer")
     rng = np.random.default_rng(1)

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from accounts.access import read, seed_write
 from catalog.services import image_from_upload
+from legacy.views import SeedApiView
 from search.models import Collection, IndexJob
 from search.querying import query_decode_side, query_vectors
 from search.selectors.embedding_models import active_model_key, model_coverage
@@ -20,7 +21,6 @@ from search.selectors.neighbours import items_similar_to
 from search.services.indexing import index_job_create
 from search.services.tuning import search_queries_record
 from simsite.errors import ServiceError
-from simsite.seed import SeedApiView
 from simsite.sse import TICK, event_stream_response
 
 

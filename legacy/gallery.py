@@ -23,8 +23,8 @@ from catalog.models import GalleryImage
 from catalog.selectors import gallery_filenames, gallery_image_named
 from catalog.services import gallery_image_replace, gallery_images_delete_named, image_from_upload
 from catalog.storage import stored_open
+from legacy.views import SeedApiView
 from simsite.errors import ServiceError
-from simsite.seed import SeedApiView
 
 
 def _image_named(filename: str) -> GalleryImage:

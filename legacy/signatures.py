@@ -14,9 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.access import ANYONE
+from legacy.views import SeedApiView
 from signatures.services import signature_files_resolve, signature_from_upload, signature_input, signatures_compare
 from simsite.errors import ServiceError
-from simsite.seed import SeedApiView
 
 
 def _threshold(value: object) -> float | None:
