@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Browser tests are the page tests; worker tests use the `workers` fixture or start their own
 # processes; slow ones are named here.
 WORKER_MODULES = {"tests/search/test_workers_reliability.py"}
-SLOW_MODULES = {"tests/test_api_contract.py", "tests/pages/test_gallery_scale.py"}
+SLOW_MODULES = {"tests/test_api_contract.py", "tests/pages/test_gallery_scale.py", "tests/search/test_quality.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
