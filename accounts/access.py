@@ -32,6 +32,7 @@ class Rule:
     area: str | None = None
     anyone: bool = False
     open_when: str | None = None  # a setting that, when on, opens the operation to everyone
+    superuser: bool = False  # superusers only (a method a view gives no rule)
 
     def refusal(self, user: Any) -> tuple[int, str] | None:
         """None when ``user`` may; else (401 or 403, a message saying what is missing)."""
@@ -43,6 +44,8 @@ class Rule:
             if self.area:
                 return 401, f"{AREA_NAMES[self.area]} is not public on this server: log in to see it."
             return 401, "Log in to do this (a session, or 'Authorization: Token <key>' from /api/v1/auth/token/)."
+        if self.superuser and not user.is_superuser:
+            return 403, "Only administrators (superusers) may do this."
         missing = [perm for perm in self.perms if not user.has_perm(perm)]
         if missing:
             return 403, f"You lack the permission this needs ({', '.join(missing)}); ask an administrator."
@@ -63,8 +66,7 @@ class Rule:
 
 
 ANYONE = Rule(anyone=True)
-# No permission is named "superuser"; only superusers have every permission, this one included.
-SUPERUSER = Rule(perms=("accounts.superuser_only",))
+SUPERUSER = Rule(superuser=True)
 
 
 def read(area: str) -> Rule:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from catalog.images import IntakeImage, image_validate, read_limited
@@ -29,7 +29,13 @@ from signatures.selectors import active_encoder_key, encoder_spec
 from simsite.celery import task_send
 from simsite.errors import ServiceError
 from simsite.files import private_storage, resolve_under_root
-from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
+from simsite.training_runs import (
+    training_run_create,
+    training_run_execute,
+    training_run_fail,
+    training_run_touch,
+    training_runs_reconcile,
+)
 
 # Training: epochs by default (about 5 minutes for SVC2004's 24 writers on a 2-core CPU;
 # more overfit: README, "Signatures"), and the share of writers kept out for validation.
@@ -273,13 +279,8 @@ def encoder_training_validate(
 
 def encoder_training_create(**options: object) -> SignatureEncoder:
     """Record a training run (queued), after ``encoder_training_validate``."""
-    fields = encoder_training_validate(**options)
-    try:  # two runs asking for the same key at once: the unique key decides, as the check would have
-        with transaction.atomic():
-            return SignatureEncoder.objects.create(**fields)
-    except IntegrityError:
-        raise ServiceError("duplicate_key", f"A signature encoder '{fields['key']}' exists already.", field="key",
-                           status_code=409) from None  # fmt: skip
+    return training_run_create(SignatureEncoder, fields=encoder_training_validate(**options),
+                               what="A signature encoder")  # fmt: skip
 
 
 def encoder_training_start(**options: object) -> SignatureEncoder:

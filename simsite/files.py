@@ -22,9 +22,6 @@ from django.http import FileResponse, Http404, HttpResponse
 class PrivateStorage(FileSystemStorage):
     """A file system storage under ``PRIVATE_MEDIA_ROOT``, with no public URL."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-
     @cached_property
     def base_location(self) -> str:
         return self._value_or_setting(self._location, settings.PRIVATE_MEDIA_ROOT)

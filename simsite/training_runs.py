@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
 
@@ -27,6 +28,18 @@ logger = logging.getLogger(__name__)
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 # A queued run older than this, with nothing in its queue, lost its message.
 LOST_AFTER_SECONDS = 60
+
+
+def training_run_create(model: type[Model], *, fields: dict[str, Any], what: str) -> Any:
+    """Record a queued run from validated ``fields``. Two runs asking for the same key at once
+    both pass the key check: the unique key decides, and the second is told as the check would
+    have told it (409 ``duplicate_key``), not with a 500."""
+    try:
+        with transaction.atomic():
+            return model.objects.create(**fields)
+    except IntegrityError:
+        raise ServiceError("duplicate_key", f"{what} '{fields['key']}' exists already.", field="key",
+                           status_code=409) from None  # fmt: skip
 
 
 def training_run_touch(model: type[Model], *, pk: int, **fields: object) -> None:

@@ -29,7 +29,6 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name_plural': 'audit entries',
                 'ordering': ['-at', '-id'],
-                'permissions': [('superuser_only', 'Only superusers have this: it guards what no group may do')],
             },
         ),
     ]

@@ -13,7 +13,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from search.datasets import CATALOG
@@ -33,7 +33,13 @@ from search.services.indexing import index_job_create
 from simsite.celery import task_send
 from simsite.errors import ServiceError
 from simsite.files import resolve_under_root
-from simsite.training_runs import training_run_execute, training_run_fail, training_run_touch, training_runs_reconcile
+from simsite.training_runs import (
+    training_run_create,
+    training_run_execute,
+    training_run_fail,
+    training_run_touch,
+    training_runs_reconcile,
+)
 
 TRAIN_TASK = "search.tasks.model_train"
 _TRAINED_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -100,15 +106,8 @@ def model_training_validate(
 
 
 def model_training_create(**options: object) -> TrainedModel:
-    """Record a training run (queued), after ``model_training_validate``. Two runs asking for the
-    same key at once: the unique key decides, the second is told as the check would have."""
-    fields = model_training_validate(**options)
-    try:
-        with transaction.atomic():
-            return TrainedModel.objects.create(**fields)
-    except IntegrityError:
-        raise ServiceError("duplicate_key", f"An embedding model '{fields['key']}' exists already.", field="key",
-                           status_code=409) from None  # fmt: skip
+    """Record a training run (queued), after ``model_training_validate``."""
+    return training_run_create(TrainedModel, fields=model_training_validate(**options), what="An embedding model")
 
 
 def model_training_start(**options: object) -> TrainedModel:
