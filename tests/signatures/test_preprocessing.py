@@ -81,3 +81,25 @@ def test_a_20000_pixel_wide_scan_is_refused():
     with pytest.raises(ServiceError) as refusal:
         signature_preprocess(png(scan))
     assert refusal.value.code == "signature_too_large" and refusal.value.status_code == 413
+
+
+def test_a_tightly_cropped_scan_with_a_broad_pen_is_a_signature():
+    """The Dutch scans of writer 003: cropped to the ink, a quarter of the pixels are strokes."""
+    scans = sorted((images.SHARED_DATA / "signatures-dutch" / "003" / "genuine").glob("*.jpg"))
+    if not scans:
+        pytest.skip("../shared/data/signatures-dutch is absent")
+    for scan in scans:
+        assert signature_preprocess(scan.read_bytes()).array.shape == INPUT_SHAPE, scan.name
+
+
+def test_a_broad_pen_cropped_tight_is_accepted_and_a_busy_background_is_not():
+    pen = Image.new("L", (520, 100), 250)
+    draw = ImageDraw.Draw(pen)
+    draw.line([(10, 70), (120, 15), (200, 85), (300, 10), (400, 80), (510, 20)], fill=60, width=26)
+    assert signature_preprocess(png(pen)).ink_fraction > 0.25  # the old page test refused this
+    strokes = np.asarray(pen, dtype=np.float32)
+    blotches = np.random.default_rng(0).random((10, 52)).repeat(10, axis=0).repeat(10, axis=1)
+    for background in (np.linspace(0, 90, 520)[None, :], 70 * blotches):  # shading, patches: a photograph
+        with pytest.raises(ServiceError) as refusal:
+            signature_preprocess(png(Image.fromarray((strokes - background).clip(0, 255).astype(np.uint8))))
+        assert refusal.value.code == "not_a_signature"
