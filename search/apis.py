@@ -19,8 +19,8 @@ from rest_framework.views import APIView
 from accounts.access import ANYONE, needs, readable_areas, require_areas
 from accounts.models import AuditEntry
 from accounts.services import audit_record
-from catalog.apis import GalleryImageOutput, ProductOutput
 from catalog.services import image_from_source, image_from_upload
+from search.catalog_apis import GalleryImageOutput, ProductOutput
 from search.items import GALLERY_IMAGE, PRODUCT, ItemRef
 from search.models import Collection, IndexJob, TrainedModel
 from search.querying import item_vector, query_decode_side, query_vectors
