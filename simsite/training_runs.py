@@ -20,8 +20,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from simsite.celery import queue_length, task_send
+from simsite.celery import task_send
 from simsite.errors import ServiceError, failure_reason
+from simsite.jobs import queue_drained
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def training_runs_reconcile(model: type[Model], *, stall_seconds: int, task: str
                           "(killed?); start the training again")  # fmt: skip
         stalled += 1
     resent = 0
-    if queue_length(queue) == 0:
+    if queue_drained(queue):
         lost = model.objects.filter(status=QUEUED, updated_at__lt=now - timedelta(seconds=LOST_AFTER_SECONDS))
         for pk in lost.values_list("pk", flat=True):
             if task_send(task, pk):
