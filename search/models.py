@@ -6,6 +6,7 @@ from django.utils import timezone
 from pgvector.django import VectorField
 
 from simsite.jobs import Job
+from simsite.training_runs import TrainingRun
 
 # The offline default model, whose HNSW index the migrations create.
 DEFAULT_MODEL_KEY = "efficientnet_lite0"
@@ -214,9 +215,9 @@ class EmbeddingFailure(models.Model):
         return f"{self.model} failed on {item}: {self.error}"
 
 
-class TrainedModel(models.Model):
-    """An embedding model trained here: the training run, then the model (weights under
-    MEDIA_ROOT/models/embeddings/<key>/).
+class TrainedModel(TrainingRun):
+    """An embedding model trained here: the training run (``simsite.training_runs``), then the
+    model (weights under MEDIA_ROOT/models/embeddings/<key>/).
 
     Queued by ``train_embedding_model``, the API or the admin; a worker (queue ``embed``)
     trains it with progress per epoch. Once it has succeeded it is an embedding model like the
@@ -224,35 +225,11 @@ class TrainedModel(models.Model):
     without downtime. Immutable from then on.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
     # Identifier characters only: the key names a partial HNSW index (hnsw_index_name).
     key = models.CharField(max_length=40, unique=True)
     base = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=300, blank=True, help_text="What it is doing, or why it failed")
     source = models.CharField(max_length=1024, help_text="'catalog' or the training data folder")
-    fingerprint = models.CharField(max_length=64, blank=True)
-    config = models.JSONField(default=dict, help_text="Training settings (epochs, dimension, seed, ...)")
-    dim = models.PositiveIntegerField(default=0)
     classes = models.JSONField(default=list, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
-    curves = models.JSONField(default=dict, blank=True)
-    weights = models.CharField(max_length=255, blank=True, help_text="Weights file (storage name)")
-    plots = models.JSONField(default=dict, blank=True, help_text="Plot name -> storage name")
-    seconds = models.FloatField(null=True, blank=True)
-    activate_when_done = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return self.key
