@@ -178,7 +178,7 @@ class ProductImportAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected imports (rows imported so far are kept)")
     def cancel(self, request: HttpRequest, queryset: Any) -> None:
-        running = list(queryset.filter(state__in=[ProductImport.State.QUEUED, ProductImport.State.RUNNING]))
+        running = list(queryset.active())
         for job in running:
             product_import_cancel(job=job)
         self.message_user(request, f"{len(running)} import{'s' if len(running) != 1 else ''} cancelled"

@@ -244,7 +244,7 @@ class IndexJobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request: HttpRequest, queryset: Any) -> None:
         cancelled = 0
-        for job in queryset.filter(state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]):
+        for job in queryset.active():
             index_job_cancel(job=job)
             cancelled += 1
         self.message_user(request, f"{cancelled} job{'s' if cancelled != 1 else ''} cancelled"

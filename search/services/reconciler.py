@@ -136,7 +136,7 @@ def _reconcile() -> dict[str, int]:
 
 def _lost_batches_send(now: datetime) -> int:
     """Send again the batches whose message was lost; returns how many were sent."""
-    pending = IndexBatch.objects.filter(done=False, job__state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING])
+    pending = IndexBatch.objects.filter(done=False, job__state__in=IndexJob.ACTIVE)
     lost = Q(dispatched_at__isnull=True, created_at__lt=now - _GRACE)
     # Redis gives a dead worker's batch to another worker after the visibility timeout; a
     # batch started long before that and still not done lost its message (e.g. Redis restarted).
