@@ -39,7 +39,7 @@ class ProductAdmin(admin.ModelAdmin):
     readonly_fields = ["thumbnail_large", "source_url", "sha256", "width", "height", "created_at", "updated_at"]
     fields = ["sku", "name", "category", "price", "upload", "image_url", *readonly_fields]
     change_list_template = "admin/catalog/product/change_list.html"
-    actions = ["reindex"]
+    # search/admin.py registers this admin again with its *Reindex selected* action.
 
     @admin.display(description="Image")
     def thumbnail(self, obj: Product) -> str:
@@ -63,15 +63,6 @@ class ProductAdmin(admin.ModelAdmin):
         else:
             product = product_create(**values, image=image, source_url=url)
         obj.pk = product.pk
-
-    @admin.action(description="Reindex selected (embed again with every model in use)")
-    def reindex(self, request: HttpRequest, queryset: Any) -> None:
-        from search.models import IndexJob
-        from search.services.indexing import items_index
-
-        ids = list(queryset.values_list("pk", flat=True))
-        job = items_index(product_ids=ids, mode=IndexJob.Mode.ALL)
-        self.message_user(request, f"{len(ids)} products queued for embedding (index job {job.pk}, on /jobs/).")
 
     def delete_model(self, request: HttpRequest, obj: Product) -> None:
         product_delete(product=obj)
@@ -187,7 +178,7 @@ class ProductImportAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected imports (rows imported so far are kept)")
     def cancel(self, request: HttpRequest, queryset: Any) -> None:
-        running = list(queryset.filter(state__in=[ProductImport.State.QUEUED, ProductImport.State.RUNNING]))
+        running = list(queryset.active())
         for job in running:
             product_import_cancel(job=job)
         self.message_user(request, f"{len(running)} import{'s' if len(running) != 1 else ''} cancelled"

@@ -37,9 +37,10 @@ from catalog.fetch import image_fetch
 from catalog.images import IntakeImage, image_validate, read_limited
 from catalog.models import Product, ProductImport, ProductImportFailure
 from catalog.services import images_changed_send, product_create, product_update
-from simsite.celery import queue_length, task_send
+from simsite.celery import task_send
 from simsite.errors import ServiceError
 from simsite.files import resolve_under_root
+from simsite.jobs import job_cancel, queue_drained
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +141,10 @@ def _claim(import_id: int) -> tuple[ProductImport, str] | None:
     now = timezone.now()
     token = uuid.uuid4().hex
     claimed = (
-        ProductImport.objects.filter(pk=import_id, state__in=[ProductImport.State.QUEUED, ProductImport.State.RUNNING])
+        ProductImport.objects.filter(pk=import_id)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(
-            state=ProductImport.State.RUNNING,
+        .claim(
+            states=ProductImport.ACTIVE,
             runner=token,
             started_at=Coalesce(F("started_at"), Value(now)),
             lease_until=_lease_end(),
@@ -302,10 +303,9 @@ def product_import_run(*, import_id: int, progress: Callable[[ProductImport], No
             _run(job, token, progress)
     except Exception as error:
         logger.exception("import %s failed", import_id)
-        ProductImport.objects.filter(pk=import_id, runner=token, state=ProductImport.State.RUNNING).update(
-            state=ProductImport.State.FAILED, error=f"the import stopped: {type(error).__name__}",
-            finished_at=timezone.now(), lease_until=None,
-        )  # fmt: skip
+        ProductImport.objects.filter(pk=import_id, runner=token, state=ProductImport.State.RUNNING).end(
+            ProductImport.State.FAILED, error=f"the import stopped: {type(error).__name__}", lease_until=None
+        )
         raise
 
 
@@ -383,8 +383,8 @@ def _run(job: ProductImport, token: str, progress: Callable[[ProductImport], Non
                         progress(job)
     if not _commit_chunk(job, token, done, chunk):
         return
-    ProductImport.objects.filter(pk=job.pk, runner=token, state=ProductImport.State.RUNNING).update(
-        state=ProductImport.State.SUCCEEDED, finished_at=timezone.now(), lease_until=None
+    ProductImport.objects.filter(pk=job.pk, runner=token, state=ProductImport.State.RUNNING).end(
+        ProductImport.State.SUCCEEDED, lease_until=None
     )
     if progress is not None:
         job.refresh_from_db()
@@ -394,13 +394,7 @@ def _run(job: ProductImport, token: str, progress: Callable[[ProductImport], Non
 def product_import_cancel(*, job: ProductImport) -> ProductImport:
     """Stop an import: a queued one never starts, a running one stops after its current chunk
     (the products imported so far stay, counted in ``done``/``created``/``updated``)."""
-    updated = ProductImport.objects.filter(
-        pk=job.pk, state__in=[ProductImport.State.QUEUED, ProductImport.State.RUNNING]
-    ).update(state=ProductImport.State.CANCELLED, finished_at=timezone.now(), lease_until=None)
-    job.refresh_from_db()
-    if not updated and job.state != ProductImport.State.CANCELLED:
-        raise ServiceError("import_finished", f"Import {job.pk} has already {job.state}.", status_code=409)
-    return job
+    return job_cancel(job, code="import_finished", what="Import", lease_until=None)
 
 
 def product_imports_reconcile(*, grace_seconds: int = 10) -> int:
@@ -413,7 +407,7 @@ def product_imports_reconcile(*, grace_seconds: int = 10) -> int:
     now = timezone.now()
     grace = now - timedelta(seconds=grace_seconds)
     lost = Q(state=ProductImport.State.QUEUED, dispatched_at__isnull=True, created_at__lt=grace)
-    if queue_length("default") == 0:
+    if queue_drained("default"):
         lost |= Q(state=ProductImport.State.QUEUED, dispatched_at__lt=grace)
     lease = now - timedelta(seconds=settings.CSV_IMPORT_LEASE_SECONDS)
     lost |= Q(state=ProductImport.State.RUNNING, lease_until__lt=now) & (
@@ -428,7 +422,7 @@ def product_imports_reconcile(*, grace_seconds: int = 10) -> int:
 
 def product_imports_prune(*, before) -> int:
     """Delete finished imports older than ``before`` with their stored CSV files."""
-    old = ProductImport.objects.filter(state__in=ProductImport.TERMINAL, finished_at__lt=before)
+    old = ProductImport.objects.finished_before(before)
     count = 0
     for job in old:
         default_storage.delete(job.file.name)

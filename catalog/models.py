@@ -5,6 +5,8 @@ from decimal import Decimal
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from simsite.jobs import Job
+
 
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
@@ -43,51 +45,26 @@ class GalleryImage(models.Model):
         return self.original_filename
 
 
-class ProductImport(models.Model):
-    """A CSV import: the stored file, its progress and the per-row report.
+class ProductImport(Job):
+    """A CSV import: the stored file, its progress and the per-row report (its state, counters
+    and timestamps: ``simsite.jobs.Job``; ``done``: data rows processed).
 
     Runs on the ``default`` queue (``catalog.tasks.product_import_run``). The runner holds a
     lease it renews with every chunk, so an import whose worker died is resumed (from
     ``done``) by the reconciler, never run twice at once.
     """
 
-    class State(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
-    TERMINAL = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
-
     file = models.FileField(max_length=255)
     filename = models.CharField(max_length=255)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
     total = models.PositiveIntegerField(null=True, blank=True)  # data rows, once counted
-    done = models.PositiveIntegerField(default=0)  # data rows processed
     created = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     runner = models.CharField(max_length=32, blank=True)  # the lease holder's token
     dispatched_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
     def __str__(self) -> str:
         return f"import {self.pk} of {self.filename} ({self.state})"
-
-    @property
-    def percent(self) -> float:
-        if self.state == self.State.SUCCEEDED:
-            return 100.0
-        if not self.total:
-            return 0.0
-        return round(100.0 * self.done / self.total, 1)
 
 
 class ProductImportFailure(models.Model):

@@ -18,12 +18,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.access import read, seed_write
-from catalog.apis import thumbnail_response
 from catalog.models import GalleryImage
 from catalog.selectors import gallery_filenames, gallery_image_named
 from catalog.services import gallery_image_replace, gallery_images_delete_named, image_from_upload
 from catalog.storage import stored_open
 from legacy.views import SeedApiView
+from search.catalog_apis import thumbnail_response
 from simsite.errors import ServiceError
 
 

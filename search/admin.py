@@ -13,13 +13,15 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.models import AuditEntry
 from accounts.services import audit_record
+from catalog.admin import ProductAdmin
+from catalog.models import Product
 from search.datasets import CATALOG
 from search.models import Collection, DuplicateDismissal, EmbeddingModelChoice, IndexJob, SearchTuning, TrainedModel
 from search.registry import TRAINABLE_BASES
 from search.selectors.embedding_models import active_model_key, embedding_model_list, model_specs
 from search.selectors.jobs import index_job_failures
 from search.services.activation import active_model_set
-from search.services.indexing import index_job_cancel, index_job_create
+from search.services.indexing import index_job_cancel, index_job_create, items_index
 from search.services.trained_models import (
     DEFAULT_TRAINING_EPOCHS,
     model_training_start,
@@ -27,6 +29,21 @@ from search.services.trained_models import (
     trained_model_delete,
 )
 from simsite.errors import ServiceError
+
+# The catalog's product admin, with the action that needs search: the catalog knows nothing of
+# search, so search registers the products' admin again with its action added.
+admin.site.unregister(Product)
+
+
+@admin.register(Product)
+class ProductWithReindexAdmin(ProductAdmin):
+    actions = [*ProductAdmin.actions, "reindex"]
+
+    @admin.action(description="Reindex selected (embed again with every model in use)")
+    def reindex(self, request: HttpRequest, queryset: Any) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        job = items_index(product_ids=ids, mode=IndexJob.Mode.ALL)
+        self.message_user(request, f"{len(ids)} products queued for embedding (index job {job.pk}, on /jobs/).")
 
 
 class ModelTrainingForm(forms.ModelForm):
@@ -227,7 +244,7 @@ class IndexJobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request: HttpRequest, queryset: Any) -> None:
         cancelled = 0
-        for job in queryset.filter(state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]):
+        for job in queryset.active():
             index_job_cancel(job=job)
             cancelled += 1
         self.message_user(request, f"{cancelled} job{'s' if cancelled != 1 else ''} cancelled"

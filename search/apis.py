@@ -19,9 +19,9 @@ from rest_framework.views import APIView
 from accounts.access import ANYONE, needs, readable_areas, require_areas
 from accounts.models import AuditEntry
 from accounts.services import audit_record
-from catalog.apis import GalleryImageOutput, ProductOutput
 from catalog.services import image_from_source, image_from_upload
-from search.items import GALLERY_IMAGE, PRODUCT, ItemRef
+from search.catalog_apis import GalleryImageOutput, ProductOutput
+from search.items import GALLERY_IMAGE, PRODUCT, ItemRef, areas_of
 from search.models import Collection, IndexJob, TrainedModel
 from search.querying import item_vector, query_decode_side, query_vectors
 from search.registry import TRAINABLE_BASES
@@ -153,7 +153,7 @@ class IndexStatusApi(APIView):
     )
     def get(self, request: Request) -> Response:
         areas = readable_areas(request.user)
-        rows = [row for row in index_status() if SEARCH_AREAS[row["collection"]] <= areas]
+        rows = [row for row in index_status() if areas_of(row["collection"]) <= areas]
         return paginated_items(items=rows, request=request, view=self)
 
 
@@ -248,13 +248,6 @@ class SearchOptions(serializers.Serializer):
         return attrs
 
 
-# The collections a search reads (``PUBLIC_READ`` and the permissions speak of catalog and gallery).
-SEARCH_AREAS = {
-    Collection.PRODUCTS: {"catalog"},
-    Collection.GALLERY: {"gallery"},
-    Collection.ALL: {"catalog", "gallery"},
-}
-ITEM_AREAS = {PRODUCT.name: "catalog", GALLERY_IMAGE.name: "gallery"}
 SEARCH_REFUSALS = {
     401: "A collection searched (or the item searched from) is not public here and no login was sent; "
     "search a public collection, or log in.",
@@ -266,7 +259,7 @@ def _require_collections(request: Request, data: dict[str, object]) -> None:
     """Refuse a search of a collection the visitor may not read before anything else is looked at
     (an unknown collection is left to the input's validation)."""
     collection = data.get("collection") or Collection.ALL
-    require_areas(request.user, SEARCH_AREAS.get(collection, set()) if isinstance(collection, str) else set())
+    require_areas(request.user, areas_of(collection) if isinstance(collection, str) else set())
 
 
 def search_matches(options: dict, vector: object, exclude: ItemRef | None = None) -> list[Match]:
@@ -372,7 +365,7 @@ class SearchApi(APIView):
         options = params.validated_data
         item = next((ItemRef(kind, options[kind]) for kind in ITEM_OUTPUTS if options.get(kind)), None)
         if item is not None:
-            require_areas(request.user, {ITEM_AREAS[item.kind]})
+            require_areas(request.user, {item.item_kind.area})
         if item is not None:
             vector = item_vector(model=options["model"], ref=item)
         else:

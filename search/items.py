@@ -1,7 +1,7 @@
 """What the search engine indexes: the kinds of item, and a reference to one item.
 
-The one place that knows how a product and a gallery image map to collections, tables,
-vector columns and image fields; everything else goes through ``KINDS`` and ``ItemRef``.
+The one place that knows how a product and a gallery image map to collections, access areas,
+tables, vector columns and image fields; everything else goes through ``KINDS`` and ``ItemRef``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.db.models import Model
 
+from accounts.access import AREAS
 from catalog.models import GalleryImage, Product
 
 
@@ -18,8 +19,13 @@ from catalog.models import GalleryImage, Product
 class ItemKind:
     name: str  # "product" | "gallery_image": the API's `type` and the vector table's foreign key
     collection: str  # "products" | "gallery"
+    area: str  # who may read it: an area of accounts.access.AREAS, "catalog" | "gallery"
     model: type[Model]
     file_field: str  # the model's image file field
+
+    def __post_init__(self) -> None:
+        if self.area not in AREAS:
+            raise ValueError(f"{self.name}: {self.area!r} is no access area ({', '.join(AREAS)})")
 
     @property
     def column(self) -> str:
@@ -34,8 +40,8 @@ class ItemKind:
         return getattr(item, self.file_field)
 
 
-PRODUCT = ItemKind("product", "products", Product, "image")
-GALLERY_IMAGE = ItemKind("gallery_image", "gallery", GalleryImage, "file")
+PRODUCT = ItemKind("product", "products", "catalog", Product, "image")
+GALLERY_IMAGE = ItemKind("gallery_image", "gallery", "gallery", GalleryImage, "file")
 KINDS: dict[str, ItemKind] = {kind.name: kind for kind in (PRODUCT, GALLERY_IMAGE)}
 BY_COLLECTION: dict[str, ItemKind] = {kind.collection: kind for kind in KINDS.values()}
 
@@ -43,6 +49,14 @@ BY_COLLECTION: dict[str, ItemKind] = {kind.collection: kind for kind in KINDS.va
 def kinds_of(collection: str) -> list[ItemKind]:
     """The kinds a collection name ("products", "gallery" or "all") covers."""
     return list(KINDS.values()) if collection == "all" else [BY_COLLECTION[collection]]
+
+
+def areas_of(collection: str) -> set[str]:
+    """The access areas a collection name covers (``accounts.access``: what a user must be
+    able to read to search it); none for a name that is no collection."""
+    if collection != "all" and collection not in BY_COLLECTION:
+        return set()
+    return {kind.area for kind in kinds_of(collection)}
 
 
 @dataclass(frozen=True, order=True)

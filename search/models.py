@@ -5,6 +5,9 @@ from django.db import models
 from django.utils import timezone
 from pgvector.django import VectorField
 
+from simsite.jobs import Job
+from simsite.training_runs import TrainingRun
+
 # The offline default model, whose HNSW index the migrations create.
 DEFAULT_MODEL_KEY = "efficientnet_lite0"
 DEFAULT_MODEL_DIM = 1280
@@ -127,50 +130,32 @@ class Collection(models.TextChoices):
     ALL = "all"
 
 
-class IndexJob(models.Model):
-    """Embedding a collection's items with one model, in batches on the ``embed`` queue."""
+class IndexJob(Job):
+    """Embedding a collection's items with one model, in batches on the ``embed`` queue
+    (its state, counters and timestamps: ``simsite.jobs.Job``)."""
 
     class Mode(models.TextChoices):
         MISSING = "missing"
         ALL = "all"
-
-    class State(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
-    TERMINAL = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
     collection = models.CharField(max_length=16, choices=Collection.choices)
     model = models.CharField(max_length=64)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.MISSING)
     # Make ``model`` the active model when the job succeeds (a model switch with no downtime).
     activate_when_done = models.BooleanField(default=False)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
     total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     # Last time a batch of the job finished; the reconciler ends jobs stalled past a deadline.
     progressed_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(Job.Meta):
         indexes = [models.Index(fields=["finished_at"], name="index_job_finished")]
 
     def __str__(self) -> str:
         return f"index job {self.pk}: {self.collection} with {self.model} ({self.state})"
 
-    @property
-    def percent(self) -> float:
-        if self.total == 0:
-            return 100.0 if self.state == self.State.SUCCEEDED else 0.0
-        return round(100.0 * (self.done + self.failed) / self.total, 1)
+    def progress_counts(self) -> tuple[int, int | None]:
+        return self.done + self.failed, self.total
 
 
 class IndexBatch(models.Model):
@@ -230,9 +215,9 @@ class EmbeddingFailure(models.Model):
         return f"{self.model} failed on {item}: {self.error}"
 
 
-class TrainedModel(models.Model):
-    """An embedding model trained here: the training run, then the model (weights under
-    MEDIA_ROOT/models/embeddings/<key>/).
+class TrainedModel(TrainingRun):
+    """An embedding model trained here: the training run (``simsite.training_runs``), then the
+    model (weights under MEDIA_ROOT/models/embeddings/<key>/).
 
     Queued by ``train_embedding_model``, the API or the admin; a worker (queue ``embed``)
     trains it with progress per epoch. Once it has succeeded it is an embedding model like the
@@ -240,35 +225,11 @@ class TrainedModel(models.Model):
     without downtime. Immutable from then on.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
     # Identifier characters only: the key names a partial HNSW index (hnsw_index_name).
     key = models.CharField(max_length=40, unique=True)
     base = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=300, blank=True, help_text="What it is doing, or why it failed")
     source = models.CharField(max_length=1024, help_text="'catalog' or the training data folder")
-    fingerprint = models.CharField(max_length=64, blank=True)
-    config = models.JSONField(default=dict, help_text="Training settings (epochs, dimension, seed, ...)")
-    dim = models.PositiveIntegerField(default=0)
     classes = models.JSONField(default=list, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
-    curves = models.JSONField(default=dict, blank=True)
-    weights = models.CharField(max_length=255, blank=True, help_text="Weights file (storage name)")
-    plots = models.JSONField(default=dict, blank=True, help_text="Plot name -> storage name")
-    seconds = models.FloatField(null=True, blank=True)
-    activate_when_done = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return self.key
@@ -312,14 +273,15 @@ class EmbeddingModelChoice(ActiveModel):
         verbose_name_plural = "embedding models"
 
 
-class DuplicateScan(models.Model):
+class DuplicateScan(Job):
     """Near-duplicate pairs among one model's vectors, found in the background: for libraries
     past ``DUPLICATES_SYNC_MAX_VECTORS``, where finding them during a request would time out.
 
     A task scans a chunk of vectors (each one's nearest neighbours at least
     ``DUPLICATES_PAIR_FLOOR`` similar) and queues the next chunk; reads group the pairs of the
     newest finished scan. ``vectors_count``/``vectors_last`` say which vectors it saw: when they
-    change, a new scan starts and the finished one is served until it is done.
+    change, a new scan starts and the finished one is served until it is done. A job
+    (``simsite.jobs.Job``) that is never cancelled, nor started apart from its first chunk.
     """
 
     class State(models.TextChoices):
@@ -332,24 +294,17 @@ class DuplicateScan(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     vectors_count = models.PositiveIntegerField()
     vectors_last = models.BigIntegerField(null=True)
-    done = models.PositiveIntegerField(default=0)  # vectors scanned
+    # ``done``: vectors scanned
     last_id = models.BigIntegerField(default=0)  # the last search_embedding id scanned
     error = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = None
     progressed_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"duplicates scan {self.pk} of {self.model} ({self.state})"
 
-    @property
-    def percent(self) -> float:
-        if not self.vectors_count:
-            return 100.0
-        return round(100.0 * min(self.done, self.vectors_count) / self.vectors_count, 1)
+    def progress_counts(self) -> tuple[int, int | None]:
+        return self.done, self.vectors_count
 
 
 class DuplicatePair(models.Model):

@@ -2,7 +2,8 @@
 (``search.TrainedModel``) and the signature encoders (``signatures.SignatureEncoder``).
 
 A run is a row with ``status`` (queued, running, succeeded, failed), ``progress``, ``message``,
-``updated_at`` and ``finished_at``. A worker claims a queued run with a conditional update (a
+``updated_at`` and ``finished_at`` (the abstract ``TrainingRun``, with what a trained model keeps:
+weights, metrics, curves, plots). A worker claims a queued run with a conditional update (a
 second delivery of the task does nothing), trains it, and ends it as failed with the reason
 whatever goes wrong, deleting the files it had saved. The periodic reconciler fails a run whose
 worker stopped reporting, and re-sends a queued run whose message was lost.
@@ -16,18 +17,55 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from simsite.celery import queue_length, task_send
+from simsite.celery import task_send
 from simsite.errors import ServiceError, failure_reason
+from simsite.jobs import queue_drained
 
 logger = logging.getLogger(__name__)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED
 # A queued run older than this, with nothing in its queue, lost its message.
 LOST_AFTER_SECONDS = 60
+
+
+class TrainingRun(models.Model):
+    """The fields every training run has: its lifecycle, and the model it leaves (weights and
+    plots as storage names, evaluation metrics, learning curves). A kind of run adds its key,
+    its data and what else it learns."""
+
+    Status = RunStatus
+
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=300, blank=True, help_text="What it is doing, or why it failed")
+    fingerprint = models.CharField(max_length=64, blank=True)
+    config = models.JSONField(default=dict, help_text="Training settings (epochs, dimension, seed, ...)")
+    dim = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    curves = models.JSONField(default=dict, blank=True)
+    weights = models.CharField(max_length=255, blank=True, help_text="Weights file (storage name)")
+    plots = models.JSONField(default=dict, blank=True, help_text="Plot name -> storage name")
+    seconds = models.FloatField(null=True, blank=True)
+    activate_when_done = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
 
 
 def training_run_create(model: type[Model], *, fields: dict[str, Any], what: str) -> Any:
@@ -95,7 +133,7 @@ def training_runs_reconcile(model: type[Model], *, stall_seconds: int, task: str
                           "(killed?); start the training again")  # fmt: skip
         stalled += 1
     resent = 0
-    if queue_length(queue) == 0:
+    if queue_drained(queue):
         lost = model.objects.filter(status=QUEUED, updated_at__lt=now - timedelta(seconds=LOST_AFTER_SECONDS))
         for pk in lost.values_list("pk", flat=True):
             if task_send(task, pk):

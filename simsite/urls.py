@@ -12,7 +12,7 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI starts itself with an inline script and style: the one page without the CSP.
     path("docs/", csp_exempt()(SpectacularSwaggerView.as_view(url_name="schema")), name="docs"),
-    path("", include("catalog.urls")),
+    path("", include("search.catalog_urls")),
     path("", include("search.urls")),
     path("", include("signatures.urls")),
     path("", include("accounts.api_urls")),

@@ -105,16 +105,14 @@ def staff_user(django_user_model):
 
 
 @pytest.fixture
-def role_user(django_user_model):
+def role_user():
     """``role_user("name", "catalog_editor", ...)``: a user in those groups (roles), password
-    ``s3cret-pass``. The groups come from the migration, made again after a flush."""
-    from django.contrib.auth.models import Group
+    ``s3cret-pass`` (``tests.factories.UserFactory``). The groups come from the migration, made
+    again after a flush."""
+    from tests.factories import UserFactory
 
     def make(username: str, *roles: str, **fields: object):
-        user = django_user_model.objects.create_user(username=username, password="s3cret-pass", **fields)
-        user.groups.add(*Group.objects.filter(name__in=roles))
-        assert user.groups.count() == len(roles), roles
-        return user
+        return UserFactory(username=username, roles=roles, **fields)
 
     return make
 

@@ -16,6 +16,9 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.access import AREAS
+from search.items import KINDS, areas_of
+
 pytestmark = pytest.mark.django_db
 
 MISSING_ID = "999999"
@@ -226,3 +229,10 @@ def test_staff_status_alone_grants_nothing(django_user_model):
     assert client.post("/api/v1/gallery/delete/", {"all": True}, format="json").status_code == 403
     assert client.get("/api/v1/signatures/signers/").status_code == 403
     assert client.get("/api/v1/gallery/").status_code == 200
+
+
+def test_each_kind_of_item_is_read_under_the_area_its_models_view_permission_opens():
+    assert {kind.area for kind in KINDS.values()} == set(AREAS)
+    for kind in KINDS.values():
+        assert AREAS[kind.area] == f"{kind.model._meta.app_label}.view_{kind.model._meta.model_name}"
+    assert areas_of("all") == set(AREAS) and areas_of("products") == {"catalog"} and areas_of("nope") == set()

@@ -100,7 +100,7 @@ def duplicates_scan_refresh(*, model: str, stamp: dict[str, int | None] | None =
     stamp = stamp or embedding_stamp(model=key)
     if stamp["count"] <= settings.DUPLICATES_SYNC_MAX_VECTORS:
         return None
-    active = (DuplicateScan.State.QUEUED, DuplicateScan.State.RUNNING)
+    active = DuplicateScan.ACTIVE
     with transaction.atomic():  # reads the primary (simsite.replicas.ReplicaRouter)
         with connection.cursor() as cursor:  # one request decides at a time; the others read its answer
             cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [f"duplicates-scan:{key}"])
@@ -166,7 +166,7 @@ def duplicate_scan_run(*, scan_id: int) -> bool:
         DuplicatePair.objects.bulk_create(pairs, batch_size=5000)
         if not more:  # the older scans of this model are superseded
             DuplicateScan.objects.filter(model=spec.key, created_at__lt=scan.created_at).exclude(
-                state__in=[DuplicateScan.State.QUEUED, DuplicateScan.State.RUNNING]
+                state__in=DuplicateScan.ACTIVE
             ).delete()
     return more
 

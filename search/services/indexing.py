@@ -21,6 +21,7 @@ from search.services.activation import active_model_set, embedding_index_ensure
 from search.services.locks import model_lock, model_locked
 from simsite.celery import task_send
 from simsite.errors import ServiceError, failure_reason
+from simsite.jobs import job_cancel
 
 logger = logging.getLogger(__name__)
 
@@ -156,20 +157,12 @@ def index_job_plan(*, job_id: int) -> None:
 
 
 def index_job_cancel(*, job: IndexJob) -> IndexJob:
-    updated = IndexJob.objects.filter(pk=job.pk, state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]).update(
-        state=IndexJob.State.CANCELLED, finished_at=timezone.now()
-    )
-    job.refresh_from_db()
-    if not updated and job.state != IndexJob.State.CANCELLED:
-        raise ServiceError("job_finished", f"Job {job.pk} has already {job.state}.", status_code=409)
-    return job
+    return job_cancel(job, code="job_finished", what="Job")
 
 
 def index_job_fail(*, job_id: int, error: str) -> None:
     """End a job as failed (a problem no retry fixes, such as missing weights)."""
-    IndexJob.objects.filter(pk=job_id).exclude(state__in=IndexJob.TERMINAL).update(
-        state=IndexJob.State.FAILED, error=error[:2000], finished_at=timezone.now()
-    )
+    IndexJob.objects.filter(pk=job_id).end(IndexJob.State.FAILED, error=error[:2000])
 
 
 def index_batch_job_fail(*, batch_id: int, error: str) -> None:
@@ -184,14 +177,11 @@ def _job_settle(job_id: int) -> None:
     embedded and something failed."""
     if IndexBatch.objects.filter(job_id=job_id, done=False).exists():
         return
-    now = timezone.now()
-    running = IndexJob.objects.filter(pk=job_id, state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING])
+    job = IndexJob.objects.filter(pk=job_id)
     with transaction.atomic():
-        if running.filter(Q(done__gt=0) | Q(failed=0)).update(state=IndexJob.State.SUCCEEDED, finished_at=now):
-            _activate_if_asked(IndexJob.objects.get(pk=job_id))
-    running.filter(done=0, failed__gt=0).update(
-        state=IndexJob.State.FAILED, finished_at=now, error="every item failed; see the failures"
-    )
+        if job.filter(Q(done__gt=0) | Q(failed=0)).end(IndexJob.State.SUCCEEDED):
+            _activate_if_asked(job.get())
+    job.filter(done=0, failed__gt=0).end(IndexJob.State.FAILED, error="every item failed; see the failures")
 
 
 def _activate_if_asked(job: IndexJob) -> None:
@@ -218,9 +208,7 @@ def _batch_begin(batch_id: int) -> tuple[IndexBatch | None, bool]:
         batch.attempts += 1
         batch.started_at = timezone.now()
         batch.save(update_fields=["attempts", "started_at"])
-    IndexJob.objects.filter(pk=batch.job_id, state=IndexJob.State.QUEUED).update(
-        state=IndexJob.State.RUNNING, started_at=timezone.now()
-    )
+    IndexJob.objects.filter(pk=batch.job_id).claim()
     return batch, batch.attempts > settings.EMBEDDING_BATCH_MAX_ATTEMPTS
 
 

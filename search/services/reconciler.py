@@ -28,7 +28,7 @@ from search.services.indexing import (
 )
 from search.services.locks import model_locked, session_lock
 from search.services.trained_models import trained_models_reconcile
-from simsite.celery import queue_length
+from simsite.jobs import queue_drained
 from simsite.stored_files import orphan_files_sweep
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _reconcile() -> dict[str, int]:
             report["swept"] += _sweep(key)
     before = now - timedelta(days=settings.JOB_RETENTION_DAYS)
     with _isolated(report, "pruning old jobs"):
-        pruned = IndexJob.objects.filter(state__in=IndexJob.TERMINAL, finished_at__lt=before).delete()
+        pruned = IndexJob.objects.finished_before(before).delete()
         report["pruned"] += pruned[1].get(IndexJob._meta.label, 0)
     with _isolated(report, "pruning old imports"):
         report["pruned"] += product_imports_prune(before=before)
@@ -136,13 +136,13 @@ def _reconcile() -> dict[str, int]:
 
 def _lost_batches_send(now: datetime) -> int:
     """Send again the batches whose message was lost; returns how many were sent."""
-    pending = IndexBatch.objects.filter(done=False, job__state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING])
+    pending = IndexBatch.objects.filter(done=False, job__state__in=IndexJob.ACTIVE)
     lost = Q(dispatched_at__isnull=True, created_at__lt=now - _GRACE)
     # Redis gives a dead worker's batch to another worker after the visibility timeout; a
     # batch started long before that and still not done lost its message (e.g. Redis restarted).
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     lost |= Q(attempts__gt=0, started_at__lt=now - timedelta(seconds=visibility * 2))
-    if queue_length("embed") == 0:
+    if queue_drained("embed"):
         # Sent, never started, and nothing waits in the queue: the message is gone.
         resend_after = timedelta(seconds=settings.EMBEDDING_BATCH_RESEND_SECONDS)
         lost |= Q(attempts=0, dispatched_at__lt=now - resend_after)
@@ -152,10 +152,7 @@ def _lost_batches_send(now: datetime) -> int:
 def _stalled_jobs_end(now: datetime, report: dict[str, int]) -> int:
     """End the jobs without progress for INDEX_JOB_STALL_SECONDS, their remaining items failed,
     each on its own; returns how many were ended."""
-    stall = now - timedelta(seconds=settings.INDEX_JOB_STALL_SECONDS)
-    stalled = IndexJob.objects.filter(state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]).filter(
-        Q(progressed_at__lt=stall) | Q(progressed_at__isnull=True, created_at__lt=stall)
-    )
+    stalled = IndexJob.objects.stalled(seconds=settings.INDEX_JOB_STALL_SECONDS, now=now)
     ended = 0
     reason = f"the job made no progress for {settings.INDEX_JOB_STALL_SECONDS} s"
     for job in stalled:

@@ -8,10 +8,10 @@ from django.db import connection
 
 from catalog.images import image_validate
 from catalog.models import GalleryImage, Product
-from catalog.services import gallery_image_create, product_create
 from search.models import Embedding, IndexBatch, IndexJob, hnsw_index_name, hnsw_index_sql
 from search.services.indexing import index_batch_run, items_index
 from tests import images
+from tests.factories import EmbeddingFactory, GalleryImageFactory, ProductFactory
 
 
 def index_now(*, product_ids=(), gallery_ids=()) -> IndexJob | None:
@@ -23,14 +23,11 @@ def index_now(*, product_ids=(), gallery_ids=()) -> IndexJob | None:
 
 
 def add_product(data: bytes, sku: str, *, category: str = "misc", price: str = "10.00", name: str = "") -> Product:
-    image = image_validate(data=data, filename=f"{sku}.jpg")
-    return product_create(sku=sku, name=name or sku, category=category, price=price, image=image, notify=False)
+    return ProductFactory(data=data, sku=sku, name=name or sku, category=category, price=price)
 
 
 def add_gallery_image(data: bytes, filename: str) -> GalleryImage:
-    return gallery_image_create(
-        image=image_validate(data=data, filename=filename), original_filename=filename, notify=False
-    )
+    return GalleryImageFactory(data=data, original_filename=filename)
 
 
 class FakeEmbedder:
@@ -82,8 +79,8 @@ def gallery_images_with_vectors(
     """Gallery images of these sizes (real JPEG files) given these vectors."""
     made = []
     for i, ((width, height), vector) in enumerate(zip(sizes, vectors, strict=True)):
-        image = add_gallery_image(images.jpeg_bytes(width, height, seed=i), f"{name}{i}.jpg")
-        Embedding.objects.create(gallery_image=image, model=model, vector=vector, sha256=image.sha256)
+        image = GalleryImageFactory(data=images.jpeg_bytes(width, height, seed=i), original_filename=f"{name}{i}.jpg")
+        EmbeddingFactory(gallery_image=image, model=model, vector=vector)
         made.append(image)
     return made
 

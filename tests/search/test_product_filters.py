@@ -17,6 +17,7 @@ from search.selectors.embedding_models import active_model_key
 from search.selectors.neighbours import items_similar_to
 from search.services.indexing import embedding_upsert
 from tests import images
+from tests.factories import EmbeddingFactory
 from tests.search.helpers import add_gallery_image, add_product, index_now
 
 
@@ -32,7 +33,7 @@ def test_vectors_take_their_products_category_and_price(fake_embedder):
     assert copied(shoe) == {("shoes", Decimal("12.50"))}
     assert set(Embedding.objects.filter(gallery_image=photo).values_list("category", "price")) == {(None, None)}
     # A second model's vector of the same product, written by hand: filled in all the same.
-    Embedding.objects.create(product=shoe, model="other", vector=np.ones(4), sha256=shoe.sha256, category="fake")
+    EmbeddingFactory(product=shoe, model="other", vector=np.ones(4), category="fake")
     assert copied(shoe) == {("shoes", Decimal("12.50"))}
 
 

@@ -46,6 +46,7 @@ from search.tasks import embed_batch
 from simsite.celery import app, queue_length
 from simsite.errors import ServiceError
 from tests import images
+from tests.factories import IndexJobFactory, ProductImportFactory, TrainedModelFactory
 from tests.search.helpers import FakeEmbedder, add_gallery_image, add_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -243,11 +244,10 @@ def test_old_jobs_and_imports_are_pruned(settings):
 
     settings.JOB_RETENTION_DAYS = 30
     long_ago = timezone.now() - timedelta(days=31)
-    old = IndexJob.objects.create(collection="all", model="efficientnet_lite0", state="succeeded", finished_at=long_ago)
-    recent = IndexJob.objects.create(collection="all", model="efficientnet_lite0", state="succeeded",
-                                     finished_at=timezone.now())  # fmt: skip
+    old = IndexJobFactory(state="succeeded", finished_at=long_ago)
+    recent = IndexJobFactory(state="succeeded", finished_at=timezone.now())
     name = default_storage.save("imports/old.csv", __import__("io").BytesIO(b"id\n"))
-    ProductImport.objects.create(file=name, filename="old.csv", state="succeeded", finished_at=long_ago)
+    ProductImportFactory(file=name, filename="old.csv", state="succeeded", finished_at=long_ago)
     assert index_reconcile()["pruned"] == 2
     assert not IndexJob.objects.filter(pk=old.pk).exists() and IndexJob.objects.filter(pk=recent.pk).exists()
     assert not default_storage.exists(name) and not ProductImport.objects.exists()
@@ -261,7 +261,7 @@ def test_a_model_that_no_longer_exists_does_not_stop_the_reconciler(fake_embedde
     add_gallery_image(images.png_bytes(seed=13), "13.png")  # never queued (a lost signal)
     # Trained models deleted while the active-model row and a queued job still name them.
     ActiveModel.objects.update_or_create(pk=1, defaults={"key": "deleted_active"})
-    orphan_job = IndexJob.objects.create(collection="all", model="deleted_job")
+    orphan_job = IndexJobFactory(model="deleted_job")
     IndexJob.objects.filter(pk=orphan_job.pk).update(created_at=lost)
     assert items_index(gallery_ids=[covered.pk]) is None  # uploads still go in, with the models that exist
     with caplog.at_level(logging.ERROR, logger="search.services.reconciler"):
@@ -299,8 +299,7 @@ def _in_open_transaction(work: Callable[[], object]) -> threading.Thread:
 
 @pytest.mark.parametrize(("race", "refusal"), [("activate", "model_active"), ("index", "model_indexing")])
 def test_a_trained_model_is_not_deleted_while_it_is_being_activated_or_indexed(race, refusal):
-    trained = TrainedModel.objects.create(key="racing", base="efficientnet_lite0", source="catalog", dim=64,
-                                          status="succeeded", classes=["a", "b"])  # fmt: skip
+    trained = TrainedModelFactory(key="racing", dim=64, status="succeeded", classes=["a", "b"])
     embedding_index_ensure(model="racing")  # built beforehand: the activation needs no build in its transaction
     try:
         work = {"activate": lambda: active_model_set(model="racing", force=True),
@@ -328,7 +327,7 @@ def test_an_invalid_index_left_by_a_failed_concurrent_build_is_rebuilt():
         assert cursor.fetchone()[0] is True
     assert not SearchTuning.objects.exists()  # measured on the graph that was replaced
     # A model being built gets its index from the reconciler, whatever the migrations made.
-    IndexJob.objects.create(collection="all", model="resnet18", state="running")
+    IndexJobFactory(model="resnet18", state="running")
     index_reconcile()
     with connection.cursor() as cursor:
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [hnsw_index_name("resnet18")])

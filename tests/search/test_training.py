@@ -23,6 +23,7 @@ from search.services.indexing import index_batch_run, index_job_create, index_jo
 from search.services.trained_models import trained_models_reconcile
 from simsite.training_runs import training_run_execute
 from tests.conftest import wait_for
+from tests.factories import TrainedModelFactory
 from tests.images import SHARED_DATA
 from tests.search.helpers import add_gallery_image
 
@@ -205,8 +206,7 @@ def test_training_from_a_folder_needs_a_root_and_staff(staff_client, api_client,
 
 
 def test_unfinished_models_cannot_be_used(staff_client, tiny_vehicles):
-    TrainedModel.objects.create(key="half_done", base="efficientnet_lite0", source=str(tiny_vehicles),
-                                status="running")  # fmt: skip
+    TrainedModelFactory(key="half_done", source=str(tiny_vehicles), status="running")
     response = staff_client.post("/api/v1/models/half_done/activate/", {"force": True}, format="json")
     assert response.status_code == 400 and response.json()["error"]["code"] == "unknown_model"
     response = staff_client.post("/api/v1/index/jobs/", {"model": "half_done"}, format="json")
@@ -215,8 +215,7 @@ def test_unfinished_models_cannot_be_used(staff_client, tiny_vehicles):
 
 
 def test_reconciler_fails_a_training_whose_worker_died(settings, tiny_vehicles):
-    trained = TrainedModel.objects.create(key="silent", base="efficientnet_lite0", source=str(tiny_vehicles),
-                                          status="running")  # fmt: skip
+    trained = TrainedModelFactory(key="silent", source=str(tiny_vehicles), status="running")
     TrainedModel.objects.filter(pk=trained.pk).update(
         updated_at=trained.updated_at - timedelta(seconds=settings.EMBEDDING_TRAINING_STALL_SECONDS + 1)
     )
@@ -259,8 +258,8 @@ def test_labels_csv_layout_keeps_to_its_folder(tmp_path):
 
 
 def test_model_spec_of_a_trained_model(tiny_vehicles):
-    TrainedModel.objects.create(key="ready", base="resnet18", source="catalog", status="succeeded", dim=48,
-                                classes=["a", "b"], weights="models/embeddings/ready/weights.pt")  # fmt: skip
+    TrainedModelFactory(key="ready", base="resnet18", status="succeeded", dim=48, classes=["a", "b"],
+                        weights="models/embeddings/ready/weights.pt")  # fmt: skip
     spec = model_spec_get("ready")
     assert (spec.kind, spec.dim, spec.base, spec.classes, spec.input_size) == (
         "trained",
@@ -290,7 +289,7 @@ def test_a_failure_after_the_run_succeeded_keeps_the_models_files(tiny_vehicles)
             TrainedModel.objects.filter(pk=run.pk).update(status="succeeded", weights=saved[0])
         raise RuntimeError("the index job of its activation could not be created")  # after the commit
 
-    kept = TrainedModel.objects.create(key="kept", base="efficientnet_lite0", source=str(tiny_vehicles))
+    kept = TrainedModelFactory(key="kept", source=str(tiny_vehicles))
     kept = training_run_execute(TrainedModel, pk=kept.pk, first_message="training", train=train)
     assert kept.status == "succeeded" and default_storage.exists(kept.weights)
 
@@ -298,7 +297,7 @@ def test_a_failure_after_the_run_succeeded_keeps_the_models_files(tiny_vehicles)
         saved.append(default_storage.save(f"models/embeddings/{run.key}/weights.pt", ContentFile(b"weights")))
         raise RuntimeError("out of memory")
 
-    failed = TrainedModel.objects.create(key="failed", base="efficientnet_lite0", source=str(tiny_vehicles))
+    failed = TrainedModelFactory(key="failed", source=str(tiny_vehicles))
     failed = training_run_execute(TrainedModel, pk=failed.pk, first_message="training", train=fail_before)
     assert failed.status == "failed" and not default_storage.exists("models/embeddings/failed/weights.pt")
 

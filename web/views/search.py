@@ -10,11 +10,9 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from accounts.access import read, readable_areas
 from accounts.pages import page_refusal
 from catalog.selectors import category_list
-from search.models import Collection
+from search.items import areas_of
 from search.selectors.embedding_models import active_model_key, model_coverage
 from simsite.replicas import reads_from_replica
-
-COLLECTION_AREAS = {Collection.PRODUCTS: "catalog", Collection.GALLERY: "gallery"}
 
 
 @ensure_csrf_cookie
@@ -28,6 +26,6 @@ def search_page(request: HttpRequest) -> HttpResponse:
     if not areas:
         return page_refusal(request, read("catalog"))
     model = active_model_key()
-    rows = [row for row in model_coverage(model=model) if COLLECTION_AREAS[row["collection"]] in areas]
+    rows = [row for row in model_coverage(model=model) if areas_of(row["collection"]) <= areas]
     categories = category_list() if "catalog" in areas else []
     return render(request, "search/search.html", {"categories": categories, "coverage": {"model": model, "rows": rows}})

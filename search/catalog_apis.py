@@ -1,4 +1,11 @@
-"""REST endpoints for products, categories and the gallery (see API.md)."""
+"""The catalog's REST endpoints: products, categories, CSV imports and the gallery (see API.md).
+
+They live in the search app, not in catalog/, because what they answer is the catalog seen by
+search: every product and gallery image carries its vector state (``embedded``, with the active
+model) and a gallery upload answers with the index job embedding it. The catalog itself knows
+nothing of search (the ``catalog`` contract in .importlinter); its routes keep the ``catalog``
+URL namespace (search/catalog_urls.py).
+"""
 
 from __future__ import annotations
 
