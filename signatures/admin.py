@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.models import AuditEntry
 from accounts.services import audit_record
-from signatures.datasets import LAYOUTS
+from signatures.datasets import LAYOUTS, Source, source_parse
 from signatures.models import Reference, SignatureEncoder, Signer, Verification
 from signatures.selectors import active_encoder_key
 from signatures.services import (
@@ -121,9 +121,14 @@ class EncoderTrainingForm(forms.ModelForm):
     """Start a training run: data under SIGNATURE_TRAINING_ROOT, trained by a worker."""
 
     key = forms.SlugField(required=False, max_length=64, help_text="Blank: signet-<date>-<time>")
-    data = forms.CharField(help_text="Folder of signatures, relative to SIGNATURE_TRAINING_ROOT")
-    layout = forms.ChoiceField(choices=[(layout, layout) for layout in LAYOUTS])
+    data = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=f"One source per line, LAYOUT:FOLDER (layouts: {', '.join(LAYOUTS)}), each folder relative to "
+        "SIGNATURE_TRAINING_ROOT; several sources are trained on together",
+    )
     epochs = forms.IntegerField(min_value=1, max_value=500, initial=DEFAULT_EPOCHS)
+    minutes = forms.FloatField(required=False, min_value=1, max_value=1440,
+                               help_text="Time budget: training stops after this many minutes")  # fmt: skip
     loss = forms.ChoiceField(choices=[("triplet", "triplet"), ("contrastive", "contrastive")])
     activate = forms.BooleanField(required=False, help_text="Make it the active encoder when trained")
 
@@ -137,15 +142,24 @@ class EncoderTrainingForm(forms.ModelForm):
         if root is None:
             raise forms.ValidationError("Set SIGNATURE_TRAINING_ROOT (the folder training data may be read from), "
                                         "or train with `manage.py train_signature_encoder`.")  # fmt: skip
-        folder = resolve_under_root(root, cleaned.get("data", ""))
-        if folder is None:
-            self.add_error("data", "The folder must be inside SIGNATURE_TRAINING_ROOT.")
-            return cleaned
-        cleaned["folder"] = folder
+        sources = []
+        for line in filter(None, (line.strip() for line in cleaned.get("data", "").splitlines())):
+            try:
+                source = source_parse(line)
+            except ServiceError as error:
+                self.add_error("data", error.message)
+                continue
+            folder = resolve_under_root(root, str(source.root))
+            if folder is None:
+                self.add_error("data", f"{source.root.name or line}: the folder must be inside "
+                               "SIGNATURE_TRAINING_ROOT.")  # fmt: skip
+                continue
+            sources.append(Source(source.layout, folder))
+        cleaned["sources"] = sources
         if not self.errors:
             try:
-                encoder_training_validate(key=cleaned.get("key"), data=folder, layout=cleaned["layout"],
-                                          epochs=cleaned["epochs"], loss=cleaned["loss"])  # fmt: skip
+                encoder_training_validate(key=cleaned.get("key"), sources=sources, epochs=cleaned["epochs"],
+                                          minutes=cleaned.get("minutes"), loss=cleaned["loss"])  # fmt: skip
             except ServiceError as error:
                 self.add_error(error.field if error.field in self.fields else None, error.message)
         return cleaned
@@ -159,7 +173,7 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
     list_display = ["key", "status", "progress_percent", "eer", "threshold", "is_active", "created_at"]
     list_filter = ["status"]
     actions = ["activate"]
-    readonly_fields = ["key", "status", "progress_percent", "message", "is_active", "data", "layout", "config",
+    readonly_fields = ["key", "status", "progress_percent", "message", "is_active", "sources_text", "config",
                        "threshold", "dim", "metrics_table", "plot_images", "fingerprint", "seconds", "created_at",
                        "finished_at"]  # fmt: skip
     fields = readonly_fields
@@ -171,7 +185,7 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["key", "data", "layout", "epochs", "loss", "activate"] if obj is None else self.readonly_fields
+        return ["key", "data", "epochs", "minutes", "loss", "activate"] if obj is None else self.readonly_fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [] if obj is None else self.readonly_fields
@@ -183,16 +197,16 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         encoder = encoder_training_start(
             key=data["key"],
-            data=data["folder"],
-            layout=data["layout"],
+            sources=data["sources"],
             epochs=data["epochs"],
+            minutes=data.get("minutes"),
             loss=data["loss"],
             activate=data["activate"],
         )
         obj.pk, obj.key = encoder.pk, encoder.key
         audit_record(user=request.user, action=AuditEntry.Action.ENCODER_TRAIN,
                      target=f"signature encoder {encoder.key}",
-                     detail={"layout": encoder.layout, "via": "admin"}, request=request)  # fmt: skip
+                     detail={"sources": encoder.sources_text(), "via": "admin"}, request=request)  # fmt: skip
 
     def delete_model(self, request: HttpRequest, obj: SignatureEncoder) -> None:
         key = obj.key
@@ -227,6 +241,10 @@ class SignatureEncoderAdmin(admin.ModelAdmin):
         audit_record(user=request.user, action=AuditEntry.Action.ENCODER_ACTIVATE, target=f"signature encoder {key}",
                      detail={"via": "admin"}, request=request)  # fmt: skip
         self.message_user(request, f"{key} is now the active signature encoder.")
+
+    @admin.display(description="Training data")
+    def sources_text(self, obj: SignatureEncoder) -> str:
+        return obj.sources_text()
 
     @admin.display(description="Progress")
     def progress_percent(self, obj: SignatureEncoder) -> str:

@@ -25,6 +25,7 @@ from signatures.services import (
     signatures_compare,
     signer_create,
     signer_delete,
+    verification_explain,
 )
 from simsite.drf import OutputSerializer, PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
@@ -45,7 +46,7 @@ class ReferenceOutput(OutputSerializer):
 
     class Meta:
         model = Reference
-        fields = ["id", "signer", "filename", "image_url", "width", "height", "created_at"]
+        fields = ["id", "signer", "filename", "image_url", "width", "height", "consistency", "outlier", "created_at"]
 
     def get_image_url(self, obj: Reference) -> str:
         # Served by an authorised view, never from /media/ (README, "Users and permissions").
@@ -58,15 +59,55 @@ class PerReference(serializers.Serializer):
     similarity = serializers.FloatField()
 
 
+class OperatingPoint(serializers.Serializer):
+    name = serializers.ChoiceField(["eer", "target_far", "requested"], help_text="What set the threshold: the "
+                                   "equal-error point, SIGNATURE_TARGET_FAR, or the request's threshold")  # fmt: skip
+    threshold = serializers.FloatField()
+    references = serializers.IntegerField()
+    target_far = serializers.FloatField(required=False)
+    calibrated_with_references = serializers.IntegerField(required=False, help_text="the reference count whose "
+                                                          "validation measurement set the threshold")  # fmt: skip
+    expected_far = serializers.FloatField(required=False, help_text="skilled forgeries accepted there (validation)")
+    expected_frr = serializers.FloatField(required=False, help_text="genuine signatures refused there (validation)")
+    calibrated_on = serializers.CharField(required=False)
+
+
 class VerificationOutput(OutputSerializer):
     verification_id = serializers.IntegerField(source="pk")
     model = serializers.CharField(source="encoder")
     per_reference = PerReference(many=True)
+    score = serializers.FloatField(help_text="The score that decided: the best similarity (writer_independent) or "
+                                   "the signer's own model's decision value (writer_dependent)")  # fmt: skip
+    similarity = serializers.FloatField(allow_null=True, help_text="The best cosine similarity to a reference")
+    confidence = serializers.FloatField(
+        allow_null=True,
+        help_text="Calibrated probability that the signature is genuine (equal priors); null without a calibration",
+    )
+    operating_point = OperatingPoint()
 
     class Meta:
         model = Verification
-        fields = ["verification_id", "signer", "decision", "score", "threshold", "references_used", "per_reference",
-                  "model", "created_at"]  # fmt: skip
+        fields = ["verification_id", "signer", "decision", "score", "threshold", "mode", "similarity", "confidence",
+                  "operating_point", "references_used", "per_reference", "model", "created_at"]  # fmt: skip
+
+
+class ClosestReference(serializers.Serializer):
+    id = serializers.IntegerField()
+    similarity = serializers.FloatField()
+    preview = serializers.CharField(required=False, help_text="PNG data URL of the reference as the model saw it")
+
+
+class VerifyOutput(VerificationOutput):
+    """A verification as the verify call answers it: with its explanation."""
+
+    preview = serializers.CharField(help_text="PNG data URL of the questioned signature as the model saw it")
+    closest_reference = ClosestReference()
+    overlay = serializers.CharField(required=False, help_text="PNG data URL: the questioned ink red, the closest "
+                                    "reference's blue, ink they share dark")  # fmt: skip
+    verification_url = serializers.CharField()
+
+    class Meta(VerificationOutput.Meta):
+        fields = [*VerificationOutput.Meta.fields, "preview", "closest_reference", "overlay", "verification_url"]
 
 
 class SignatureCompareApi(APIView):
@@ -249,7 +290,7 @@ class SignatureVerifyApi(APIView):
         image = serializers.FileField()
         threshold = serializers.FloatField(required=False, min_value=-1.0, max_value=1.0)
 
-    @extend_schema(request=InputSerializer, responses=VerificationOutput)
+    @extend_schema(request=InputSerializer, responses=VerifyOutput)
     def post(self, request: Request, pk: int) -> Response:
         signer = signer_get(pk=pk)
         data = self.InputSerializer(data=request.data)
@@ -261,8 +302,10 @@ class SignatureVerifyApi(APIView):
         audit_record(user=request.user, action=AuditEntry.Action.SIGNATURE_VERIFY, target=f"signer {signer.pk}",
                      detail={"verification": verification.pk, "decision": verification.decision},
                      request=request)  # fmt: skip
+        explained = verification_explain(verification=verification, questioned=questioned)
         body = dict(VerificationOutput(verification).data)
-        body["preview"] = questioned.preview_data_url()
+        body["preview"] = explained.pop("questioned_preview")
+        body |= explained
         body["verification_url"] = request.build_absolute_uri(
             reverse("admin:signatures_verification_change", args=[verification.pk])
         )

@@ -29,8 +29,36 @@ _IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 @dataclass(frozen=True)
 class Sample:
     path: Path
-    writer: str
+    writer: str  # "<source>/<writer>" when loaded by ``sources_load``: writers of two sets never merge
     label: str  # "genuine" | "forged"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One folder of signatures in one layout (``train_signature_encoder --data LAYOUT:DIR``)."""
+
+    layout: str
+    root: Path
+
+    def as_dict(self) -> dict[str, str]:
+        return {"layout": self.layout, "data": str(self.root)}
+
+
+def source_parse(text: str, *, layout: str | None = None) -> Source:
+    """``LAYOUT:DIR``, or ``DIR`` with the layout given apart (the older ``--data DIR --layout L``)."""
+    prefix, colon, rest = text.partition(":")
+    if colon and prefix in LAYOUTS:
+        if layout is not None and layout != prefix:
+            raise ServiceError("invalid_layout", f"'{text}' names the {prefix} layout but --layout says {layout}.",
+                               field="layout")  # fmt: skip
+        return Source(prefix, Path(rest))
+    if layout is None:
+        raise ServiceError("invalid_layout", f"Name the layout of '{Path(text).name}': LAYOUT:DIR, LAYOUT one of "
+                           f"{', '.join(LAYOUTS)}.", field="layout")  # fmt: skip
+    if layout not in LAYOUTS:
+        raise ServiceError("invalid_layout", f"layout must be one of {', '.join(LAYOUTS)}.", field="layout")
+    return Source(layout, Path(text))
 
 
 def _images(folder: Path) -> list[Path]:
@@ -94,6 +122,27 @@ def dataset_load(*, root: Path, layout: str) -> list[Sample]:
     return samples
 
 
+def source_labels(sources: list[Source]) -> list[str]:
+    """A short label per source, its folder's name, numbered where two folders share a name."""
+    labels = []
+    for source in sources:
+        label = source.root.name or "data"
+        labels.append(label if label not in labels else f"{label}-{len(labels) + 1}")
+    return labels
+
+
+def sources_load(sources: list[Source]) -> list[Sample]:
+    """Every labelled signature of every source; a writer is named ``<source label>/<writer>``,
+    so that writer "1" of one set and writer "1" of another stay two people."""
+    if not sources:
+        raise ServiceError("invalid", "data: name at least one folder of signatures.", field="data")
+    samples = []
+    for source, label in zip(sources, source_labels(sources), strict=True):
+        samples += [Sample(s.path, f"{label}/{s.writer}", s.label, label)
+                    for s in dataset_load(root=source.root, layout=source.layout)]  # fmt: skip
+    return samples
+
+
 def sample_bytes(sample: Sample) -> bytes:
     """The sample as PNG bytes (data sets ship TIFFs, which uploads do not accept)."""
     with Image.open(sample.path) as picture:
@@ -103,12 +152,16 @@ def sample_bytes(sample: Sample) -> bytes:
 
 
 def writer_split(samples: list[Sample], *, fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """Writers split in two (seeded): ``fraction`` of them in the second set."""
-    writers = sorted({sample.writer for sample in samples})
-    order = np.random.default_rng(seed).permutation(len(writers))
-    cut = max(1, round(len(writers) * fraction)) if len(writers) > 1 else 0
-    second = {writers[i] for i in order[:cut]}
-    return set(writers) - second, second
+    """Writers split in two (seeded): ``fraction`` of each source's writers in the second set."""
+    first: set[str] = set()
+    second: set[str] = set()
+    for source in sorted({sample.source for sample in samples}):  # drawn from every source
+        writers = sorted({sample.writer for sample in samples if sample.source == source})
+        order = np.random.default_rng(seed).permutation(len(writers))
+        cut = max(1, round(len(writers) * fraction)) if len(writers) > 1 else 0
+        second |= {writers[i] for i in order[:cut]}
+        first |= set(writers) - second
+    return first, second
 
 
 def dataset_fingerprint(samples: list[Sample]) -> str:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 from pgvector.django import VectorField
 
 from simsite.files import private_storage
+from simsite.training_runs import TrainingRun
 
 
 class Signer(models.Model):
@@ -35,6 +38,10 @@ class Reference(models.Model):
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
+    # How like the signer's other references it is (mean cosine similarity under the encoder
+    # that enrolled it, refreshed when the references change); ``outlier`` when far below them.
+    consistency = models.FloatField(null=True, blank=True)
+    outlier = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -58,6 +65,25 @@ class ReferenceVector(models.Model):
         return f"{self.encoder} vector of reference {self.reference_id}"
 
 
+class WriterModel(models.Model):
+    """A signer's own classifier under one encoder (``signatures.writer_models``): trained when
+    the signer has enough references, retrained when they change, deleted with the signer."""
+
+    signer = models.ForeignKey(Signer, on_delete=models.CASCADE, related_name="writer_models")
+    encoder = models.CharField(max_length=64)
+    references_key = models.CharField(max_length=64, help_text="Hash of the references it was trained on")
+    references = models.PositiveIntegerField()
+    negatives = models.PositiveIntegerField()
+    model = models.BinaryField(help_text="Support vectors, coefficients, intercept, kernel width (numpy arrays)")
+    trained_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["signer", "encoder"], name="writer_model_signer_encoder")]
+
+    def __str__(self) -> str:
+        return f"{self.encoder} model of {self.signer}"
+
+
 class ActiveEncoder(models.Model):
     """The encoder compare and verify use (one row; absent means SIGNATURE_DEFAULT_ENCODER)."""
 
@@ -66,6 +92,10 @@ class ActiveEncoder(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    def sources_text(self) -> str:
+        """``layout:folder-name`` of each source, for people (no server paths)."""
+        return ", ".join(f"{source['layout']}:{Path(source['data']).name}" for source in self.sources)
 
 
 class Verification(models.Model):
@@ -79,9 +109,18 @@ class Verification(models.Model):
     questioned = models.FileField(max_length=255, storage=private_storage)
     questioned_sha256 = models.CharField(max_length=64)
     encoder = models.CharField(max_length=64)
-    score = models.FloatField()
+
+    class Mode(models.TextChoices):
+        WRITER_INDEPENDENT = "writer_independent"  # the best cosine similarity to a reference
+        WRITER_DEPENDENT = "writer_dependent"  # the signer's own model (``WriterModel``)
+
+    score = models.FloatField(help_text="The score that decided (the mode's), compared with the threshold")
     threshold = models.FloatField()
     decision = models.CharField(max_length=16, choices=Decision.choices)
+    mode = models.CharField(max_length=24, choices=Mode.choices, default=Mode.WRITER_INDEPENDENT)
+    similarity = models.FloatField(null=True, blank=True, help_text="The best cosine similarity to a reference")
+    confidence = models.FloatField(null=True, blank=True, help_text="Calibrated probability of genuine")
+    operating_point = models.JSONField(default=dict, blank=True, help_text="What set the threshold")
     references_used = models.PositiveIntegerField()
     per_reference = models.JSONField(default=list)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -94,41 +133,27 @@ class Verification(models.Model):
         return f"verification {self.pk}: {self.decision} for {self.signer}"
 
 
-class SignatureEncoder(models.Model):
-    """An encoder trained here: the training run, then the model (weights under MEDIA_ROOT).
+class SignatureEncoder(TrainingRun):
+    """An encoder trained here: the training run (``simsite.training_runs``), then the model
+    (weights, background set and plots under MEDIA_ROOT/models/signatures/<key>/).
 
     Queued by ``train_signature_encoder`` or the admin; a worker (queue ``embed``) trains it,
     reporting progress per epoch. Once it has succeeded it is immutable and can be activated.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
     key = models.SlugField(max_length=64, unique=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=300, blank=True, help_text="What it is doing, or why it failed")
-    data = models.CharField(max_length=1024, help_text="The training data folder")
-    layout = models.CharField(max_length=16)
-    fingerprint = models.CharField(max_length=64, blank=True)
-    config = models.JSONField(default=dict, help_text="Training settings (epochs, loss, dimension, ...)")
-    dim = models.PositiveIntegerField(default=0)
+    sources = models.JSONField(default=list, help_text='The training data: [{"layout": ..., "data": folder}, ...]')
     threshold = models.FloatField(null=True, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
-    curves = models.JSONField(default=dict, blank=True)
-    weights = models.CharField(max_length=255, blank=True, help_text="Weights file (storage name)")
-    plots = models.JSONField(default=dict, blank=True, help_text="Plot name -> storage name")
-    seconds = models.FloatField(null=True, blank=True)
-    activate_when_done = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    background = models.CharField(max_length=255, blank=True,
+                                  help_text="Vectors of training writers' signatures (storage name): the negatives of "
+                                  "each signer's own model")  # fmt: skip
+    calibration = models.JSONField(
+        default=dict, blank=True, help_text="ROC tables of the validation writers per scoring mode and reference count"
+    )
 
     def __str__(self) -> str:
         return self.key
+
+    def sources_text(self) -> str:
+        """``layout:folder-name`` of each source, for people (no server paths)."""
+        return ", ".join(f"{source['layout']}:{Path(source['data']).name}" for source in self.sources)

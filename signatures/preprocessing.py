@@ -30,6 +30,7 @@ class SignatureImage:
 
     array: np.ndarray
     ink_fraction: float
+    ink_size: tuple[int, int] = (0, 0)  # height, width of the ink's box in the scan (pixels)
 
     def preview_png(self) -> bytes:
         """The model's input as a PNG, dark ink on light, for people to look at."""
@@ -130,7 +131,7 @@ def signature_preprocess(data: bytes, *, field: str = "image") -> SignatureImage
     top, bottom, left, right = box
     crop = pixels[top:bottom, left:right].copy()
     crop[crop >= threshold] = 255  # the page becomes pure white: paper texture is not the signature
-    return SignatureImage(array=_fit(crop), ink_fraction=fraction)
+    return SignatureImage(array=_fit(crop), ink_fraction=fraction, ink_size=(bottom - top, right - left))
 
 
 def _fit(crop: np.ndarray) -> np.ndarray:

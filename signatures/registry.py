@@ -29,6 +29,10 @@ class EncoderSpec:
     # Pretrained: 0 = the backbone's own (head) features; n = generalised-mean pooling of the
     # output of its first n blocks (EfficientNet-Lite0 only).
     feature_blocks: int = 0
+    # Trained here: ROC tables of the validation writers (signatures.calibration) and the
+    # background set's storage name (the negatives of the signers' own models).
+    calibration: dict[str, dict] = field(default_factory=dict)
+    background: str = ""
 
     def threshold_for(self, references: int) -> float:
         """The threshold measured with the most references not above ``references``."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from dataclasses import replace
 
+import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db.models import Count, QuerySet
@@ -11,6 +14,8 @@ from django.db.models import Count, QuerySet
 from signatures.models import ActiveEncoder, Reference, SignatureEncoder, Signer, Verification
 from signatures.registry import PRETRAINED, EncoderSpec, pretrained_spec
 from simsite.errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 
 def active_encoder_key() -> str:
@@ -23,13 +28,15 @@ def trained_spec(encoder: SignatureEncoder) -> EncoderSpec:
         key=encoder.key,
         dim=encoder.dim,
         backbone="efficientnet_lite0",
-        description=f"Trained here ({encoder.config.get('loss', 'triplet')} loss) on {encoder.layout} data, "
+        description=f"Trained here ({encoder.config.get('loss', 'triplet')} loss) on {encoder.sources_text()}, "
         f"{encoder.metrics.get('training_writer_count', '?')} writers",
         threshold=float(encoder.threshold if encoder.threshold is not None else 0.0),
         metrics={**encoder.metrics, "fingerprint": encoder.fingerprint, "curves": encoder.curves},
         kind="trained",
         weights=encoder.weights,
         thresholds=encoder.metrics.get("thresholds", {}),
+        calibration=encoder.calibration,
+        background=encoder.background,
     )
 
 
@@ -45,6 +52,24 @@ def encoder_spec(key: str | None = None) -> EncoderSpec:
         raise ServiceError("encoder_not_ready", f"Signature encoder '{key}' is {encoder.status}, not ready to use.",
                            field="model", status_code=409)  # fmt: skip
     return trained_spec(encoder)
+
+
+_backgrounds: dict[str, np.ndarray] = {}
+
+
+def encoder_background(spec: EncoderSpec) -> np.ndarray | None:
+    """The encoder's background set (vectors of its training writers' genuine signatures),
+    read once per process; None for an encoder without one (the pretrained ones)."""
+    if not spec.background:
+        return None
+    if spec.background not in _backgrounds:
+        try:
+            with default_storage.open(spec.background, "rb") as handle:
+                _backgrounds[spec.background] = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+        except FileNotFoundError:
+            logger.error("the background set of signature encoder %s is missing: writer-independent only", spec.key)
+            return None
+    return _backgrounds[spec.background]
 
 
 def _listed(spec: EncoderSpec, active: str, **state: object) -> dict[str, object]:

@@ -7,6 +7,9 @@ that deleting a catalog image never touches a signature on file).
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,13 +22,32 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
 from catalog.images import IntakeImage, image_validate, read_limited
 from catalog.storage import content_discard, content_lock, content_save
-from signatures.models import ActiveEncoder, Reference, ReferenceVector, SignatureEncoder, Signer, Verification
+from signatures.calibration import (
+    WRITER_DEPENDENT,
+    WRITER_INDEPENDENT,
+    confidence,
+    rates_at,
+    table_for,
+    threshold_at_far,
+)
+from signatures.datasets import Source
+from signatures.models import (
+    ActiveEncoder,
+    Reference,
+    ReferenceVector,
+    SignatureEncoder,
+    Signer,
+    Verification,
+    WriterModel,
+)
 from signatures.preprocessing import SignatureImage, signature_preprocess
 from signatures.registry import PRETRAINED, EncoderSpec
-from signatures.selectors import active_encoder_key, encoder_spec
+from signatures.selectors import active_encoder_key, encoder_background, encoder_spec
+from signatures.writer_models import MAX_NEGATIVES, MIN_REFERENCES, WriterClassifier, writer_model_fit
 from simsite.celery import task_send
 from simsite.errors import ServiceError
 from simsite.files import private_storage, resolve_under_root
@@ -41,6 +63,15 @@ from simsite.training_runs import (
 # more overfit: README, "Signatures"), and the share of writers kept out for validation.
 DEFAULT_EPOCHS = 12
 VALIDATION_FRACTION = 0.25
+# A reference's consistency below the signer's median by more than 3 of these is an outlier,
+# however alike the others are to each other.
+OUTLIER_MIN_SPREAD = 0.01
+# Enrolment: a reference's ink must span this many pixels of the scan (smaller says nothing of
+# the hand), and must differ from every other reference by at least this much (``_difference``).
+MIN_INK_SIDE = 48
+NEAR_DUPLICATE_DIFFERENCE = 0.3
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,16 +158,62 @@ def signer_create(*, name: str, external_id: str = "") -> Signer:
     return Signer.objects.create(name=name, external_id=external_id)
 
 
+def _reference_array(reference: Reference) -> np.ndarray | None:
+    try:
+        with private_storage().open(reference.file.name, "rb") as handle:
+            return signature_preprocess(handle.read()).array
+    except (FileNotFoundError, ServiceError):
+        return None
+
+
+def _difference(first: np.ndarray, second: np.ndarray) -> float:
+    """How unlike two preprocessed signatures are: the ink that differs over all the ink (0 for
+    the same scan; two signings by one hand are >= 0.49 on the three sets of ../shared/data,
+    a rescan at 80% size and JPEG quality 60 <= 0.45, typically 0.11)."""
+    return float(np.abs(first - second).sum() / max(float((first + second).sum()), 1e-6))
+
+
+def _enrolment_refusal(item: SignatureInput, kept: list[tuple[str, str, np.ndarray]]) -> tuple[str, str] | None:
+    """Why this signature cannot be a reference (code, message), or None. ``kept``: (sha256,
+    name, preprocessed array) of the signer's references and of this upload's accepted files."""
+    height, width = item.signature.ink_size
+    if max(height, width) < MIN_INK_SIDE:
+        message = (f"The signature is {width}x{height} pixels; a reference needs at least {MIN_INK_SIDE} pixels on "
+                   "its longer side (scan it at a higher resolution).")  # fmt: skip
+        return "signature_too_small", message
+    for sha256, name, array in kept:
+        if sha256 == item.image.sha256:
+            return "duplicate_reference", f"This exact file is already a reference ({name})."
+        if _difference(item.signature.array, array) < NEAR_DUPLICATE_DIFFERENCE:
+            return "near_duplicate_reference", (f"This is the same signing as {name} (a rescan or a copy): a reference "
+                                                "must be a separate signing.")  # fmt: skip
+    return None
+
+
 def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[list[Reference], list[dict]]:
     """Store each acceptable signature as a reference with its vector (active encoder);
-    report each refused file with its reason."""
+    report each refused file with its reason: unreadable, not a signature, too small, or the
+    same signing as a reference on file or another file of this upload. Then refresh the
+    references' consistency and the signer's own model (``signer_references_changed``)."""
+    kept = [(reference.sha256, f"reference {reference.pk}", array)
+            for reference in Reference.objects.filter(signer=signer).order_by("pk")
+            if (array := _reference_array(reference)) is not None]  # fmt: skip
     accepted: list[SignatureInput] = []
     rejected: list[dict[str, str]] = []
     for file in files:
         try:
-            accepted.append(signature_from_upload(file=file, field="files"))
+            item = signature_from_upload(file=file, field="files")
         except ServiceError as refusal:
             rejected.append({"filename": file.name or "", "code": refusal.code, "error": refusal.message})
+            continue
+        refusal = _enrolment_refusal(item, kept)
+        if refusal is not None:
+            rejected.append({"filename": file.name or "", "code": refusal[0], "error": refusal[1]})
+            continue
+        accepted.append(item)
+        kept.append(
+            (item.image.sha256, f"'{item.filename}'" if item.filename else "another file", item.signature.array)
+        )
     if not accepted:
         return [], rejected
     spec = encoder_spec()
@@ -155,14 +232,18 @@ def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[
             _discard(_file_name(item.image), item.image.sha256)
             raise
         created.append(reference)
+    signer_references_changed(signer=signer)
+    for reference in created:
+        reference.refresh_from_db(fields=["consistency", "outlier"])
     return created, rejected
 
 
 def reference_delete(*, reference: Reference) -> None:
-    name, sha = reference.file.name, reference.sha256
+    name, sha, signer = reference.file.name, reference.sha256, reference.signer
     with transaction.atomic():
         reference.delete()
         transaction.on_commit(lambda: _discard(name, sha), robust=True)
+    signer_references_changed(signer=signer)
 
 
 def signer_delete(*, signer: Signer) -> None:
@@ -198,15 +279,124 @@ def _reference_vectors(references: Sequence[Reference], spec: EncoderSpec) -> np
     return np.asarray([stored[reference.pk] for reference in references], dtype=np.float32)
 
 
+def _references_key(references: Sequence[Reference]) -> str:
+    return hashlib.sha256(",".join(f"{r.pk}:{r.sha256}" for r in references).encode()).hexdigest()
+
+
+def writer_model_refresh(*, signer: Signer, spec: EncoderSpec | None = None) -> WriterModel | None:
+    """Train, keep or remove the signer's own model under ``spec`` (default: the active
+    encoder) to match their references now: trained once they have ``MIN_REFERENCES`` and the
+    encoder has a background set and writer-dependent calibration, retrained when the references
+    change, removed when too few remain. Returns the model row, or None."""
+    spec = spec or encoder_spec()
+    references = list(Reference.objects.filter(signer=signer).order_by("pk"))
+    usable = (len(references) >= MIN_REFERENCES and spec.calibration.get(WRITER_DEPENDENT)
+              and encoder_background(spec) is not None)  # fmt: skip
+    if not usable:
+        WriterModel.objects.filter(signer=signer, encoder=spec.key).delete()
+        return None
+    key = _references_key(references)
+    current = WriterModel.objects.filter(signer=signer, encoder=spec.key, references_key=key).first()
+    if current is not None:
+        return current
+    own = _reference_vectors(references, spec)
+    others = np.asarray(
+        ReferenceVector.objects.filter(encoder=spec.key).exclude(reference__signer=signer)
+        .order_by("?").values_list("vector", flat=True)[:MAX_NEGATIVES], dtype=np.float32,
+    ).reshape(-1, spec.dim)  # fmt: skip
+    negatives = np.vstack([others, encoder_background(spec)])
+    model = writer_model_fit(references=own, negatives=negatives)
+    row, _ = WriterModel.objects.update_or_create(
+        signer=signer, encoder=spec.key,
+        defaults={"references_key": key, "references": len(references), "negatives": len(negatives),
+                  "model": model.to_bytes()},
+    )  # fmt: skip
+    return row
+
+
+def _consistency_refresh(*, signer: Signer, spec: EncoderSpec) -> None:
+    """Each reference's mean similarity to the signer's others, and whether it is an outlier:
+    more than 3 robust deviations below the signer's typical reference (4 references or more)."""
+    references = list(Reference.objects.filter(signer=signer).order_by("pk"))
+    if len(references) < 2:
+        Reference.objects.filter(signer=signer).update(consistency=None, outlier=False)
+        return
+    vectors = _reference_vectors(references, spec)
+    similarity = vectors @ vectors.T
+    consistency = (similarity.sum(axis=1) - np.diag(similarity)) / (len(references) - 1)
+    median = float(np.median(consistency))
+    spread = max(1.4826 * float(np.median(np.abs(consistency - median))), OUTLIER_MIN_SPREAD)
+    for reference, value in zip(references, consistency, strict=True):
+        outlier = len(references) >= 4 and (value - median) / spread < -3
+        Reference.objects.filter(pk=reference.pk).update(consistency=round(float(value), 4), outlier=outlier)
+
+
+def signer_references_changed(*, signer: Signer) -> None:
+    """After an enrolment or a deletion: the references' consistency and the signer's own model."""
+    spec = encoder_spec()
+    _consistency_refresh(signer=signer, spec=spec)
+    writer_model_refresh(signer=signer, spec=spec)
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str
+    score: float
+    threshold: float
+    confidence: float | None
+    operating_point: dict[str, object]
+
+
+def _decide(*, spec: EncoderSpec, signer: Signer, references: int, similarity: float, vector: np.ndarray,
+            threshold: float | None) -> Decision:  # fmt: skip
+    """The score, threshold and operating point verify decides with.
+
+    A threshold in the request is a cosine similarity (the earlier tool's meaning): the best
+    similarity decides. Otherwise the signer's own model decides where there is one, else the
+    best similarity; the threshold is the operating point (``SIGNATURE_TARGET_FAR``, or the
+    equal-error point) of the validation writers with as many references.
+    """
+    if threshold is not None:
+        cut = _threshold(threshold, spec.threshold)
+        point = {"name": "requested", "threshold": cut, "references": references}
+        return Decision(WRITER_INDEPENDENT, similarity, cut, None, point)
+    mode, score = WRITER_INDEPENDENT, similarity
+    row = writer_model_refresh(signer=signer, spec=spec) if references >= MIN_REFERENCES else None
+    if row is not None:
+        mode, score = WRITER_DEPENDENT, float(WriterClassifier.from_bytes(bytes(row.model)).score(vector)[0])
+    count, table = table_for(spec.calibration, mode, references)
+    if not table:  # a pretrained encoder: its equal-error thresholds measured on SVC2004
+        cut = spec.threshold_for(references)
+        point = {"name": "eer", "threshold": cut, "references": references, "calibrated_on": "registry"}
+        return Decision(mode, score, cut, None, point)
+    target = settings.SIGNATURE_TARGET_FAR
+    if target > 0:
+        cut, far, frr = threshold_at_far(table, target)
+        point = {"name": "target_far", "target_far": target}
+    else:
+        cut = float(table["eer_threshold"])
+        far, frr = rates_at(table, cut)
+        point = {"name": "eer"}
+    point |= {
+        "threshold": round(cut, 6),
+        "references": references,
+        "calibrated_with_references": int(count),
+        "expected_far": round(far, 4),
+        "expected_frr": round(frr, 4),
+        "calibrated_on": "validation writers",
+    }
+    return Decision(mode, score, cut, round(confidence(table, score), 4), point)
+
+
 def signature_verify(
     *, signer: Signer, questioned: SignatureInput, threshold: float | None = None, user: object = None
 ) -> Verification:
-    """Score a questioned signature against the signer's references and decide.
+    """Score a questioned signature against the signer's references and decide (``_decide``).
 
-    The score is the highest similarity to any reference: with 5 references it gave a
-    skilled-forgery EER of 0.210 against 0.240 for the mean (SVC2004, default encoder). The
-    threshold is the encoder's for that many references (README, "Signatures").
-    Every verification is logged with its input, model, score, threshold and decision.
+    The writer-independent score is the highest similarity to any reference: with 5 references
+    it gave a skilled-forgery EER of 0.210 against 0.240 for the mean (SVC2004, default
+    encoder). Every verification is logged with its input, model, mode, scores, operating point
+    and decision.
     """
     references = list(Reference.objects.filter(signer=signer).order_by("pk"))
     if not references:
@@ -220,20 +410,52 @@ def signature_verify(
     refs = _reference_vectors(references, spec)
     vector = _embed(spec, [questioned.signature.array])[0]
     similarities = refs @ vector
-    score = round(float(similarities.max()), 4)
-    cut = _threshold(threshold, spec.threshold_for(len(references)))
+    similarity = round(float(similarities.max()), 4)
+    decision = _decide(spec=spec, signer=signer, references=len(references), similarity=similarity, vector=vector,
+                       threshold=threshold)  # fmt: skip
     image = questioned.image
     with transaction.atomic():
         content_lock(sha256=image.sha256)
         return Verification.objects.create(
             signer=signer, questioned=_store(image), questioned_sha256=image.sha256, encoder=spec.key,
-            score=score, threshold=cut,
-            decision=Verification.Decision.GENUINE if score >= cut else Verification.Decision.FORGED,
+            score=round(decision.score, 4), threshold=round(decision.threshold, 4), mode=decision.mode,
+            similarity=similarity, confidence=decision.confidence, operating_point=decision.operating_point,
+            decision=(Verification.Decision.GENUINE if decision.score >= decision.threshold
+                      else Verification.Decision.FORGED),
             references_used=len(references),
             per_reference=[{"reference": ref.pk, "similarity": round(float(value), 4)}
                            for ref, value in zip(references, similarities, strict=True)],
             requested_by=user if getattr(user, "is_authenticated", False) else None,
         )  # fmt: skip
+
+
+def _png_data_url(picture: Image.Image) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def verification_explain(*, verification: Verification, questioned: SignatureInput) -> dict[str, object]:
+    """What a person needs to check a decision: the questioned signature and its closest
+    reference as the model saw them (cropped, centred, ink dark), and the two overlaid - the
+    questioned ink red, the reference's blue, ink they share dark - so that a stroke one has
+    and the other lacks shows in colour."""
+    closest = max(verification.per_reference, key=lambda item: item["similarity"])
+    reference = Reference.objects.filter(pk=closest["reference"]).first()
+    array = _reference_array(reference) if reference is not None else None
+    explained: dict[str, object] = {
+        "questioned_preview": questioned.preview_data_url(),
+        "closest_reference": {"id": closest["reference"], "similarity": closest["similarity"]},
+    }
+    if array is None:  # deleted or unreadable since: the rest of the explanation stands
+        return explained
+    explained["closest_reference"]["preview"] = _png_data_url(
+        Image.fromarray((255 - array * 255).round().astype(np.uint8), mode="L")
+    )
+    ink_q, ink_r = questioned.signature.array, array
+    overlay = np.stack([1 - ink_r, 1 - np.maximum(ink_q, ink_r), 1 - ink_q], axis=-1)  # red: questioned only
+    explained["overlay"] = _png_data_url(Image.fromarray((overlay * 255).round().astype(np.uint8), mode="RGB"))
+    return explained
 
 
 def encoder_activate(*, key: str) -> str:
@@ -249,12 +471,12 @@ _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def encoder_training_validate(
-    *, data: Path, layout: str, epochs: int | None = None, key: str | None = None, activate: bool = False,
-    loss: str = "triplet", seed: int = 0,
+    *, sources: list[Source], epochs: int | None = None, key: str | None = None, activate: bool = False,
+    loss: str = "triplet", seed: int = 0, minutes: float | None = None,
 ) -> dict[str, object]:  # fmt: skip
-    """Check what can be checked at once - the key, the settings, and that the folder holds
-    signatures of enough writers in that layout - and return the run's fields."""
-    from signatures.datasets import dataset_load
+    """Check what can be checked at once - the key, the settings, and that each source holds
+    signatures in its layout, of enough writers in all - and return the run's fields."""
+    from signatures.datasets import sources_load
 
     if not key:
         key = f"signet-{timezone.now():%Y%m%d-%H%M%S}"
@@ -265,16 +487,25 @@ def encoder_training_validate(
                            status_code=409)  # fmt: skip
     if loss not in ("triplet", "contrastive"):
         raise ServiceError("invalid_loss", "loss must be 'triplet' or 'contrastive'.", field="loss")
-    config = {"epochs": DEFAULT_EPOCHS if epochs is None else epochs, "loss": loss, "seed": seed}
+    config: dict[str, object] = {"epochs": DEFAULT_EPOCHS if epochs is None else epochs, "loss": loss, "seed": seed}
     if not 1 <= config["epochs"] <= 500:
         raise ServiceError("invalid_epochs", "epochs must be between 1 and 500.", field="epochs")
-    data = Path(data).resolve()
-    samples = dataset_load(root=data, layout=layout)
+    if minutes is not None:
+        if not 1 <= minutes <= 24 * 60:
+            raise ServiceError("invalid_minutes", "minutes (the time budget) must be between 1 and 1440.",
+                               field="minutes")  # fmt: skip
+        config["minutes"] = float(minutes)
+    sources = [Source(source.layout, Path(source.root).resolve()) for source in sources]
+    if len({source.root for source in sources}) < len(sources):
+        raise ServiceError("invalid", "data: the same folder is named twice.", field="data")
+    samples = sources_load(sources)
     writers = {sample.writer for sample in samples if sample.label == "genuine"}
     if len(writers) < 3:
+        names = ", ".join(source.root.name for source in sources)
         raise ServiceError("too_few_writers", f"Training needs genuine signatures of at least 3 writers (2 to learn "
-                           f"from, 1 to validate on); {data.name} has {len(writers)}.", field="data")  # fmt: skip
-    return {"key": key, "data": str(data), "layout": layout, "config": config, "activate_when_done": activate}
+                           f"from, 1 to validate on); {names} has {len(writers)}.", field="data")  # fmt: skip
+    return {"key": key, "sources": [source.as_dict() for source in sources], "config": config,
+            "activate_when_done": activate}  # fmt: skip
 
 
 def encoder_training_create(**options: object) -> SignatureEncoder:
@@ -306,10 +537,12 @@ def encoder_training_run(*, encoder_id: int) -> SignatureEncoder | None:
 
 def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
     from signatures import training
-    from signatures.datasets import dataset_arrays, dataset_fingerprint, dataset_load, writer_split
+    from signatures.calibration import calibration_measure
+    from signatures.datasets import dataset_arrays, dataset_fingerprint, sources_load, writer_split
+    from signatures.encoders import network_embed
     from signatures.plots import evaluation_plots, training_plot
 
-    samples = dataset_load(root=Path(encoder.data), layout=encoder.layout)
+    samples = sources_load([Source(source["layout"], Path(source["data"])) for source in encoder.sources])
     fingerprint = dataset_fingerprint(samples)
     arrays, kept, skipped = dataset_arrays(samples)
     config = training.TrainingConfig(**encoder.config)
@@ -330,18 +563,27 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
             fraction = 0.3 * measured["prepared"]
             message = f"preparing augmented copies ({measured['prepared']:.0%})"
         else:
-            fraction = 0.3 + 0.65 * epoch / config.epochs
+            fraction = 0.3 + 0.6 * epoch / config.epochs
             message = f"epoch {epoch}/{config.epochs}: loss {measured['loss']:.3f}, " \
                       f"validation EER {measured['val_eer']:.3f}"  # fmt: skip
         _encoder_update(encoder.pk, progress=round(fraction, 4), message=message[:300])
 
-    result = training.train(*subset(train_writers), validation=validation, config=config, progress=progress)
-    _encoder_update(encoder.pk, progress=0.95, message="calibrating the threshold on the validation writers")
-    thresholds, results, scores = training.calibrate(training.trained_network(result), *validation)
+    training_set = subset(train_writers)
+    result = training.train(*training_set, validation=validation, config=config, progress=progress)
+    _encoder_update(encoder.pk, progress=0.9, message="calibrating on the validation writers")
+    net = training.trained_network(result)
+    thresholds, results, scores = training.calibrate(net, *validation)
     threshold = thresholds["1"]
+    # The background set: the training writers' genuine signatures, the negatives of every
+    # signer's own model (signatures.writer_models).
+    genuine = [i for i, label in enumerate(training_set[2]) if label == "genuine"]
+    background = network_embed(net, list(training_set[0][genuine])).astype(np.float32)
+    calibration = calibration_measure(network_embed(net, list(validation[0])), validation[1], validation[2],
+                                      background=background)  # fmt: skip
 
     folder = f"models/signatures/{encoder.key}"
     saved.append(default_storage.save(f"{folder}/weights.pt", ContentFile(training.weights_file(result))))
+    saved.append(default_storage.save(f"{folder}/background.npy", ContentFile(_npy(background))))
     plots = {"training": training_plot(result.curves, best_epoch=result.best_epoch, key=encoder.key),
              **evaluation_plots(scores, lambda count: thresholds[str(count)], encoder.key)}  # fmt: skip
     plot_names = {}
@@ -349,19 +591,31 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
         plot_names[name] = default_storage.save(f"{folder}/{name}.png", ContentFile(png))
         saved.append(plot_names[name])
     kind = "skilled" if "skilled" in results["1_references"] else "random"
+    per_source = {
+        label: {"fingerprint": dataset_fingerprint([s for s in samples if s.source == label]),
+                "signatures": sum(1 for s in kept if s.source == label),
+                "training_writers": sum(1 for w in train_writers if w.startswith(f"{label}/")),
+                "validation_writers": sum(1 for w in val_writers if w.startswith(f"{label}/"))}
+        for label in dict.fromkeys(sample.source for sample in samples)
+    }  # fmt: skip
     metrics = {
-        "dataset": f"{Path(encoder.data).name} ({encoder.layout}), {len(val_writers)} validation writers",
+        "dataset": f"{encoder.sources_text()}, {len(val_writers)} validation writers",
         "eer": results["1_references"][kind]["eer"],
         "auc": results["1_references"][kind]["auc"],
         "eer_5_references_max": results.get("5_references", {}).get(kind, {}).get("eer"),
         "random_forgery_eer": results["1_references"].get("random", {}).get("eer"),
         "validation": results,
+        "calibrated_eer": {
+            mode: {count: table["eer"] for count, table in tables.items()} for mode, tables in calibration.items()
+        },  # fmt: skip
+        "sources": per_source,
         "training_writers": sorted(train_writers),
         "validation_writers": sorted(val_writers),
         "training_writer_count": len(train_writers),
         "signatures": len(kept),
         "skipped": len(skipped),
         "best_epoch": result.best_epoch,
+        "epochs_run": len(result.curves.get("loss", [])),
         "thresholds": {count: round(value, 4) for count, value in thresholds.items()},
         "device": str(training.embedding_device()),
     }
@@ -369,11 +623,17 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
         SignatureEncoder.objects.filter(pk=encoder.pk).update(
             status=SignatureEncoder.Status.SUCCEEDED, progress=1.0, message="", dim=config.dim,
             threshold=round(threshold, 4), metrics=metrics, curves=result.curves, weights=saved[0],
-            plots=plot_names, fingerprint=fingerprint, seconds=round(result.seconds, 1),
-            finished_at=timezone.now(), updated_at=timezone.now(),
+            background=saved[1], calibration=calibration, plots=plot_names, fingerprint=fingerprint,
+            seconds=round(result.seconds, 1), finished_at=timezone.now(), updated_at=timezone.now(),
         )  # fmt: skip
         if encoder.activate_when_done:
             encoder_activate(key=encoder.key)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def encoder_training_fail(*, encoder_id: int, error: str) -> None:
@@ -389,7 +649,7 @@ def encoder_delete(*, encoder: SignatureEncoder) -> None:
     if encoder.status == SignatureEncoder.Status.RUNNING:
         raise ServiceError("encoder_running", f"'{encoder.key}' is being trained; wait for it to end.",
                            status_code=409)  # fmt: skip
-    names = [name for name in [encoder.weights, *encoder.plots.values()] if name]
+    names = [name for name in [encoder.weights, encoder.background, *encoder.plots.values()] if name]
     with transaction.atomic():
         ReferenceVector.objects.filter(encoder=encoder.key).delete()
         encoder.delete()

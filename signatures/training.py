@@ -45,6 +45,9 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     loss: str = "triplet"  # "triplet" (batch-hard, soft margin) or "contrastive"
+    # A time budget for the whole run (caching included): the learning rate follows the budget
+    # as well as the epochs, whichever runs out first, and training ends when it is spent.
+    minutes: float | None = None
 
 
 @dataclass
@@ -160,9 +163,22 @@ def train(
 
     trained = [p for p in net.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.learning_rate, total_steps=config.epochs * steps, pct_start=0.15
-    )
+    deadline = started + config.minutes * 60 if config.minutes else None
+    loop_started = time.monotonic()
+
+    def progress_made(step: int) -> float:
+        """How far through training: by steps, or by the time budget when that runs out first."""
+        done = step / (config.epochs * steps)
+        if deadline is not None:
+            done = max(done, (time.monotonic() - loop_started) / max(deadline - loop_started, 1e-3))
+        return min(done, 1.0)
+
+    def learning_rate_factor(step: int) -> float:  # warm-up, then cosine decay to zero
+        done = progress_made(step)
+        return max(done / 0.15, 0.04) if done < 0.15 else 0.5 * (1 + math.cos(math.pi * (done - 0.15) / 0.85))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor)
+    step = 0
     loss_fn = LOSSES[config.loss]
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")  # fp16 autocast on CUDA
     curves: dict[str, list[float]] = {"loss": [], "val_eer": [], "val_auc": []}
@@ -175,9 +191,13 @@ def train(
         best = (val_eer, 0, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
         logger.info("epoch 0 (untrained): val_eer %.4f, val_auc %.4f", val_eer, val_auc)
     for epoch in range(1, config.epochs + 1):
+        if epoch > 1 and deadline is not None and progress_made(step) >= 1.0:
+            logger.info("time budget of %.0f minutes spent after %d epochs", config.minutes, epoch - 1)
+            break
         net.train()
         losses = []
         for _ in range(steps):
+            step += 1
             chosen = []
             for w in rng.choice(eligible, size=per_batch, replace=False):
                 genuine, forged = by_writer[int(w)]

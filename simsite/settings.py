@@ -9,7 +9,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from simsite.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, redis_url_with_db
+from simsite.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str, redis_url_with_db
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -483,3 +483,7 @@ _training_root = env_str("SIGNATURE_TRAINING_ROOT")
 SIGNATURE_TRAINING_ROOT = Path(_training_root).resolve() if _training_root else SIGNATURE_FILES_ROOT
 SIGNATURE_TRAINING_TIME_LIMIT = env_int("SIGNATURE_TRAINING_TIME_LIMIT", 3 * 3600, minimum=60)
 SIGNATURE_TRAINING_STALL_SECONDS = env_int("SIGNATURE_TRAINING_STALL_SECONDS", 1800, minimum=10)
+# The operating point verify decides at, for encoders calibrated here: the lowest threshold at
+# which at most this share of skilled forgeries of the validation writers was accepted (e.g.
+# 0.01); 0 = the equal-error point (as many genuine signatures refused as forgeries accepted).
+SIGNATURE_TARGET_FAR = env_float("SIGNATURE_TARGET_FAR", 0.0, minimum=0.0, maximum=0.5)

@@ -20,8 +20,8 @@ def rows_naming_server_folders(settings, tmp_path) -> None:
     for key, folder in [("in_root", settings.EMBEDDING_TRAINING_ROOT / "shoes"), ("outside", tmp_path / "elsewhere")]:
         TrainedModel.objects.create(key=key, base="efficientnet_lite0", source=str(folder), status="failed",
                                     message="stopped", metrics={"dataset": folder.name})  # fmt: skip
-    SignatureEncoder.objects.create(key="bank", data=str(settings.SIGNATURE_TRAINING_ROOT / "scans"), layout="folders",
-                                    status="failed", message="stopped")  # fmt: skip
+    scans = {"layout": "folders", "data": str(settings.SIGNATURE_TRAINING_ROOT / "scans")}
+    SignatureEncoder.objects.create(key="bank", status="failed", message="stopped", sources=[scans])
 
 
 def server_paths(settings) -> list[str]:

@@ -118,7 +118,7 @@ def test_training_needs_three_writers(tmp_path):
 
 
 def test_unready_and_unknown_encoders_cannot_be_activated(staff_client, tiny_set):
-    SignatureEncoder.objects.create(key="queued-one", data=str(tiny_set), layout="folders")
+    SignatureEncoder.objects.create(key="queued-one", sources=[{"layout": "folders", "data": str(tiny_set)}])
     refused = staff_client.post("/api/v1/signatures/models/queued-one/activate/")
     assert refused.status_code == 409 and "queued" in refused.json()["error"]["message"]
     assert staff_client.post("/api/v1/signatures/models/nope/activate/").status_code == 404
@@ -127,7 +127,9 @@ def test_unready_and_unknown_encoders_cannot_be_activated(staff_client, tiny_set
 
 
 def test_reconciler_fails_a_training_whose_worker_died(tiny_set, settings):
-    encoder = SignatureEncoder.objects.create(key="orphan", data=str(tiny_set), layout="folders", status="running")
+    encoder = SignatureEncoder.objects.create(
+        key="orphan", sources=[{"layout": "folders", "data": str(tiny_set)}], status="running"
+    )
     SignatureEncoder.objects.filter(pk=encoder.pk).update(
         updated_at=encoder.updated_at - timedelta(seconds=settings.SIGNATURE_TRAINING_STALL_SECONDS + 5)
     )
@@ -183,8 +185,12 @@ def test_admin_starts_a_training_that_a_worker_runs(admin_client, workers, tiny_
 def test_admin_bulk_delete_keeps_the_active_encoder(admin_client, tiny_set):
     from signatures.models import ActiveEncoder
 
-    active = SignatureEncoder.objects.create(key="in-use", data=str(tiny_set), layout="folders", status="succeeded")
-    spare = SignatureEncoder.objects.create(key="spare", data=str(tiny_set), layout="folders", status="failed")
+    active = SignatureEncoder.objects.create(
+        key="in-use", sources=[{"layout": "folders", "data": str(tiny_set)}], status="succeeded"
+    )
+    spare = SignatureEncoder.objects.create(
+        key="spare", sources=[{"layout": "folders", "data": str(tiny_set)}], status="failed"
+    )
     ActiveEncoder.objects.create(pk=1, key=active.key)
     action = {"action": "delete_selected", "_selected_action": [active.pk, spare.pk], "post": "yes"}
     response = admin_client.post("/admin/signatures/signatureencoder/", action, follow=True)

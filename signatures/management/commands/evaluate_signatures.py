@@ -9,10 +9,12 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from signatures.datasets import LAYOUTS, dataset_arrays, dataset_fingerprint, dataset_load
-from signatures.evaluation import AGGREGATES, protocol_report
+from signatures.calibration import WRITER_DEPENDENT, protocol_scores
+from signatures.datasets import LAYOUTS, dataset_arrays, dataset_fingerprint, source_parse, sources_load
+from signatures.evaluation import AGGREGATES, protocol_report, rates
 from signatures.plots import evaluation_plots, training_plot
-from signatures.selectors import encoder_spec
+from signatures.selectors import encoder_background, encoder_spec
+from signatures.writer_models import MIN_REFERENCES
 from simsite.errors import ServiceError
 
 
@@ -25,32 +27,35 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--model", help="encoder key (default: the active one)")
-        parser.add_argument("--data", type=Path, required=True)
-        parser.add_argument("--layout", choices=LAYOUTS, required=True)
+        parser.add_argument("--data", action="append", required=True, metavar="LAYOUT:DIR",
+                            help="a folder of signatures and its layout; repeat it for several sources")  # fmt: skip
+        parser.add_argument("--layout", choices=LAYOUTS, help="the layout of each --data given as a bare DIR")
         parser.add_argument("--references", default="1,3,5", help="comma-separated reference counts")
         parser.add_argument("--aggregate", choices=sorted(AGGREGATES), default="max")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--out", type=Path, help="folder for metrics.json and the plots")
 
-    def handle(self, *args: Any, model: str | None, data: Path, layout: str, references: str, aggregate: str,
-               seed: int, out: Path | None, **options: Any) -> None:  # fmt: skip
+    def handle(self, *args: Any, model: str | None, data: list[str] | str, layout: str | None, references: str,
+               aggregate: str, seed: int, out: Path | None, **options: Any) -> None:  # fmt: skip
         from signatures.encoders import get_encoder
 
-        data, out = Path(data), (Path(out) if out is not None else None)
+        out = Path(out) if out is not None else None
         try:
             spec = encoder_spec(model)
-            samples = dataset_load(root=data, layout=layout)
+            sources = [source_parse(text, layout=layout) for text in ([data] if isinstance(data, str) else data)]
+            samples = sources_load(sources)
             counts = [int(n) for n in references.split(",") if n.strip()]
         except ServiceError as error:
             raise CommandError(error.message) from None
         except ValueError:
             raise CommandError("--references must be comma-separated numbers, e.g. 1,3,5") from None
         trained_on = set(spec.metrics.get("training_writers", []))
-        if trained_on and spec.metrics.get("fingerprint") == dataset_fingerprint(samples):
-            # The data the model was trained on: evaluate on its held-out writers only.
-            samples = [sample for sample in samples if sample.writer not in trained_on]
-            self.stderr.write(f"{spec.key} was trained on this data: evaluating its {len({s.writer for s in samples})} "
-                              "held-out writers only")  # fmt: skip
+        for label, seen in spec.metrics.get("sources", {}).items():
+            mine = [sample for sample in samples if sample.source == label]
+            if mine and seen.get("fingerprint") == dataset_fingerprint(mine):
+                # A source the model was trained on: evaluate on its held-out writers only.
+                samples = [sample for sample in samples if sample.source != label or sample.writer not in trained_on]
+                self.stderr.write(f"{spec.key} was trained on {label}: evaluating its held-out writers only")
         encoder = get_encoder(spec)
         arrays, kept, skipped = dataset_arrays(tqdm(samples, unit="img", file=sys.stderr,
                                                     disable=options.get("verbosity", 1) == 0))  # fmt: skip
@@ -62,13 +67,24 @@ class Command(BaseCommand):
         writers = [sample.writer for sample in kept]
         labels = [sample.label for sample in kept]
         report: dict[str, object] = {
-            "model": spec.key, "data": str(data), "layout": layout, "writers": len(set(writers)),
+            "model": spec.key, "data": [f"{source.layout}:{source.root.name}" for source in sources],
+            "writers": len(set(writers)),
             "signatures": len(kept), "threshold": spec.threshold,
             "thresholds": spec.thresholds, "aggregate": aggregate, "results": {},
         }  # fmt: skip
         report["results"], curves = protocol_report(
             vectors, writers, labels, counts=counts, aggregate=aggregate, threshold=spec.threshold_for, seeds=[seed]
         )
+        background = encoder_background(spec)
+        if background is not None:  # as verify scores with enough references: each writer's own model
+            report["writer_dependent"] = {}
+            for count in [count for count in counts if count >= MIN_REFERENCES]:
+                scores = protocol_scores(vectors, writers, labels, references=count, mode=WRITER_DEPENDENT,
+                                         background=background, seeds=[seed])  # fmt: skip
+                report["writer_dependent"][f"{count}_references"] = {
+                    kind: {"eer": round(rates(scores["genuine"], scores[kind]).eer, 4)}
+                    for kind in ("skilled", "random") if scores[kind] and scores["genuine"]
+                }  # fmt: skip
         text = json.dumps(report, indent=2)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
