@@ -20,6 +20,7 @@ import numpy as np
 from signatures.evaluation import rates
 
 _POINTS = 256  # thresholds kept per table: quantiles of the pooled scores
+_DECAY = 1e-3
 
 
 def roc_table(genuine: Sequence[float], forged: Sequence[float]) -> dict[str, object]:
@@ -73,11 +74,12 @@ def platt_fit(genuine: np.ndarray, forged: np.ndarray, iterations: int = 200) ->
     x = (scores - centre) / scale
     a, b = 1.0, 0.0
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-(a * x + b)))
-        gradient = np.array([(weights * (p - labels) * x).sum(), (weights * (p - labels)).sum()])
+        p = _sigmoid(a * x + b)
+        # A little weight decay on the slope: perfectly separated scores keep a finite one.
+        gradient = np.array([(weights * (p - labels) * x).sum() + _DECAY * a, (weights * (p - labels)).sum()])
         curvature = weights * p * (1 - p)
-        hessian = np.array([[(curvature * x * x).sum(), (curvature * x).sum()], [(curvature * x).sum(),
-                            curvature.sum()]]) + 1e-9 * np.eye(2)  # fmt: skip
+        hessian = np.array([[(curvature * x * x).sum() + _DECAY, (curvature * x).sum()], [(curvature * x).sum(),
+                            curvature.sum() + 1e-9]])  # fmt: skip
         step = np.linalg.solve(hessian, gradient)
         a, b = a - step[0], b - step[1]
         if np.abs(step).max() < 1e-9:
@@ -88,7 +90,11 @@ def platt_fit(genuine: np.ndarray, forged: np.ndarray, iterations: int = 200) ->
 def confidence(table: dict[str, object], score: float) -> float:
     """The calibrated probability that a signature with ``score`` is genuine (equal priors)."""
     slope, intercept = table["platt"]
-    return float(1 / (1 + np.exp(-(slope * score + intercept))))
+    return float(_sigmoid(slope * score + intercept))
+
+
+def _sigmoid(z: np.ndarray | float) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(np.asarray(z) / 2))  # no overflow, unlike 1 / (1 + exp(-z))
 
 
 WRITER_INDEPENDENT, WRITER_DEPENDENT = "writer_independent", "writer_dependent"

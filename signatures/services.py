@@ -63,9 +63,6 @@ from simsite.training_runs import (
 # more overfit: README, "Signatures"), and the share of writers kept out for validation.
 DEFAULT_EPOCHS = 12
 VALIDATION_FRACTION = 0.25
-# A reference's consistency below the signer's median by more than 3 of these is an outlier,
-# however alike the others are to each other.
-OUTLIER_MIN_SPREAD = 0.01
 # Enrolment: a reference's ink must span this many pixels of the scan (smaller says nothing of
 # the hand), and must differ from every other reference by at least this much (``_difference``).
 MIN_INK_SIDE = 48
@@ -315,20 +312,21 @@ def writer_model_refresh(*, signer: Signer, spec: EncoderSpec | None = None) -> 
 
 
 def _consistency_refresh(*, signer: Signer, spec: EncoderSpec) -> None:
-    """Each reference's mean similarity to the signer's others, and whether it is an outlier:
-    more than 3 robust deviations below the signer's typical reference (4 references or more)."""
+    """Each reference's mean similarity to the signer's others (its consistency), and whether
+    it is an outlier: with 3 references or more, one that matches none of the others at the
+    encoder's one-reference threshold - the encoder would call it another person's."""
     references = list(Reference.objects.filter(signer=signer).order_by("pk"))
     if len(references) < 2:
         Reference.objects.filter(signer=signer).update(consistency=None, outlier=False)
         return
     vectors = _reference_vectors(references, spec)
     similarity = vectors @ vectors.T
-    consistency = (similarity.sum(axis=1) - np.diag(similarity)) / (len(references) - 1)
-    median = float(np.median(consistency))
-    spread = max(1.4826 * float(np.median(np.abs(consistency - median))), OUTLIER_MIN_SPREAD)
-    for reference, value in zip(references, consistency, strict=True):
-        outlier = len(references) >= 4 and (value - median) / spread < -3
-        Reference.objects.filter(pk=reference.pk).update(consistency=round(float(value), 4), outlier=outlier)
+    np.fill_diagonal(similarity, np.nan)
+    consistency = np.nanmean(similarity, axis=1)
+    best = np.nanmax(similarity, axis=1)
+    for reference, value, closest in zip(references, consistency, best, strict=True):
+        outlier = len(references) >= 3 and closest < spec.threshold_for(1)
+        Reference.objects.filter(pk=reference.pk).update(consistency=round(float(value), 4), outlier=bool(outlier))
 
 
 def signer_references_changed(*, signer: Signer) -> None:

@@ -66,6 +66,12 @@ def test_compare_enrol_and_verify(live_server, staff, browser_page, tmp_path, sc
     score = float(page.inner_text("#verify-score"))
     rows = [float(cell) for cell in page.locator("#verify-rows tr td:nth-child(2)").all_inner_texts()]
     assert score == max(rows) and 0 < score <= 1
+    # The decision explained: what decided, the closest reference and the overlay as the model saw them.
+    assert "Decided by the best similarity to a reference at the equal-error point" in page.inner_text("#verify-basis")
+    for image in ("#verify-closest", "#verify-overlay"):
+        wait_for(page, "img => img.complete && img.naturalWidth === 220", arg=page.locator(image).element_handle())
+    assert "Closest reference #" in page.inner_text("#verify-closest-caption")
+    assert "consistency" in page.inner_text("#references")
     assert page.locator("[data-activate]").count() >= 1  # staff may switch encoders
     assert "3 references" in page.locator("#signer option:checked").inner_text()
     page.set_input_files("#image1", genuine[0])

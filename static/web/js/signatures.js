@@ -45,7 +45,18 @@ async function loadReferences() {
     const rows = page.results || page; box.textContent = rows.length ? "" : "No references yet.";
     const option = signer.selectedOptions[0], count = page.count ?? rows.length;
     option.textContent = option.textContent.replace(/ — \d+ references?$/, ` — ${count} reference${count === 1 ? "" : "s"}`);
-    rows.forEach((ref) => { const img = new Image(); img.src = ref.image_url; img.alt = `Reference ${ref.id} (${ref.filename})`; img.loading = "lazy"; box.append(img); });
+    rows.forEach((ref) => {
+      const figure = document.createElement("figure"), img = new Image(), caption = document.createElement("figcaption");
+      img.src = ref.image_url; img.alt = `Reference ${ref.id} (${ref.filename})`; img.loading = "lazy";
+      caption.className = "hint" + (ref.outlier ? " error" : "");
+      caption.textContent = `#${ref.id}` + (ref.consistency === null ? "" : ` · consistency ${ref.consistency.toFixed(3)}`) + (ref.outlier ? " · unlike the others" : "");
+      if (ref.outlier) figure.classList.add("outlier");
+      figure.append(img, caption); box.append(figure);
+    });
+    const outliers = rows.filter((ref) => ref.outlier).length, measured = rows.filter((ref) => ref.consistency !== null);
+    $("consistency").textContent = measured.length < 2 ? "" :
+      `Consistency (mean similarity of each reference to the others): ${Math.min(...measured.map((r) => r.consistency)).toFixed(3)}–${Math.max(...measured.map((r) => r.consistency)).toFixed(3)}.` +
+      (outliers ? ` ${outliers} reference${outliers === 1 ? " matches" : "s match"} none of the others: check ${outliers === 1 ? "it" : "them"} and delete ${outliers === 1 ? "it" : "them"} if wrong.` : "");
   } catch (error) { box.textContent = ""; say($("signer-status"), error.message, true); }
 }
 if (signer) signer.addEventListener("change", loadReferences);
@@ -85,6 +96,17 @@ if (verifyForm) verifyForm.addEventListener("submit", async (event) => {
     $("verify-score").textContent = r.score.toFixed(4); $("verify-cut").textContent = r.threshold;
     $("verify-count").textContent = r.references_used; $("verify-model").textContent = r.model;
     if (r.preview) $("verify-preview").src = r.preview;
+    const closest = r.closest_reference || {};
+    $("verify-closest").hidden = !closest.preview; if (closest.preview) $("verify-closest").src = closest.preview;
+    $("verify-closest-caption").textContent = closest.id ? `Closest reference #${closest.id} (similarity ${closest.similarity.toFixed(4)})` : "";
+    $("verify-overlay").hidden = !r.overlay; if (r.overlay) $("verify-overlay").src = r.overlay;
+    const point = r.operating_point || {};
+    const how = r.mode === "writer_dependent" ? "the signer's own model" : "the best similarity to a reference";
+    const at = point.name === "target_far" ? `the operating point SIGNATURE_TARGET_FAR = ${point.target_far}` :
+      point.name === "requested" ? "the threshold you gave" : "the equal-error point";
+    const expected = point.expected_far === undefined ? "" :
+      ` On validation writers with ${point.calibrated_with_references} references it accepted ${(100 * point.expected_far).toFixed(1)}% of skilled forgeries and refused ${(100 * point.expected_frr).toFixed(1)}% of genuine signatures.`;
+    $("verify-basis").textContent = `Decided by ${how} at ${at}.` + (r.confidence === null ? "" : ` Calibrated confidence that it is genuine: ${(100 * r.confidence).toFixed(1)}%.`) + expected;
     const rows = $("verify-rows"); rows.textContent = "";
     r.per_reference.forEach((item) => { const tr = rows.insertRow(); tr.insertCell().textContent = `#${item.reference}`; tr.insertCell().textContent = item.similarity.toFixed(4); });
     $("verify-result").hidden = false; say($("signer-status"), "");
