@@ -1,16 +1,21 @@
-"""Signature verification: the trained encoder against the pretrained baseline, on writers
-neither has seen.
+"""Signature verification on writers no encoder has seen: per source, per reference count,
+writer-independent against writer-dependent, and leave-one-source-out.
 
-    make bench-signatures                      # SVC2004 from ../shared/data, default training
-    make bench-signatures ARGS="--epochs 6 --loss contrastive --forged-per-writer 0"
+    make bench-signatures                                      # the three sets of ../shared/data
+    make bench-signatures ARGS="--minutes 20 --counts 1,5"     # a shorter training
+    make bench-signatures ARGS="--leave-one-source-out"        # also: train on two sources, test on the third
+    make bench-signatures ARGS="--data folders:/srv/ours --data cedar:/srv/cedar"
 
-SVC2004's writers are split (seeded) into test writers (a third) and the rest, which the
-trained encoder learns from (three quarters) and validates on (a quarter), exactly as
-``train_signature_encoder`` does. Both encoders are then scored on the test writers with the
-writer protocol (references drawn from a writer's genuine signatures; the other genuine ones,
-the writer's skilled forgeries and other writers' genuine signatures questioned), over
-several seeded draws pooled, aggregating the references by max and by mean. Prints a table
-and the ratio of the trained encoder's skilled-forgery EER to the baseline's (goal <= 0.5).
+Each source's writers are split (seeded) into test writers (a third) and the rest; the
+encoder trains on the rest of every source at once, as ``train_signature_encoder`` does
+(validation writers drawn from each source), within a time budget. It is then scored on
+each source's test writers with the writer protocol - references drawn from a writer's
+genuine signatures; the other genuine ones, the writer's skilled forgeries and other
+writers' genuine signatures questioned; three seeded draws pooled - once as verify scores
+with the best similarity (writer-independent), once with each writer's own model
+(writer-dependent, 5 references or more; negatives: the encoder's background set and the
+other test writers' references). The pretrained default encoder is the baseline, measured in
+the same run. Prints skilled and random EER and the FAR of skilled forgeries at FRR = 5%.
 """
 
 from __future__ import annotations
@@ -27,99 +32,136 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, django_setup
 
-SVC2004 = SHARED_DATA / "signatures-svc2004"
+DEFAULT_DATA = [
+    f"svc2004:{SHARED_DATA / 'signatures-svc2004'}",
+    f"cedar:{SHARED_DATA / 'signatures-cedar'}",
+    f"folders:{SHARED_DATA / 'signatures-dutch'}",
+]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=SVC2004)
-    parser.add_argument("--layout", default="svc2004")
+    parser.add_argument("--data", action="append", metavar="LAYOUT:DIR", help="default: the three sets of ../shared")
+    parser.add_argument("--counts", default="1,3,5,10", help="reference counts")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--loss", choices=["triplet", "contrastive"], default="triplet")
-    parser.add_argument("--forged-per-writer", type=int, default=None, help="skilled forgeries per writer per batch")
+    parser.add_argument("--minutes", type=float, default=25.0, help="time budget of each training")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--draws", type=int, default=5, help="seeded reference draws pooled")
+    parser.add_argument("--leave-one-source-out", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    if not args.data.is_dir():
-        print(f"skipped: {args.data.name} is not in ../shared/data")
-        return 0
     django_setup()
 
-    from signatures import training
-    from signatures.datasets import dataset_arrays, dataset_load, writer_split
-    from signatures.encoders import get_encoder, network_embed
-    from signatures.evaluation import protocol_report
+    from signatures.datasets import dataset_arrays, source_parse, sources_load, writer_split
+
+    sources = [source_parse(text) for text in (args.data or DEFAULT_DATA)]
+    sources = [source for source in sources if source.root.is_dir()]
+    if not sources:
+        print("skipped: no signature set found (../shared/data is absent)")
+        return 0
+    counts = [int(n) for n in args.counts.split(",")]
+    started = time.perf_counter()
+    arrays, samples, skipped = dataset_arrays(sources_load(sources))
+    arrays = np.stack(arrays)
+    writers = np.array([s.writer for s in samples])
+    labels = np.array([s.label for s in samples])
+    origin = np.array([s.source for s in samples])
+    names = list(dict.fromkeys(origin.tolist()))
+    print(f"{len(samples)} signatures of {len(set(writers.tolist()))} writers from {', '.join(names)} "
+          f"({len(skipped)} refused), preprocessed in {time.perf_counter() - started:.0f} s")  # fmt: skip
+    rest, test = writer_split(samples, fraction=1 / 3, seed=args.seed)
+
+    figures: dict[str, dict] = {}
+    baseline = _pretrained_vectors(arrays)
+    for name in names:
+        mask = (origin == name) & np.isin(writers, list(test))
+        figures[f"{name} · pretrained default"] = _measure(baseline, writers, labels, mask, None, counts)
+    trained, seconds, background = _train(arrays, writers, labels, samples, rest, args)
+    print(f"trained on {len(rest)} writers of every source in {seconds:.0f} s")
+    for name in names:
+        mask = (origin == name) & np.isin(writers, list(test))
+        figures[f"{name} · trained on all sources"] = _measure(trained, writers, labels, mask, background, counts)
+    if args.leave_one_source_out and len(names) > 1:
+        for held_out in names:
+            others = {w for w in rest if not w.startswith(f"{held_out}/")}
+            vectors, seconds, background = _train(arrays, writers, labels, samples, others, args)
+            print(f"trained without {held_out} in {seconds:.0f} s")
+            mask = origin == held_out  # every writer of the source it never saw
+            figures[f"{held_out} · trained on the others (LOSO)"] = _measure(
+                vectors, writers, labels, mask, background, counts
+            )
+    _print_table(figures, counts)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def _pretrained_vectors(arrays: np.ndarray) -> np.ndarray:
+    from signatures.encoders import get_encoder
     from signatures.registry import PRETRAINED
+
+    encoder = get_encoder(PRETRAINED["efficientnet_lite0_strokes"])
+    return np.concatenate([encoder.embed(list(arrays[i : i + 32])) for i in range(0, len(arrays), 32)])
+
+
+def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[np.ndarray, float, np.ndarray]:  # noqa: ANN001
+    """An encoder trained as the command does on ``train_on`` (validation writers drawn from
+    each source among them): every signature's vector, the seconds, the background set."""
+    from signatures import training
+    from signatures.datasets import writer_split
+    from signatures.encoders import network_embed
     from signatures.services import DEFAULT_EPOCHS, VALIDATION_FRACTION
 
-    arrays, samples, skipped = dataset_arrays(dataset_load(root=args.data, layout=args.layout))
-    arrays = np.stack(arrays)
-    rest, test = writer_split(samples, fraction=1 / 3, seed=args.seed)
-    train_writers, val_writers = writer_split([s for s in samples if s.writer in rest],
-                                              fraction=VALIDATION_FRACTION, seed=args.seed)  # fmt: skip
-    print(f"{len(samples)} signatures ({len(skipped)} unreadable); writers: {len(train_writers)} training, "
-          f"{len(val_writers)} validation, {len(test)} test")  # fmt: skip
+    fit, validation = writer_split([s for s in samples if s.writer in train_on], fraction=VALIDATION_FRACTION,
+                                   seed=args.seed)  # fmt: skip
 
-    def subset(writers: set[str]) -> tuple[np.ndarray, list[str], list[str]]:
-        index = [i for i, s in enumerate(samples) if s.writer in writers]
-        return arrays[index], [samples[i].writer for i in index], [samples[i].label for i in index]
+    def subset(chosen: set[str]) -> tuple[np.ndarray, list[str], list[str]]:
+        mask = np.isin(writers, list(chosen))
+        return arrays[mask], writers[mask].tolist(), labels[mask].tolist()
 
-    test_arrays, test_writers, test_labels = subset(test)
-    seeds = range(args.draws)
-
-    def report(vectors: np.ndarray) -> dict[str, dict]:
-        figures = {}
-        for aggregate in ("max", "mean"):
-            results, _ = protocol_report(vectors, test_writers, test_labels, counts=[1, 5], aggregate=aggregate,
-                                         threshold=0.5, seeds=seeds)  # fmt: skip
-            figures[aggregate] = results
-        return figures
-
-    def pretrained(key: str) -> np.ndarray:
-        encoder = get_encoder(PRETRAINED[key])
-        return np.concatenate([encoder.embed(list(test_arrays[i : i + 32])) for i in range(0, len(test_arrays), 32)])
-
-    started = time.perf_counter()
-    rows = {
-        "pretrained baseline (efficientnet_lite0_ink)": (report(pretrained("efficientnet_lite0_ink")), None),
-        # The default, and the trained encoder's starting point.
-        "pretrained efficientnet_lite0_strokes": (report(pretrained("efficientnet_lite0_strokes")), None),
-    }
-    print(f"pretrained encoders embedded in {time.perf_counter() - started:.0f} s")
-
-    config = training.TrainingConfig(
-        epochs=args.epochs or DEFAULT_EPOCHS, loss=args.loss, seed=args.seed,
-        **({"forged_per_writer": args.forged_per_writer} if args.forged_per_writer is not None else {}),
-    )  # fmt: skip
-    result = training.train(*subset(train_writers), validation=subset(val_writers), config=config,
+    config = training.TrainingConfig(epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed, minutes=args.minutes)
+    result = training.train(*subset(fit), validation=subset(validation), config=config,
                             progress=lambda epoch, m: epoch and print(f"  epoch {epoch}: {m}", flush=True))  # fmt: skip
-    net = training.trained_network(result)
-    rows[f"trained ({config.loss}, {config.epochs} epochs)"] = (report(network_embed(net, test_arrays)), result.seconds)
+    vectors = network_embed(training.trained_network(result), list(arrays))
+    background = vectors[np.isin(writers, list(fit)) & (labels == "genuine")]
+    return vectors, result.seconds, background
 
-    def eer(figures: dict, aggregate: str, count: int, kind: str) -> float:
-        return figures[aggregate].get(f"{count}_references", {}).get(kind, {}).get("eer", float("nan"))
 
+def _measure(vectors, writers, labels, mask, background, counts) -> dict[str, dict]:  # noqa: ANN001
+    from signatures.calibration import WRITER_DEPENDENT, WRITER_INDEPENDENT, protocol_scores
+    from signatures.evaluation import rates
+    from signatures.writer_models import MIN_REFERENCES
+
+    measured: dict[str, dict] = {}
+    for mode in (WRITER_INDEPENDENT, WRITER_DEPENDENT):
+        for count in counts:
+            if mode == WRITER_DEPENDENT and (background is None or count < MIN_REFERENCES):
+                continue
+            scores = protocol_scores(vectors[mask], writers[mask], labels[mask], references=count, mode=mode,
+                                     background=background)  # fmt: skip
+            if not scores["genuine"]:
+                continue
+            entry = {}
+            for kind in ("skilled", "random"):
+                if scores[kind]:
+                    figures = rates(scores["genuine"], scores[kind])
+                    entry[kind] = {"eer": round(figures.eer, 4), "far_at_frr_5": round(figures.far_at_frr5, 4)}
+            measured[f"{mode} {count}"] = entry
+    return measured
+
+
+def _print_table(figures: dict[str, dict], counts: list[int]) -> None:
     print()
-    header = ["encoder", "skilled 1 ref", "skilled 5 max", "skilled 5 mean", "random 1 ref", "random 5 max",
-              "AUC skilled 1", "training s"]  # fmt: skip
-    print(" | ".join(header))
-    print(" | ".join("---" for _ in header))
-    for name, (figures, seconds) in rows.items():
-        auc = figures["max"]["1_references"]["skilled"]["auc"]
-        cells = [eer(figures, "max", 1, "skilled"), eer(figures, "max", 5, "skilled"),
-                 eer(figures, "mean", 5, "skilled"), eer(figures, "max", 1, "random"),
-                 eer(figures, "max", 5, "random"), auc]  # fmt: skip
-        print(" | ".join([name, *(f"{c:.3f}" for c in cells), f"{seconds:.0f}" if seconds else "-"]))
-    (base, _), _, (trained, _) = rows.values()
-    for count in (1, 5):
-        ratio = eer(trained, "max", count, "skilled") / eer(base, "max", count, "skilled")
-        print(f"skilled-forgery EER, {count} ref.: trained / baseline = {ratio:.2f} (goal <= 0.50)")
-    if args.json:
-        args.json.write_text(
-            json.dumps({name: {"figures": f, "seconds": s} for name, (f, s) in rows.items()}, indent=2)
-        )
-    return 0
+    print("| source · encoder | scoring | refs | skilled EER | random EER | skilled FAR at FRR 5% |")
+    print("|---|---|---|---|---|---|")
+    for name, measured in figures.items():
+        for key, entry in measured.items():
+            mode, count = key.rsplit(" ", 1)
+
+            def cell(kind: str, figure: str, entry: dict = entry) -> str:
+                return f"{entry[kind][figure]:.3f}" if kind in entry else "-"
+
+            print(f"| {name} | {mode.replace('_', '-')} | {count} | {cell('skilled', 'eer')} | "
+                  f"{cell('random', 'eer')} | {cell('skilled', 'far_at_frr_5')} |")  # fmt: skip
 
 
 if __name__ == "__main__":

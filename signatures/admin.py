@@ -43,7 +43,7 @@ def _reference_image(reference: Reference, height: int = 60) -> str:
 
 class ReferenceInline(admin.TabularInline):
     model = Reference
-    fields = ["preview", "original_filename", "width", "height", "created_at"]
+    fields = ["preview", "original_filename", "width", "height", "consistency", "outlier", "created_at"]
     readonly_fields = fields
     extra = 0
     can_delete = False  # references are enrolled and removed through the API (files are shared)
@@ -72,10 +72,12 @@ class SignerAdmin(admin.ModelAdmin):
 
 @admin.register(Reference)
 class ReferenceAdmin(admin.ModelAdmin):
-    list_display = ["preview", "signer", "original_filename", "created_at"]
+    list_display = ["preview", "signer", "original_filename", "consistency", "outlier", "created_at"]
+    list_filter = ["outlier"]
     list_select_related = ["signer"]
     search_fields = ["signer__name", "original_filename"]
-    readonly_fields = ["signer", "preview", "original_filename", "sha256", "width", "height", "created_at"]
+    readonly_fields = ["signer", "preview", "original_filename", "sha256", "width", "height", "consistency", "outlier",
+                       "created_at"]  # fmt: skip
 
     @admin.display(description="Signature")
     def preview(self, obj: Reference) -> str:
@@ -99,11 +101,13 @@ class ReferenceAdmin(admin.ModelAdmin):
 class VerificationAdmin(admin.ModelAdmin):
     """The verification log: read-only."""
 
-    list_display = ["created_at", "signer", "decision", "score", "threshold", "encoder", "requested_by"]
-    list_filter = ["decision", "encoder"]
+    list_display = ["created_at", "signer", "decision", "mode", "score", "threshold", "confidence", "encoder",
+                    "requested_by"]  # fmt: skip
+    list_filter = ["decision", "mode", "encoder"]
     search_fields = ["signer__name", "signer__external_id"]
-    readonly_fields = ["questioned_image", "signer", "decision", "score", "threshold", "encoder", "references_used",
-                       "per_reference", "requested_by", "created_at", "questioned_sha256"]  # fmt: skip
+    readonly_fields = ["questioned_image", "signer", "decision", "mode", "score", "threshold", "similarity",
+                       "confidence", "operating_point", "encoder", "references_used", "per_reference", "requested_by",
+                       "created_at", "questioned_sha256"]  # fmt: skip
     fields = readonly_fields
 
     @admin.display(description="Questioned signature")

@@ -27,3 +27,15 @@ def signatures_root(settings, tmp_path):
     (tmp_path / "outside.png").write_bytes(real_or_synthetic(4, 1)[0])
     settings.SIGNATURE_FILES_ROOT = root.resolve()
     return root
+
+
+def cedar_dataset(root, *, writers: range, genuine: int, forged: int):
+    """Synthetic writers in the CEDAR layout (full_org/original_<w>_<n>, full_forg/forgeries_<w>_<n>)."""
+    for folder, prefix, count, is_forged in (("full_org", "original", genuine, False),
+                                             ("full_forg", "forgeries", forged, True)):  # fmt: skip
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for writer in writers:
+            for n in range(count):
+                data = synthetic_signature(writer, n, forged=is_forged)
+                (root / folder / f"{prefix}_{writer}_{n + 1}.png").write_bytes(data)
+    return root

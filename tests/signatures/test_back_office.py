@@ -17,22 +17,11 @@ from signatures.datasets import Source, source_parse, sources_load, writer_split
 from signatures.models import Reference, SignatureEncoder, Signer, Verification, WriterModel
 from signatures.synthetic import synthetic_dataset, synthetic_signature
 from simsite.errors import ServiceError
+from tests.signatures.conftest import cedar_dataset
 
 
 def png(data: bytes, name: str = "s.png") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, "image/png")
-
-
-def cedar_dataset(root, *, writers: range, genuine: int, forged: int):
-    """Synthetic writers in the CEDAR layout (full_org/original_<w>_<n>, full_forg/forgeries_<w>_<n>)."""
-    for folder, prefix, count, is_forged in (("full_org", "original", genuine, False),
-                                             ("full_forg", "forgeries", forged, True)):  # fmt: skip
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        for writer in writers:
-            for n in range(count):
-                data = synthetic_signature(writer, n, forged=is_forged)
-                (root / folder / f"{prefix}_{writer}_{n + 1}.png").write_bytes(data)
-    return root
 
 
 @pytest.fixture

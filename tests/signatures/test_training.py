@@ -18,6 +18,7 @@ from signatures.services import encoder_delete, encoder_reconcile
 from signatures.synthetic import synthetic_dataset, synthetic_signature
 from signatures.training import _triplet_loss, augmenter
 from tests.conftest import wait_for
+from tests.signatures.conftest import cedar_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -164,17 +165,24 @@ def test_admin_starts_a_training_that_a_worker_runs(admin_client, workers, tiny_
     workers.env["SIGNATURE_TRAINING_ROOT"] = str(settings.SIGNATURE_TRAINING_ROOT)
     outside = admin_client.post(
         "/admin/signatures/signatureencoder/add/",
-        {"key": "x", "data": "../..", "layout": "folders", "epochs": 1, "loss": "triplet"},
+        {"key": "x", "data": "folders:../..", "epochs": 1, "loss": "triplet"},
     )
     assert outside.status_code == 200 and "inside SIGNATURE_TRAINING_ROOT" in outside.content.decode()
+    cedar_dataset(tiny_set.parent / "lab-b", writers=range(20, 23), genuine=4, forged=2)
+    unnamed = admin_client.post(
+        "/admin/signatures/signatureencoder/add/", {"key": "x", "data": tiny_set.name, "epochs": 1, "loss": "triplet"}
+    )
+    assert unnamed.status_code == 200 and "Name the layout" in unnamed.content.decode()
     response = admin_client.post("/admin/signatures/signatureencoder/add/", {
-        "key": "from-admin", "data": tiny_set.name, "layout": "folders", "epochs": 1, "loss": "triplet",
+        "key": "from-admin", "data": f"folders:{tiny_set.name}\ncedar:lab-b", "epochs": 1, "loss": "triplet",
         "activate": "on"})  # fmt: skip
     assert response.status_code == 302, response.content.decode()[:2000]
     workers.start()
     wait_for(lambda: SignatureEncoder.objects.get(key="from-admin").status in ("succeeded", "failed"), timeout=300)
     encoder = SignatureEncoder.objects.get(key="from-admin")
     assert encoder.status == "succeeded", encoder.message
+    assert encoder.sources_text() == "folders:tiny-set, cedar:lab-b" and set(encoder.metrics["sources"]) == {
+        "tiny-set", "lab-b"}  # fmt: skip
     page = admin_client.get(f"/admin/signatures/signatureencoder/{encoder.pk}/change/").content.decode()
     assert encoder.plots["roc"] in page and "validation" in page.lower()
     from signatures.selectors import active_encoder_key
