@@ -74,20 +74,22 @@ def main() -> int:
     baseline = _pretrained_vectors(arrays)
     for name in names:
         mask = (origin == name) & np.isin(writers, list(test))
-        figures[f"{name} · pretrained default"] = _measure(baseline, writers, labels, mask, None, counts)
-    trained, seconds, background = _train(arrays, writers, labels, samples, rest, args)
+        figures[f"{name} · pretrained default"] = _measure(baseline, writers, labels, mask, None, counts, 0)
+    trained, seconds, background, similarity_dim = _train(arrays, writers, labels, samples, rest, args)
     print(f"trained on {len(rest)} writers of every source in {seconds:.0f} s")
     for name in names:
         mask = (origin == name) & np.isin(writers, list(test))
-        figures[f"{name} · trained on all sources"] = _measure(trained, writers, labels, mask, background, counts)
+        figures[f"{name} · trained on all sources"] = _measure(
+            trained, writers, labels, mask, background, counts, similarity_dim
+        )
     if args.leave_one_source_out and len(names) > 1:
         for held_out in names:
             others = {w for w in rest if not w.startswith(f"{held_out}/")}
-            vectors, seconds, background = _train(arrays, writers, labels, samples, others, args)
+            vectors, seconds, background, similarity_dim = _train(arrays, writers, labels, samples, others, args)
             print(f"trained without {held_out} in {seconds:.0f} s")
             mask = origin == held_out  # every writer of the source it never saw
             figures[f"{held_out} · trained on the others (LOSO)"] = _measure(
-                vectors, writers, labels, mask, background, counts
+                vectors, writers, labels, mask, background, counts, similarity_dim
             )
     _print_table(figures, counts)
     if args.json:
@@ -103,9 +105,10 @@ def _pretrained_vectors(arrays: np.ndarray) -> np.ndarray:
     return np.concatenate([encoder.embed(list(arrays[i : i + 32])) for i in range(0, len(arrays), 32)])
 
 
-def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[np.ndarray, float, np.ndarray]:  # noqa: ANN001
+def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[np.ndarray, float, np.ndarray, int]:  # noqa: ANN001
     """An encoder trained as the command does on ``train_on`` (validation writers drawn from
-    each source among them): every signature's vector, the seconds, the background set."""
+    each source among them): every signature's vector, the seconds, the background set (the
+    training writers' signatures, genuine and forged) and the similarity part's size."""
     from signatures import training
     from signatures.datasets import writer_split
     from signatures.encoders import network_embed
@@ -122,11 +125,11 @@ def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[
     result = training.train(*subset(fit), validation=subset(validation), config=config,
                             progress=lambda epoch, m: epoch and print(f"  epoch {epoch}: {m}", flush=True))  # fmt: skip
     vectors = network_embed(training.trained_network(result), list(arrays))
-    background = vectors[np.isin(writers, list(fit)) & (labels == "genuine")]
-    return vectors, result.seconds, background
+    background = vectors[np.isin(writers, list(fit))]
+    return vectors, result.seconds, background, config.dim
 
 
-def _measure(vectors, writers, labels, mask, background, counts) -> dict[str, dict]:  # noqa: ANN001
+def _measure(vectors, writers, labels, mask, background, counts, similarity_dim) -> dict[str, dict]:  # noqa: ANN001
     from signatures.calibration import WRITER_DEPENDENT, WRITER_INDEPENDENT, protocol_scores
     from signatures.evaluation import rates
     from signatures.writer_models import MIN_REFERENCES
@@ -137,7 +140,7 @@ def _measure(vectors, writers, labels, mask, background, counts) -> dict[str, di
             if mode == WRITER_DEPENDENT and (background is None or count < MIN_REFERENCES):
                 continue
             scores = protocol_scores(vectors[mask], writers[mask], labels[mask], references=count, mode=mode,
-                                     background=background)  # fmt: skip
+                                     background=background, similarity_dim=similarity_dim)  # fmt: skip
             if not scores["genuine"]:
                 continue
             entry = {}

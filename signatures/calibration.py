@@ -109,6 +109,7 @@ def protocol_scores(
     references: int,
     mode: str,
     background: np.ndarray | None = None,
+    similarity_dim: int = 0,
     seeds: Sequence[int] = (0, 1, 2),
     random_per_writer: int = 10,
 ) -> dict[str, list[float]]:
@@ -116,11 +117,14 @@ def protocol_scores(
     per writer, ``references`` genuine signatures drawn (seeded) as references, the rest of its
     genuine signatures, its skilled forgeries and other writers' genuine signatures questioned.
     ``writer_dependent`` fits each writer's own model (negatives: ``background`` and the other
-    writers' references of the same draw, as at enrolment). Returns the pooled scores of
+    writers' references of the same draw, as at enrolment). ``similarity_dim``: the vectors'
+    similarity part (``EncoderSpec.similarity_dim``; 0: all). Returns the pooled scores of
     ``genuine``, ``skilled`` and ``random`` questioned signatures."""
-    from signatures.writer_models import writer_model_fit
+    from signatures.writer_models import descriptors, writer_model_fit
 
     writers, labels = np.asarray(writers), np.asarray(labels)
+    similar = vectors[:, :similarity_dim] if similarity_dim else vectors
+    described = descriptors(vectors)
     pooled: dict[str, list[float]] = {"genuine": [], "skilled": [], "random": []}
     names = sorted(set(writers.tolist()))
     for seed in seeds:
@@ -136,17 +140,17 @@ def protocol_scores(
             others = np.flatnonzero((writers != writer) & (labels == "genuine"))
             impostors = rng.choice(others, size=min(random_per_writer, len(others)), replace=False)
             if mode == WRITER_DEPENDENT:
-                negatives = [vectors[r] for other, (r, _) in drawn.items() if other != writer]
+                negatives = [described[r] for other, (r, _) in drawn.items() if other != writer]
                 if background is not None and len(background):
-                    negatives.append(background)
-                model = writer_model_fit(references=vectors[refs], negatives=np.vstack(negatives))
+                    negatives.append(descriptors(background))
+                model = writer_model_fit(references=described[refs], negatives=np.vstack(negatives))
 
                 def score(index: np.ndarray, model=model) -> list[float]:  # noqa: ANN001
-                    return model.score(vectors[index]).tolist()
+                    return model.score(described[index]).tolist() if len(index) else []
             else:
 
                 def score(index: np.ndarray, refs: np.ndarray = refs) -> list[float]:
-                    return (vectors[index] @ vectors[refs].T).max(axis=1).tolist() if len(index) else []
+                    return (similar[index] @ similar[refs].T).max(axis=1).tolist() if len(index) else []
 
             pooled["genuine"] += score(questioned)
             pooled["skilled"] += score(forged) if len(forged) else []
@@ -160,6 +164,7 @@ def calibration_measure(
     labels: Sequence[str],
     *,
     background: np.ndarray | None,
+    similarity_dim: int = 0,
     counts: Sequence[int] = COUNTS,
     seeds: Sequence[int] = (0, 1, 2),
 ) -> dict[str, dict[str, dict[str, object]]]:
@@ -174,7 +179,7 @@ def calibration_measure(
             if mode == WRITER_DEPENDENT and (count < MIN_REFERENCES or background is None):
                 continue
             scores = protocol_scores(vectors, writers, labels, references=count, mode=mode, background=background,
-                                     seeds=seeds)  # fmt: skip
+                                     similarity_dim=similarity_dim, seeds=seeds)  # fmt: skip
             negatives = scores["skilled"] or scores["random"]
             if not scores["genuine"] or not negatives:
                 continue

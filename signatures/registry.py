@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from simsite.errors import ServiceError
 
 
@@ -33,6 +35,12 @@ class EncoderSpec:
     # background set's storage name (the negatives of the signers' own models).
     calibration: dict[str, dict] = field(default_factory=dict)
     background: str = ""
+    # The vector's first ``similarity_dim`` components (unit length) are what cosine similarity
+    # compares; the whole vector, normalised, is what a signer's own model sees. 0: all of it.
+    similarity_dim: int = 0
+
+    def similarity_part(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors[..., : self.similarity_dim] if self.similarity_dim else vectors
 
     def threshold_for(self, references: int) -> float:
         """The threshold measured with the most references not above ``references``."""

@@ -37,6 +37,7 @@ def trained_spec(encoder: SignatureEncoder) -> EncoderSpec:
         thresholds=encoder.metrics.get("thresholds", {}),
         calibration=encoder.calibration,
         background=encoder.background,
+        similarity_dim=int(encoder.metrics.get("similarity_dim", 0)),
     )
 
 

@@ -37,6 +37,8 @@ class TrainingConfig:
     dim: int = 112  # the feature block's channels: the projection starts as the identity
     feature_blocks: int = 11  # EfficientNet-Lite0's first 11 of 16 blocks (stride 16, 112 channels)
     frozen_blocks: int = 8  # blocks 8-10 and the projection are trained
+    # Descriptors for the signers' own models, after 8 (the frozen trunk) and 14 blocks.
+    taps: tuple[int, ...] = (8, 14)
     writers_per_batch: int = 8
     genuine_per_writer: int = 4
     forged_per_writer: int = 2
@@ -130,7 +132,8 @@ def train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = embedding_device()
-    net = SignatureNet(dim=config.dim, frozen_blocks=config.frozen_blocks, feature_blocks=config.feature_blocks)
+    net = SignatureNet(dim=config.dim, frozen_blocks=config.frozen_blocks, feature_blocks=config.feature_blocks,
+                       taps=config.taps)  # fmt: skip
     for parameter in net.frozen_parameters():
         parameter.requires_grad_(False)
     net.to(device)
@@ -210,7 +213,7 @@ def train(
             copy = torch.from_numpy(rng.integers(0, len(maps), size=len(index)))
             batch = maps[copy, index].to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                vectors = net.tail(batch).float()
+                vectors = net.tail(batch, descriptor=False).float()
             loss = loss_fn(vectors, writer_index[index].to(device), is_genuine[index].to(device))
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -241,7 +244,7 @@ def train(
 def _saved(result: TrainingResult) -> dict[str, object]:
     config = result.config
     return {"state": result.state, "dim": config.dim, "frozen_blocks": config.frozen_blocks,
-            "feature_blocks": config.feature_blocks}  # fmt: skip
+            "feature_blocks": config.feature_blocks, "taps": list(config.taps)}  # fmt: skip
 
 
 def trained_network(result: TrainingResult) -> SignatureNet:
@@ -261,7 +264,7 @@ def calibrate(
     """Decision thresholds at the equal-error point of the validation writers (skilled
     forgeries where the data has them), per reference count (1, 3, 5), and the metrics at them
     (three seeded draws pooled). Returns (thresholds, results, scores)."""
-    vectors = network_embed(net, arrays)
+    vectors = network_embed(net, arrays)[:, : net.projection.out_features]  # the similarity part
     options = {"counts": [1, 3, 5], "aggregate": "max", "seeds": (0, 1, 2)}
     measured, _ = protocol_report(vectors, writers, labels, threshold=0.0, **options)
     if "1_references" not in measured:
@@ -280,8 +283,9 @@ def validation_eer(
     net: SignatureNet, arrays: np.ndarray, writers: Sequence[str], labels: Sequence[str]
 ) -> tuple[float, float]:
     """Skilled-forgery EER and AUC with one reference (three seeded draws pooled)."""
-    measured, _ = protocol_report(network_embed(net, arrays), writers, labels, counts=[1], aggregate="max",
-                                  threshold=0.0, seeds=(0, 1, 2))  # fmt: skip
+    vectors = network_embed(net, arrays)[:, : net.projection.out_features]  # the similarity part
+    measured, _ = protocol_report(vectors, writers, labels, counts=[1], aggregate="max", threshold=0.0,
+                                  seeds=(0, 1, 2))  # fmt: skip
     entry = measured["1_references"]
     kind = entry["skilled" if "skilled" in entry else "random"]
     return kind["eer"], kind["auc"]

@@ -24,7 +24,9 @@ import numpy as np
 MIN_REFERENCES = 5
 # Most negatives used in a fit (drawn evenly): a fit stays a fraction of a second.
 MAX_NEGATIVES = 2000
-C = 1.0
+# Measured on held-out writers (5 references, EER): C = 10 gave 0.081 on the Dutch set against
+# 0.094 with C = 1, and the same on CEDAR.
+C = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ class WriterClassifier:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return cls(support=arrays["support"].astype(np.float64), coefficients=arrays["coefficients"],
                        intercept=float(arrays["intercept"]), gamma=float(arrays["gamma"]))  # fmt: skip
+
+
+def descriptors(vectors: np.ndarray) -> np.ndarray:
+    """Encoder vectors as a writer model sees them: each whole vector (similarity part and
+    taps, ``signatures.encoders.SignatureNet``) scaled to unit length."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def negatives_choose(negatives: np.ndarray, *, seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 from sklearn.svm import SVC
 
 from signatures.calibration import confidence, rates_at, roc_table, table_for, threshold_at_far
-from signatures.writer_models import WriterClassifier, writer_model_fit
+from signatures.writer_models import C, WriterClassifier, writer_model_fit
 
 
 @pytest.fixture
@@ -56,6 +56,6 @@ def test_the_stored_writer_model_scores_as_the_svm_does():
     questioned = np.vstack([rng.normal(0.3, 0.05, (5, 16)), rng.normal(0.0, 0.3, (5, 16))])
     features = np.vstack([references, negatives])
     labels = np.r_[np.ones(6), np.zeros(300)]
-    reference = SVC(C=1.0, gamma="scale", class_weight="balanced").fit(features, labels)
+    reference = SVC(C=C, gamma="scale", class_weight="balanced").fit(features, labels)
     assert np.allclose(again.score(questioned), reference.decision_function(questioned), atol=1e-4)
     assert (again.score(questioned[:5]) > 0).all() and (again.score(questioned[5:]) < 0).all()

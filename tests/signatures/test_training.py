@@ -18,7 +18,7 @@ from signatures.services import encoder_delete, encoder_reconcile
 from signatures.synthetic import synthetic_dataset, synthetic_signature
 from signatures.training import _triplet_loss, augmenter
 from tests.conftest import wait_for
-from tests.signatures.conftest import cedar_dataset
+from tests.signatures.conftest import cedar_dataset, real_or_synthetic
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,8 @@ def test_train_activate_and_verify_with_the_trained_encoder(
     printed = json.loads(capsys.readouterr().out)
     encoder = SignatureEncoder.objects.get(key="tiny")
     assert encoder.status == "succeeded" and printed["key"] == "tiny" and printed["active"]
-    assert -1 <= encoder.threshold <= 1 and encoder.dim == 112 and encoder.seconds > 0
+    assert -1 <= encoder.threshold <= 1 and encoder.seconds > 0
+    assert encoder.dim == 112 + 80 + 192 and encoder.metrics["similarity_dim"] == 112
     assert encoder.metrics["training_writer_count"] + len(encoder.metrics["validation_writers"]) == 5
     assert not set(encoder.metrics["training_writers"]) & set(encoder.metrics["validation_writers"])
     assert 0 <= encoder.metrics["eer"] <= 1 and 0 <= encoder.metrics["auc"] <= 1
@@ -55,7 +56,7 @@ def test_train_activate_and_verify_with_the_trained_encoder(
 
     models = {m["key"]: m for m in staff_client.get("/api/v1/signatures/models/").json()["results"]}
     assert models["tiny"]["active"] and models["tiny"]["kind"] == "trained" and models["tiny"]["status"] == "succeeded"
-    assert models["tiny"]["threshold"] == encoder.threshold and models["tiny"]["dim"] == 112
+    assert models["tiny"]["threshold"] == encoder.threshold and models["tiny"]["dim"] == encoder.dim
     assert models["tiny"]["thresholds"] == encoder.metrics["thresholds"]
     assert not models["efficientnet_lite0_strokes"]["active"]
 
@@ -207,3 +208,17 @@ def test_admin_bulk_delete_keeps_the_active_encoder(admin_client, tiny_set):
     # A run is followed, never edited: its page is read-only.
     assert admin_client.get(f"/admin/signatures/signatureencoder/{active.pk}/change/").status_code == 200
     assert admin_client.post(f"/admin/signatures/signatureencoder/{active.pk}/change/", {}).status_code == 403
+
+
+def test_the_taps_extend_the_vector_and_leave_its_similarity_part_alone():
+    from signatures.encoders import SignatureNet, network_embed
+    from signatures.preprocessing import signature_preprocess
+
+    arrays = [np.asarray(signature_preprocess(data).array) for data in real_or_synthetic(2, 3)]
+    tapped = SignatureNet(dim=112, frozen_blocks=8, feature_blocks=11, taps=(8, 14))
+    plain = SignatureNet(dim=112, frozen_blocks=11, feature_blocks=11)
+    vectors = network_embed(tapped, arrays)
+    assert vectors.shape == (3, 112 + 80 + 192) == (3, tapped.descriptor_dim)
+    assert np.allclose(vectors[:, :112], network_embed(plain, arrays), atol=1e-5)
+    for start, stop in ((0, 112), (112, 192), (192, 384)):  # each part unit length
+        assert np.allclose(np.linalg.norm(vectors[:, start:stop], axis=1), 1, atol=1e-5)

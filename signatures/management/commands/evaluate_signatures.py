@@ -73,14 +73,21 @@ class Command(BaseCommand):
             "thresholds": spec.thresholds, "aggregate": aggregate, "results": {},
         }  # fmt: skip
         report["results"], curves = protocol_report(
-            vectors, writers, labels, counts=counts, aggregate=aggregate, threshold=spec.threshold_for, seeds=[seed]
+            spec.similarity_part(vectors),
+            writers,
+            labels,
+            counts=counts,
+            aggregate=aggregate,
+            threshold=spec.threshold_for,
+            seeds=[seed],
         )
         background = encoder_background(spec)
         if background is not None:  # as verify scores with enough references: each writer's own model
             report["writer_dependent"] = {}
             for count in [count for count in counts if count >= MIN_REFERENCES]:
                 scores = protocol_scores(vectors, writers, labels, references=count, mode=WRITER_DEPENDENT,
-                                         background=background, seeds=[seed])  # fmt: skip
+                                         background=background, similarity_dim=spec.similarity_dim,
+                                         seeds=[seed])  # fmt: skip
                 report["writer_dependent"][f"{count}_references"] = {
                     kind: {"eer": round(rates(scores["genuine"], scores[kind]).eer, 4)}
                     for kind in ("skilled", "random") if scores[kind] and scores["genuine"]
