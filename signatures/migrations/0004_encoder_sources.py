@@ -29,6 +29,15 @@ class Migration(migrations.Migration):
             field=models.JSONField(default=list, help_text='The training data: [{"layout": ..., "data": folder}, ...]'),
         ),
         migrations.RunPython(sources_from_folder, folder_from_sources),
+        # Defaults first, so that undoing the removals can add the columns back to existing rows.
+        migrations.AlterField(
+            model_name="signatureencoder",
+            name="data",
+            field=models.CharField(default="", help_text="The training data folder", max_length=1024),
+        ),
+        migrations.AlterField(
+            model_name="signatureencoder", name="layout", field=models.CharField(default="", max_length=16)
+        ),
         migrations.RemoveField(model_name="signatureencoder", name="data"),
         migrations.RemoveField(model_name="signatureencoder", name="layout"),
     ]
