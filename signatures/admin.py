@@ -17,6 +17,7 @@ from signatures.models import Reference, SignatureEncoder, Signer, Verification
 from signatures.selectors import active_encoder_key
 from signatures.services import (
     DEFAULT_EPOCHS,
+    DEFAULT_MINUTES,
     encoder_activate,
     encoder_delete,
     encoder_training_start,
@@ -131,8 +132,12 @@ class EncoderTrainingForm(forms.ModelForm):
         "SIGNATURE_TRAINING_ROOT; several sources are trained on together",
     )
     epochs = forms.IntegerField(min_value=1, max_value=500, initial=DEFAULT_EPOCHS)
-    minutes = forms.FloatField(required=False, min_value=1, max_value=1440,
-                               help_text="Time budget: training stops after this many minutes")  # fmt: skip
+    minutes = forms.FloatField(
+        required=False,
+        min_value=1,
+        max_value=1440,
+        help_text=f"Time budget: training stops after this many minutes (blank: {DEFAULT_MINUTES:g})",
+    )
     loss = forms.ChoiceField(choices=[("triplet", "triplet"), ("contrastive", "contrastive")])
     activate = forms.BooleanField(required=False, help_text="Make it the active encoder when trained")
 

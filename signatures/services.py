@@ -62,6 +62,10 @@ from simsite.training_runs import (
 # Training: epochs by default (about 5 minutes for SVC2004's 24 writers on a 2-core CPU;
 # more overfit: README, "Signatures"), and the share of writers kept out for validation.
 DEFAULT_EPOCHS = 12
+# The time budget of preparing and training (epochs stop when it is spent); calibrating and
+# saving take a few minutes more: the three sets of ../shared/data train within 30 minutes on a
+# 2-core CPU.
+DEFAULT_MINUTES = 24.0
 VALIDATION_FRACTION = 0.25
 # Enrolment: a reference's ink must span this many pixels of the scan (smaller says nothing of
 # the hand), and must differ from every other reference by at least this much (``_difference``).
@@ -489,11 +493,11 @@ def encoder_training_validate(
     config: dict[str, object] = {"epochs": DEFAULT_EPOCHS if epochs is None else epochs, "loss": loss, "seed": seed}
     if not 1 <= config["epochs"] <= 500:
         raise ServiceError("invalid_epochs", "epochs must be between 1 and 500.", field="epochs")
-    if minutes is not None:
-        if not 1 <= minutes <= 24 * 60:
-            raise ServiceError("invalid_minutes", "minutes (the time budget) must be between 1 and 1440.",
-                               field="minutes")  # fmt: skip
-        config["minutes"] = float(minutes)
+    minutes = DEFAULT_MINUTES if minutes is None else minutes
+    if not 1 <= minutes <= 24 * 60:
+        raise ServiceError("invalid_minutes", "minutes (the time budget) must be between 1 and 1440.",
+                           field="minutes")  # fmt: skip
+    config["minutes"] = float(minutes)
     sources = [Source(source.layout, Path(source.root).resolve()) for source in sources]
     if len({source.root for source in sources}) < len(sources):
         raise ServiceError("invalid", "data: the same folder is named twice.", field="data")

@@ -9,7 +9,13 @@ from accounts.models import AuditEntry
 from accounts.services import audit_record
 from signatures.datasets import LAYOUTS, source_parse
 from signatures.models import SignatureEncoder
-from signatures.services import DEFAULT_EPOCHS, encoder_training_create, encoder_training_run, encoder_training_start
+from signatures.services import (
+    DEFAULT_EPOCHS,
+    DEFAULT_MINUTES,
+    encoder_training_create,
+    encoder_training_run,
+    encoder_training_start,
+)
 from simsite.errors import ServiceError
 
 
@@ -30,7 +36,8 @@ class Command(BaseCommand):
             "--minutes",
             type=float,
             default=None,
-            help="time budget: stop training after this many minutes (the best epoch so far is kept)",
+            help=f"time budget: stop training after this many minutes (default {DEFAULT_MINUTES:g}; the best epoch "
+            "so far is kept)",
         )
         parser.add_argument("--key", help="the encoder's key (default: signet-<date>-<time>)")
         parser.add_argument("--loss", choices=["triplet", "contrastive"], default="triplet")
