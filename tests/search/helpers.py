@@ -41,6 +41,9 @@ class FakeEmbedder:
         self.key, self.dim, self.fail = key, dim, fail
         self.before_embed = None  # a test's hook, run inside embed_preprocessed
 
+    def preprocess(self, image) -> bytes:
+        return image.tobytes()
+
     def preprocess_bytes(self, data: bytes) -> bytes:
         image_validate(data=data)  # undecodable files fail as they would with the model
         return data
