@@ -391,8 +391,10 @@ def app_children(host: str, port: str, *, dev: bool, state: Path, log: Path | No
     workers = [
         Child("Celery worker" if count == 1 else f"Celery worker {i}",
               [PYTHON, "-m", "celery", "-A", "simsite", "worker", "-Q", "query,embed,default", "--pool", "solo",
-               "--loglevel", "INFO", "--hostname", "dev@%h" if count == 1 else f"dev{i}@%h", "--without-gossip",
-               "--without-mingle"])
+               # One message at a time: a killed worker holds no prefetched batch besides its own.
+               "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+               # The same name after a restart: the new worker resumes the batches the dead one held.
+               "--hostname", "dev@%h" if count == 1 else f"dev{i}@%h"])
         for i in range(1, count + 1)
     ]  # fmt: skip
     # Celery beat runs the reconciler (lost messages, dead workers, stuck jobs, old jobs).
