@@ -6,7 +6,7 @@ the machine went to contention. Here each request prepares its own images (decod
 normalise: a bad file fails its request and nobody else's), hands the tensors to the model's
 ``QueryBatcher`` and waits; one thread per process and model runs the forwards, each on every
 request that arrived during a short window (``QUERY_BATCH_WINDOW_MS``, up to
-``QUERY_BATCH_MAX_IMAGES`` images), and gives each request its own rows. Like the dynamic
+``QUERY_BATCH_MAX_IMAGES`` images, by default one model pass), and gives each request its own rows. Like the dynamic
 batchers of model servers (Triton's ``max_queue_delay``), but the window closes as soon as no
 other request of the process is being prepared, so a lone search is not held back.
 
@@ -38,6 +38,7 @@ IDLE_EXIT_SECONDS = 30.0
 
 class BatchEmbedder(Protocol):
     key: str
+    forward_batch: int  # images per model pass
 
     def embed_preprocessed(self, tensors: Sequence[object]) -> np.ndarray: ...
 
@@ -174,7 +175,7 @@ def query_batcher(embedder: BatchEmbedder) -> QueryBatcher:
             batcher = QueryBatcher(
                 embedder,
                 window_seconds=settings.QUERY_BATCH_WINDOW_MS / 1000,
-                max_images=settings.QUERY_BATCH_MAX_IMAGES,
+                max_images=settings.QUERY_BATCH_MAX_IMAGES or embedder.forward_batch,
             )
             _batchers[embedder] = batcher
         return batcher

@@ -353,9 +353,11 @@ SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
 # Query images embedded in a web process are batched (search.query_batcher): a forward takes
 # the images of every request that arrived within QUERY_BATCH_WINDOW_MS of the first (the window
 # closes early when no other request of the process is being prepared), up to
-# QUERY_BATCH_MAX_IMAGES images.
+# QUERY_BATCH_MAX_IMAGES images (0: the model's pass, EMBEDDING_CPU_FORWARD_BATCH or
+# EMBEDDING_CUDA_FORWARD_BATCH: a larger batch runs as several passes, and every request of it
+# waits for the last one).
 QUERY_BATCH_WINDOW_MS = env_int("QUERY_BATCH_WINDOW_MS", 5, minimum=0, maximum=1000)
-QUERY_BATCH_MAX_IMAGES = env_int("QUERY_BATCH_MAX_IMAGES", 16, minimum=1, maximum=1024)
+QUERY_BATCH_MAX_IMAGES = env_int("QUERY_BATCH_MAX_IMAGES", 0, minimum=0, maximum=4096)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
 DUPLICATES_STATEMENT_TIMEOUT_MS = env_int("DUPLICATES_STATEMENT_TIMEOUT_MS", 20000, minimum=100)
 DUPLICATES_MAX_GROUP_ITEMS = env_int("DUPLICATES_MAX_GROUP_ITEMS", 50, minimum=2, maximum=1000)
