@@ -548,10 +548,17 @@ def report_run(name: str, samples: list[Sample], started: float, seconds: float,
         print(f"  fault at {down - started:.1f} s, part back (restarted) {up - down:.1f} s later; errors before the "
               f"fault {len(before)}, after the restart {len(after)}, more than {RECOVERY_GOAL_SECONDS} s after it "
               f"{len(late)}; last error {recovery:.1f} s after the restart; first answer to a request sent after the "
-              f"fault {'none' if resumed is None else f'{resumed - up:.1f} s after the restart'}")  # fmt: skip
-        result.update(before=len(before), recovery=recovery, late=len(late), down_for=up - down)
+              f"fault {_resumed(resumed, up)}")  # fmt: skip
+        result.update(before=len(before), recovery=recovery, late=len(late), down_for=up - down,
+                      resumed=None if resumed is None else max(0.0, resumed - up))  # fmt: skip
     print(f"  uploads answered 201: {uploads}; without a vector after the settle: {missing} (waited {waited:.0f} s)")
     return result
+
+
+def _resumed(resumed: float | None, up: float) -> str:
+    if resumed is None:
+        return "none"
+    return f"{resumed - up:.1f} s after the restart" if resumed > up else "before the restart (answered throughout)"
 
 
 def saturation(world: World, bare: Bare, *, clients: int, seconds: float) -> None:
@@ -654,8 +661,10 @@ def _summary(results: list[dict]) -> None:
     for result in results:
         line = f"  {result['name']}: {result['rps']:.1f} requests/s, {result['errors']} errors"
         if "recovery" in result:
+            resumed = "none" if result["resumed"] is None else f"{result['resumed']:.1f} s"
             line += (f" ({result['before']} before the fault, {result['late']} over {RECOVERY_GOAL_SECONDS} s after "
-                     f"the restart), last error {result['recovery']:.1f} s after the restart")  # fmt: skip
+                     f"the restart), last error {result['recovery']:.1f} s after the restart, first answer {resumed} "
+                     "after it")  # fmt: skip
         print(f"{line}; uploads without a vector: {result['missing']}")
 
 

@@ -55,8 +55,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last: it turns a lockout found while logging in into the lockout page.
+    # It turns a lockout found while logging in into the lockout page.
     "axes.middleware.AxesMiddleware",
+    # A lost database connection under a view: 503 with Retry-After, not a 500.
+    "simsite.outages.DatabaseOutageMiddleware",
 ]
 
 ROOT_URLCONF = "simsite.urls"
