@@ -652,6 +652,10 @@ def main() -> int:
         _summary(results)
     finally:
         world_stack.stop()
+        kept = stack.RUN_DIR / "bench" / "load-stack.log"
+        with contextlib.suppress(OSError):
+            shutil.copy(world_stack.log, kept)
+            _say(f"the stack's log: {kept.relative_to(ROOT)}")
         shutil.rmtree(folder, ignore_errors=True)
     return 0
 

@@ -6,7 +6,7 @@ import base64
 import logging
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import task_received, worker_ready
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
@@ -54,6 +54,18 @@ def embed_batch(self, batch_id: int) -> None:
         logger.exception("batch %s failed", batch_id)
         _after_error()
         indexing.index_batch_fail(batch_id=batch_id, error=failure_reason(error))
+
+
+@task_received.connect(dispatch_uid="search.batch_received")
+def batch_received(sender: object, request: object, **kwargs: object) -> None:
+    """A batch's message reached this worker: the batch names it from now on, not only once it
+    starts, so that a worker killed while holding it also resumes it when it restarts."""
+    if getattr(request, "name", None) != embed_batch.name or not request.args:
+        return
+    try:
+        indexing.index_batch_received(batch_id=request.args[0], worker=request.hostname or "")
+    except Exception:  # noqa: BLE001 - the batch still runs; only a quick resume after a crash is lost
+        logger.exception("could not record the worker of batch %s", request.args[0])
 
 
 @worker_ready.connect(dispatch_uid="search.resume_batches")

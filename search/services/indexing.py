@@ -55,8 +55,14 @@ def index_batches_send(*, batch_ids: Sequence[int]) -> int:
     return len(sent)
 
 
+def index_batch_received(*, batch_id: int, worker: str) -> None:
+    """Record that ``worker`` holds the batch's message (taken from the queue, perhaps not started:
+    a worker running a task that was acknowledged early may hold the next message meanwhile)."""
+    IndexBatch.objects.filter(pk=batch_id, done=False).update(worker=worker)
+
+
 def index_batches_resume(*, worker: str) -> int:
-    """Send again the unfinished batches a worker of this node name had started: called when
+    """Send again the unfinished batches a worker of this node name had taken: called when
     the worker starts, so its predecessor of the same name is dead (killed, out of memory) and
     those batches' messages sit unacknowledged in Redis until the visibility timeout (an hour).
     A second delivery of a batch that did finish meanwhile does nothing. Returns how many."""
