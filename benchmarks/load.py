@@ -95,17 +95,18 @@ class Photos:
         self.source = f"{len(paths)} vehicle photos (../shared/data)" if paths else "Fashion-MNIST pictures"
         self._iterator = (path.read_bytes() for path in paths) if paths else _fashion_mnist_jpegs()
         self._lock = threading.Lock()
+        self._spare: list[bytes] = []
         first = self.take()
         if first is None:
             raise SystemExit(
                 "[load] no real images: neither ../shared/data/vehicles nor /usr/share/datasets/fashion-mnist "
                 "(make fashion-mnist) is here; nothing measured"
             )
-        self._spare = [first]
+        self._spare.append(first)
 
     def take(self) -> bytes | None:
         with self._lock:
-            if getattr(self, "_spare", None):
+            if self._spare:
                 return self._spare.pop()
             return next(self._iterator, None)
 
