@@ -76,6 +76,11 @@ class QueryBatcher:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
+    def _after_fork(self) -> None:
+        # A forked child (gunicorn --preload) has neither the forward thread nor a usable lock.
+        if os.getpid() != self._pid:
+            self._reset()
+
     @property
     def waiting(self) -> int:
         """Requests queued for the next forward."""
@@ -85,6 +90,7 @@ class QueryBatcher:
     @contextlib.contextmanager
     def preparing(self) -> Iterator[None]:
         """Mark a request whose images are being prepared: the window stays open for it."""
+        self._after_fork()
         with self._condition:
             self._preparing += 1
         try:
@@ -97,8 +103,7 @@ class QueryBatcher:
     def embed(self, items: Sequence[object]) -> np.ndarray:
         """Rows for ``items`` (prepared for the embedder's forward), computed with concurrent
         requests' items in one forward."""
-        if os.getpid() != self._pid:  # forked after the thread started: it did not come along
-            self._reset()
+        self._after_fork()
         request = _Request(list(items))
         with self._condition:
             self._queue.append(request)

@@ -132,3 +132,24 @@ def test_a_full_batch_goes_without_waiting_for_the_window():
         results = _in_threads([lambda: batcher.embed([tensor]), lambda: batcher.embed([tensor])])
         assert time.monotonic() - started < 5
     assert all(result.shape == (1, 1280) for result in results)
+
+
+def test_a_forked_process_gets_a_forward_thread_of_its_own():
+    """gunicorn --preload forks workers after the app loaded: the parent's thread does not come along."""
+    import os
+
+    embedder = FakeEmbedder()
+    batcher = QueryBatcher(embedder, window_seconds=0.01, max_images=16)
+    tensor = embedder.preprocess_bytes(images.png_bytes())
+    batcher.embed([tensor])  # the parent's forward thread is running
+    pid = os.fork()
+    if pid == 0:  # the child: answer within the alarm, or die of it
+        import signal
+
+        signal.alarm(20)
+        with batcher.preparing():
+            pass
+        ok = batcher.embed([tensor]).shape == (1, 1280)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
