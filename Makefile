@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: run dev test test-fast manage fashion-mnist bench-indexing bench-search bench-signatures bench-training bench-decode lint venv browser clean
+.PHONY: run dev test test-fast manage fashion-mnist bench-indexing bench-search bench-signatures bench-training bench-decode bench-load lint venv browser clean
 
 venv: $(STAMP)
 
@@ -70,6 +70,10 @@ bench-signatures: venv
 
 bench-training: venv
 	$(PY) scripts/stack.py bench benchmarks/training.py $(ARGS)
+
+# Mixed load and faults against the real stack (gunicorn, workers, beat): about 10 minutes.
+bench-load: venv
+	$(PY) scripts/stack.py bench benchmarks/load.py $(ARGS)
 
 bench-decode: venv
 	$(PY) benchmarks/decode.py $(ARGS)

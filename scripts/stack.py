@@ -193,11 +193,17 @@ class Child:
         self.deaths: deque[float] = deque()
         self.restart_at: float | None = None
         self.given_up = False
+        self.log: Path | None = None  # its output appended there, else to the stack's own
 
     def start(self) -> None:
         # Its own process group: stopping it also stops what it started (gunicorn's workers,
         # runserver's reloading child), which a signal to the first process alone may leave behind.
-        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+        if self.log is None:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+            return
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True, stdout=output,
+                                            stderr=subprocess.STDOUT)  # fmt: skip
 
     def stop(self, timeout: float = 15) -> None:
         if self.process is None:
@@ -346,16 +352,58 @@ def _redis_problem() -> str | None:
     return None if _redis_ping(os.environ["REDIS_URL"], 2) else "no answer to PING"
 
 
+def web_workers() -> int:
+    """gunicorn's processes: WEB_WORKERS, else one per core, at most 4."""
+    return int(os.environ.get("WEB_WORKERS") or min(4, os.cpu_count() or 1))
+
+
+def celery_workers() -> int:
+    """Celery worker processes on this machine (CELERY_WORKERS, default 1), each ``--pool solo``."""
+    return int(os.environ.get("CELERY_WORKERS") or 1)
+
+
+def torch_threads(*, web: int, workers: int) -> int:
+    """Torch's intra-op threads per process: the cores shared out between the processes that run
+    forwards. A web process runs one forward at a time (its query batcher) and so does a solo
+    worker; more threads than that share would have the processes' thread pools fight over the
+    same cores (torch also starts a pool per request thread that calls it, for resizing)."""
+    return max(1, (os.cpu_count() or 1) // (web + workers))
+
+
 def _web_command(host: str, port: str, *, dev: bool) -> list[str]:
     """``make dev``: Django's development server (autoreload, DEBUG). ``make run``: gunicorn,
     WEB_WORKERS processes (default: one per core, at most 4) of WEB_THREADS threads (default 8:
     progress streams hold a thread each)."""
     if dev:
         return [PYTHON, "manage.py", "runserver", f"{host}:{port}"]
-    workers = os.environ.get("WEB_WORKERS") or str(min(4, os.cpu_count() or 1))
     threads = os.environ.get("WEB_THREADS") or "8"
-    return [PYTHON, "-m", "gunicorn", "simsite.wsgi", "--bind", f"{host}:{port}", "--workers", workers,
+    return [PYTHON, "-m", "gunicorn", "simsite.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers()),
             "--threads", threads, "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-"]  # fmt: skip
+
+
+def app_children(host: str, port: str, *, dev: bool, state: Path, log: Path | None = None) -> list[Child]:
+    """The app's processes for the Supervisor: CELERY_WORKERS Celery workers (every queue),
+    beat (its schedule in ``state``) and the web server, their output to ``log`` if given. Sets
+    EMBEDDING_TORCH_THREADS for them by ``torch_threads`` unless it is set."""
+    count = celery_workers()
+    web = 1 if dev else web_workers()
+    os.environ.setdefault("EMBEDDING_TORCH_THREADS", str(torch_threads(web=web, workers=count)))
+    workers = [
+        Child("Celery worker" if count == 1 else f"Celery worker {i}",
+              [PYTHON, "-m", "celery", "-A", "simsite", "worker", "-Q", "query,embed,default", "--pool", "solo",
+               # One message at a time: a killed worker holds no prefetched batch besides its own.
+               "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+               # The same name after a restart: the new worker resumes the batches the dead one held.
+               "--hostname", "dev@%h" if count == 1 else f"dev{i}@%h"])
+        for i in range(1, count + 1)
+    ]  # fmt: skip
+    # Celery beat runs the reconciler (lost messages, dead workers, stuck jobs, old jobs).
+    beat = [PYTHON, "-m", "celery", "-A", "simsite", "beat", "--loglevel", "WARNING", "--schedule",
+            str(state / "celerybeat-schedule")]  # fmt: skip
+    children = [*workers, Child("Celery beat", beat), Child("web server", _web_command(host, port, dev=dev))]
+    for child in children:
+        child.log = log
+    return children
 
 
 def run(*, dev: bool = False) -> int:
@@ -377,15 +425,7 @@ def run(*, dev: bool = False) -> int:
         if not dev and subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"],
                                       cwd=ROOT).returncode != 0:  # fmt: skip
             raise StackError("collecting the static files failed (see above)")
-        supervisor = Supervisor([
-            Child("Celery worker", [PYTHON, "-m", "celery", "-A", "simsite", "worker", "-Q", "query,embed,default",
-                                    "--pool", "solo", "--loglevel", "INFO", "--hostname", "dev@%h",
-                                    "--without-gossip", "--without-mingle"]),
-            # Celery beat runs the reconciler (lost messages, dead workers, stuck jobs, old jobs).
-            Child("Celery beat", [PYTHON, "-m", "celery", "-A", "simsite", "beat", "--loglevel", "WARNING",
-                                  "--schedule", str(RUN_DIR / "dev" / "celerybeat-schedule")]),
-            Child("web server", _web_command(host, port, dev=dev)),
-        ])  # fmt: skip
+        supervisor = Supervisor(app_children(host, port, dev=dev, state=RUN_DIR / "dev"))
         supervisor.start()
         _say(
             f"simsite at http://{host}:{port}/  (log in: /accounts/login/, admin: /admin/, "

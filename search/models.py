@@ -174,6 +174,9 @@ class IndexBatch(models.Model):
     # Deliveries that reached a worker; past EMBEDDING_BATCH_MAX_ATTEMPTS the items fail.
     attempts = models.PositiveSmallIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The Celery worker (its node name) that last took its message: when a worker of that name
+    # starts again, the batches its dead predecessor left unfinished are sent again at once.
+    worker = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "number"], name="index_batch_job_number")]

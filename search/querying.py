@@ -3,7 +3,8 @@
 Query images are embedded in the web process by default (model cached per process); with
 ``SEARCH_QUERY_EMBEDDER=worker`` they go to the ``query`` queue (never behind a reindex on
 ``embed``) with an expiry, and fall back to the web process when no worker answers within
-``SEARCH_QUERY_TIMEOUT`` seconds; an expired query is dropped, never computed later.
+``SEARCH_QUERY_TIMEOUT`` seconds; an expired query is dropped, never computed later. In the
+web process, concurrent queries share forwards (``search.query_batcher``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 from django.conf import settings
+from PIL import Image
 
 from catalog.images import IntakeImage
 from search.items import ItemRef
 from search.models import Embedding
+from search.query_batcher import query_batcher
 from search.selectors.embedding_models import model_spec_get
 from simsite.celery import app as celery_app
 from simsite.errors import ServiceError
@@ -28,9 +31,23 @@ QUERY_TASK = "search.tasks.embed_query"
 
 
 def embed_locally(*, model: str, images: Sequence[bytes]) -> np.ndarray:
+    """Vectors for encoded images, computed in this process (with concurrent queries' images)."""
+    return _embed_here(model=model, images=images)
+
+
+def _embed_here(*, model: str, images: Sequence[bytes | Image.Image]) -> np.ndarray:
+    """Each request prepares its own images (a file that fails to decode fails its request
+    alone), then waits for the process's batched forward (``search.query_batcher``)."""
     from search.embedders import get_embedder
 
-    return get_embedder(model_spec_get(model)).embed_bytes(list(images))
+    embedder = get_embedder(model_spec_get(model))
+    batcher = query_batcher(embedder)
+    with batcher.preparing():
+        tensors = [
+            embedder.preprocess(image) if isinstance(image, Image.Image) else embedder.preprocess_bytes(image)
+            for image in images
+        ]
+    return batcher.embed(tensors)
 
 
 def query_decode_side(*, model: str) -> int:
@@ -44,9 +61,7 @@ def query_vectors(*, model: str, images: Sequence[IntakeImage | bytes]) -> np.nd
     pixels when validation kept them (one decode per query), else from their bytes."""
     decoded = [getattr(image, "decoded", None) for image in images]
     if settings.SEARCH_QUERY_EMBEDDER != "worker" and images and all(item is not None for item in decoded):
-        from search.embedders import get_embedder
-
-        return get_embedder(model_spec_get(model)).embed_images(decoded)
+        return _embed_here(model=model, images=decoded)
     return _query_bytes(model=model, images=[image if isinstance(image, bytes) else image.data for image in images])
 
 

@@ -6,6 +6,7 @@ import base64
 import logging
 
 from celery import shared_task
+from celery.signals import task_received, worker_ready
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
@@ -40,7 +41,7 @@ def embed_batch(self, batch_id: int) -> None:
     count in ``indexing.index_batch_run``.
     """
     try:
-        indexing.index_batch_run(batch_id=batch_id)
+        indexing.index_batch_run(batch_id=batch_id, worker=self.request.hostname or "")
     except ServiceError as error:
         _after_error()
         indexing.index_batch_job_fail(batch_id=batch_id, error=error.message)
@@ -53,6 +54,32 @@ def embed_batch(self, batch_id: int) -> None:
         logger.exception("batch %s failed", batch_id)
         _after_error()
         indexing.index_batch_fail(batch_id=batch_id, error=failure_reason(error))
+
+
+@task_received.connect(dispatch_uid="search.batch_received")
+def batch_received(sender: object, request: object, **kwargs: object) -> None:
+    """A batch's message reached this worker: the batch names it from now on, not only once it
+    starts, so that a worker killed while holding it also resumes it when it restarts."""
+    if getattr(request, "name", None) != embed_batch.name or not request.args:
+        return
+    try:
+        indexing.index_batch_received(batch_id=request.args[0], worker=request.hostname or "")
+    except Exception:  # noqa: BLE001 - the batch still runs; only a quick resume after a crash is lost
+        logger.exception("could not record the worker of batch %s", request.args[0])
+
+
+@worker_ready.connect(dispatch_uid="search.resume_batches")
+def resume_batches(sender: object, **kwargs: object) -> None:
+    """A worker starting under a name a dead worker had: that worker's unfinished batches go out again now
+    (``indexing.index_batches_resume``), not after Redis's visibility timeout."""
+    hostname = getattr(sender, "hostname", "")
+    try:
+        resent = indexing.index_batches_resume(worker=hostname)
+    except Exception:  # noqa: BLE001 - the reconciler still finds them later; the worker must start
+        logger.exception("could not resume the batches of the previous %s", hostname)
+        return
+    if resent:
+        logger.warning("%s: sent again %d batches its previous run left unfinished", hostname, resent)
 
 
 def _after_error() -> None:

@@ -37,6 +37,7 @@ _COMMON = {
     "400": "Bad request: invalid parameters or body (the error names the field), or a Host this server does not serve.",
     "401": "Credentials were sent and are wrong (or the token is unknown).",
     "406": "The Accept header asks for a representation this operation does not have.",
+    "503": "The database is not answering for the moment (database_unavailable); try again after Retry-After.",
 }
 _RESTRICTED = {
     "401": "Not logged in, and the operation is not open to anonymous visitors (PUBLIC_READ for reads of the "
@@ -81,7 +82,10 @@ class AutoSchema(BaseAutoSchema):
         declared = getattr(view, "error_statuses", {})
         if method in declared:
             declared = declared[method]
-        statuses.update({str(code): text for code, text in declared.items() if str(code).isdigit()})
+        for code, text in declared.items():
+            if str(code).isdigit():
+                # An operation's own 503 comes on top of the database's.
+                statuses[str(code)] = f"{text} Or: {statuses[str(code)]}" if str(code) == "503" else text
         return statuses
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:

@@ -55,8 +55,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last: it turns a lockout found while logging in into the lockout page.
+    # It turns a lockout found while logging in into the lockout page.
     "axes.middleware.AxesMiddleware",
+    # A lost database connection under a view: 503 with Retry-After, not a 500.
+    "simsite.outages.DatabaseOutageMiddleware",
 ]
 
 ROOT_URLCONF = "simsite.urls"
@@ -299,7 +301,10 @@ SEED_ROUTES_OPEN_WRITES = env_bool("SEED_ROUTES_OPEN_WRITES", False)
 # Embeddings.
 EMBEDDING_DEFAULT_MODEL = env_str("EMBEDDING_DEFAULT_MODEL", "efficientnet_lite0")
 EMBEDDING_DEVICE = env_choice("EMBEDDING_DEVICE", "auto", {"auto", "cpu", "cuda"})
-EMBEDDING_TORCH_THREADS = env_int("EMBEDDING_TORCH_THREADS", 0, minimum=0)  # 0: torch's default
+# Each process runs one forward at a time (a web process's batcher, a solo worker's task), so the
+# cores are shared out between the processes that run them: `make run` sets cores // (web
+# processes + workers), at least 1 (scripts/stack.py). 0: torch's default (every core).
+EMBEDDING_TORCH_THREADS = env_int("EMBEDDING_TORCH_THREADS", 0, minimum=0)
 EMBEDDING_DECODE_THREADS = env_int("EMBEDDING_DECODE_THREADS", 4, minimum=1, maximum=64)
 EMBEDDING_CPU_FORWARD_BATCH = env_int("EMBEDDING_CPU_FORWARD_BATCH", 4, minimum=1, maximum=1024)
 EMBEDDING_CUDA_FORWARD_BATCH = env_int("EMBEDDING_CUDA_FORWARD_BATCH", 128, minimum=1, maximum=4096)
@@ -347,6 +352,14 @@ SEARCH_EXACT_MAX_ROWS = env_int("SEARCH_EXACT_MAX_ROWS", 1000, minimum=0)
 SEARCH_PREPARED_STATEMENTS = env_bool("SEARCH_PREPARED_STATEMENTS", True)
 SEARCH_QUERY_EMBEDDER = env_choice("SEARCH_QUERY_EMBEDDER", "web", {"web", "worker"})
 SEARCH_QUERY_TIMEOUT = env_int("SEARCH_QUERY_TIMEOUT", 5, minimum=1)
+# Query images embedded in a web process are batched (search.query_batcher): a forward takes
+# the images of every request that arrived within QUERY_BATCH_WINDOW_MS of the first (the window
+# closes early when no other request of the process is being prepared), up to
+# QUERY_BATCH_MAX_IMAGES images (0: the model's pass, EMBEDDING_CPU_FORWARD_BATCH or
+# EMBEDDING_CUDA_FORWARD_BATCH: a larger batch runs as several passes, and every request of it
+# waits for the last one).
+QUERY_BATCH_WINDOW_MS = env_int("QUERY_BATCH_WINDOW_MS", 5, minimum=0, maximum=1000)
+QUERY_BATCH_MAX_IMAGES = env_int("QUERY_BATCH_MAX_IMAGES", 0, minimum=0, maximum=4096)
 DUPLICATES_NEIGHBOURS = env_int("DUPLICATES_NEIGHBOURS", 10, minimum=1, maximum=100)
 DUPLICATES_STATEMENT_TIMEOUT_MS = env_int("DUPLICATES_STATEMENT_TIMEOUT_MS", 20000, minimum=100)
 DUPLICATES_MAX_GROUP_ITEMS = env_int("DUPLICATES_MAX_GROUP_ITEMS", 50, minimum=2, maximum=1000)

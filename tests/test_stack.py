@@ -83,3 +83,22 @@ def test_stopping_ends_every_process(supervisor_of):
     supervisor = supervisor_of(children)
     supervisor.stop()
     assert all(child.process.poll() is not None for child in children)
+
+
+def test_several_web_processes_and_workers_share_the_cores_out(monkeypatch, tmp_path):
+    monkeypatch.setenv("WEB_WORKERS", "2")
+    monkeypatch.setenv("CELERY_WORKERS", "2")
+    monkeypatch.setenv("EMBEDDING_TORCH_THREADS", "")  # recorded, so that what app_children sets is undone
+    monkeypatch.delenv("EMBEDDING_TORCH_THREADS")
+    monkeypatch.setattr(stack.os, "cpu_count", lambda: 16)
+    children = stack.app_children("127.0.0.1", "8000", dev=False, state=tmp_path, log=tmp_path / "log")
+    labels = [child.label for child in children]
+    assert labels == ["Celery worker 1", "Celery worker 2", "Celery beat", "web server"]
+    web = children[-1].command
+    assert web[web.index("--workers") + 1] == "2"
+    assert {child.command[child.command.index("--hostname") + 1] for child in children[:2]} == {"dev1@%h", "dev2@%h"}
+    # Each process runs one forward at a time: 16 cores over 2 web processes and 2 workers.
+    assert os.environ["EMBEDDING_TORCH_THREADS"] == "4"
+    assert stack.torch_threads(web=2, workers=1) == 5
+    monkeypatch.setattr(stack.os, "cpu_count", lambda: 2)
+    assert stack.torch_threads(web=2, workers=1) == 1

@@ -56,6 +56,25 @@ def index_batches_send(*, batch_ids: Sequence[int]) -> int:
     return len(sent)
 
 
+def index_batch_received(*, batch_id: int, worker: str) -> None:
+    """Record that ``worker`` holds the batch's message (taken from the queue, perhaps not started:
+    a worker running a task that was acknowledged early may hold the next message meanwhile)."""
+    IndexBatch.objects.filter(pk=batch_id, done=False).update(worker=worker)
+
+
+def index_batches_resume(*, worker: str) -> int:
+    """Send again the unfinished batches a worker of this node name had taken: called when
+    the worker starts, so its predecessor of the same name is dead (killed, out of memory) and
+    those batches' messages sit unacknowledged in Redis until the visibility timeout (an hour).
+    A second delivery of a batch that did finish meanwhile does nothing. Returns how many."""
+    if not worker:
+        return 0
+    pending = IndexBatch.objects.filter(
+        worker=worker, done=False, job__state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]
+    )
+    return index_batches_send(batch_ids=list(pending.order_by("pk").values_list("pk", flat=True)))
+
+
 def index_job_dispatch(*, job_id: int) -> int:
     """Send the job's batches that were never sent."""
     pending = IndexBatch.objects.filter(job_id=job_id, done=False, dispatched_at__isnull=True).order_by("number")
@@ -198,22 +217,24 @@ def _load(item: object, kind_name: str) -> bytes:
         return handle.read()
 
 
-def _batch_begin(batch_id: int) -> tuple[IndexBatch | None, bool]:
-    """Count a delivery of the batch; (batch, over the attempt limit), or (None, _) if there
-    is nothing to do (gone, done, or its job ended)."""
+def _batch_begin(batch_id: int, worker: str) -> tuple[IndexBatch | None, bool]:
+    """Count a delivery of the batch to ``worker``; (batch, over the attempt limit), or (None, _)
+    if there is nothing to do (gone, done, or its job ended)."""
     with transaction.atomic():
         batch = IndexBatch.objects.select_for_update().select_related("job").filter(pk=batch_id).first()
         if batch is None or batch.done or batch.job.state in IndexJob.TERMINAL:
             return None, False
         batch.attempts += 1
         batch.started_at = timezone.now()
-        batch.save(update_fields=["attempts", "started_at"])
+        batch.worker = worker
+        batch.save(update_fields=["attempts", "started_at", "worker"])
     IndexJob.objects.filter(pk=batch.job_id).claim()
     return batch, batch.attempts > settings.EMBEDDING_BATCH_MAX_ATTEMPTS
 
 
-def index_batch_run(*, batch_id: int) -> None:
-    """Embed one batch and record it, exactly once however often it is delivered.
+def index_batch_run(*, batch_id: int, worker: str = "") -> None:
+    """Embed one batch and record it, exactly once however often it is delivered (``worker``:
+    the Celery node name running it, recorded for ``index_batches_resume``).
 
     Items whose current image already has a vector for the model are skipped (mode
     ``missing``); items that cannot be decoded fail alone. The vectors, the batch's ``done``
@@ -222,7 +243,7 @@ def index_batch_run(*, batch_id: int) -> None:
     """
     from search.embedders import get_embedder  # torch stays out of the web process until needed
 
-    batch, over_limit = _batch_begin(batch_id)
+    batch, over_limit = _batch_begin(batch_id, worker)
     if batch is None:
         return
     if over_limit:

@@ -36,7 +36,11 @@ class FakeEmbedder:
 
     def __init__(self, key: str = "efficientnet_lite0", dim: int = 1280, fail: Exception | None = None):
         self.key, self.dim, self.fail = key, dim, fail
+        self.forward_batch = 16
         self.before_embed = None  # a test's hook, run inside embed_preprocessed
+
+    def preprocess(self, image) -> bytes:
+        return image.tobytes()
 
     def preprocess_bytes(self, data: bytes) -> bytes:
         image_validate(data=data)  # undecodable files fail as they would with the model

@@ -385,3 +385,30 @@ def test_lost_imports_are_sent_again_once_and_a_dead_runner_is_resumed(settings,
     job.refresh_from_db()
     assert (job.state, job.done, job.created) == ("succeeded", 2, 1)
     assert list(Product.objects.values_list("sku", flat=True)) == ["P2"]  # row 2 only: row 1 was done
+
+
+def test_a_restarted_worker_sends_again_the_batches_its_dead_predecessor_had_started(fake_embedder, settings):
+    from search.services.indexing import _batch_begin, index_batches_resume
+    from search.tasks import batch_received, resume_batches
+
+    settings.EMBEDDING_BATCH_SIZE = 1
+    added = [add_gallery_image(images.png_bytes(seed=i), f"{i}.png") for i in range(4)]
+    job = items_index(gallery_ids=[image.pk for image in added])
+    killed, finished, elsewhere, held = IndexBatch.objects.filter(job=job).order_by("number")
+    _batch_begin(killed.pk, "w1@host")  # started, then the worker was SIGKILLed
+    _batch_begin(finished.pk, "w1@host")
+    index_batch_run(batch_id=finished.pk, worker="w1@host")
+    _batch_begin(elsewhere.pk, "w2@host")  # another worker, alive
+    request = type("Request", (), {"name": "search.tasks.embed_batch", "args": [held.pk], "hostname": "w1@host"})
+    batch_received(sender=None, request=request())  # taken from the queue while another task ran
+    app.control.purge()
+    assert index_batches_resume(worker="") == 0
+    sent = []
+    original = app.send_task
+    app.send_task = lambda name, args, **options: sent.append((name, args))
+    try:
+        resume_batches(sender=type("Consumer", (), {"hostname": "w1@host"})())
+    finally:
+        app.send_task = original
+    assert sent == [("search.tasks.embed_batch", [killed.pk]), ("search.tasks.embed_batch", [held.pk])]
+    assert IndexBatch.objects.get(pk=held.pk).attempts == 0

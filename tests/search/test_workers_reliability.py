@@ -61,6 +61,24 @@ def test_a_batch_raising_an_unexpected_exception_ends_its_job(staff_client, work
     assert Embedding.objects.filter(model="efficientnet_lite0").count() == 3
 
 
+def test_a_killed_worker_restarted_under_its_name_finishes_its_batch_at_once(workers, settings):
+    """Redis would hand the dead worker's batch on only after the visibility timeout (an hour in
+    production, set so here): the restarted worker sends it again as it starts."""
+    settings.EMBEDDING_BATCH_SIZE = 10
+    workers.env["CELERY_VISIBILITY_TIMEOUT"] = "3600"
+    created = add_images(2)
+    job = items_index(gallery_ids=[image.pk for image in created])
+    (batch,) = IndexBatch.objects.filter(job=job)
+    worker = workers.start("same", wait=False)
+    wait_for(lambda: IndexBatch.objects.get(pk=batch.pk).attempts >= 1, timeout=120, interval=0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert not IndexBatch.objects.get(pk=batch.pk).done
+    workers.start("same", wait=False)
+    wait_for(lambda: IndexJob.objects.get(pk=job.pk).state in IndexJob.TERMINAL, timeout=90)
+    assert Embedding.objects.filter(gallery_image__in=created).count() == 2
+
+
 def test_a_batch_whose_worker_is_killed_on_every_attempt_fails_and_the_queue_moves_on(workers, settings):
     settings.EMBEDDING_BATCH_SIZE = 2
     created = add_images(4)
