@@ -4,6 +4,7 @@ writer-independent against writer-dependent, and leave-one-source-out.
     make bench-signatures                                      # the three sets of ../shared/data
     make bench-signatures ARGS="--minutes 20 --counts 1,5"     # a shorter training
     make bench-signatures ARGS="--leave-one-source-out"        # also: train on two sources, test on the third
+    make bench-signatures ARGS="--epochs 0 --leave-one-source-out"   # the network before fine-tuning: minutes
     make bench-signatures ARGS="--data folders:/srv/ours --data cedar:/srv/cedar"
 
 Each source's writers are split (seeded) into test writers (a third) and the rest; the
@@ -43,7 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", metavar="LAYOUT:DIR", help="default: the three sets of ../shared")
     parser.add_argument("--counts", default="1,3,5,10", help="reference counts")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="0: the network before any epoch (no fine-tuning)")
     parser.add_argument("--minutes", type=float, default=25.0, help="time budget of each training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--leave-one-source-out", action="store_true")
@@ -111,7 +112,7 @@ def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[
     training writers' signatures, genuine and forged) and the similarity part's size."""
     from signatures import training
     from signatures.datasets import writer_split
-    from signatures.encoders import network_embed
+    from signatures.encoders import SignatureNet, network_embed
     from signatures.services import DEFAULT_EPOCHS, VALIDATION_FRACTION
 
     fit, validation = writer_split([s for s in samples if s.writer in train_on], fraction=VALIDATION_FRACTION,
@@ -122,11 +123,22 @@ def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[
         return arrays[mask], writers[mask].tolist(), labels[mask].tolist()
 
     config = training.TrainingConfig(epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed, minutes=args.minutes)
-    result = training.train(*subset(fit), validation=subset(validation), config=config,
-                            progress=lambda epoch, m: epoch and print(f"  epoch {epoch}: {m}", flush=True))  # fmt: skip
-    vectors = network_embed(training.trained_network(result), list(arrays))
+    if args.epochs == 0:  # the network before any epoch (what training keeps when no epoch beats it)
+        if "untrained" not in _embedded:
+            net = SignatureNet(dim=config.dim, frozen_blocks=config.frozen_blocks,
+                               feature_blocks=config.feature_blocks, taps=config.taps)  # fmt: skip
+            _embedded["untrained"] = network_embed(net, list(arrays))
+        vectors, seconds = _embedded["untrained"], 0.0
+    else:
+        result = training.train(*subset(fit), validation=subset(validation), config=config,
+                                progress=lambda epoch, m: epoch and print(f"  epoch {epoch}: {m}",
+                                                                          flush=True))  # fmt: skip
+        vectors, seconds = network_embed(training.trained_network(result), list(arrays)), result.seconds
     background = vectors[np.isin(writers, list(fit))]
-    return vectors, result.seconds, background, config.dim
+    return vectors, seconds, background, config.dim
+
+
+_embedded: dict[str, np.ndarray] = {}  # the untrained network's vectors, computed once
 
 
 def _measure(vectors, writers, labels, mask, background, counts, similarity_dim) -> dict[str, dict]:  # noqa: ANN001
