@@ -113,7 +113,7 @@ def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[
     from signatures import training
     from signatures.datasets import writer_split
     from signatures.encoders import SignatureNet, network_embed
-    from signatures.services import DEFAULT_EPOCHS, VALIDATION_FRACTION
+    from signatures.services.encoders import DEFAULT_EPOCHS, VALIDATION_FRACTION
 
     fit, validation = writer_split([s for s in samples if s.writer in train_on], fraction=VALIDATION_FRACTION,
                                    seed=args.seed)  # fmt: skip

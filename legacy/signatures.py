@@ -15,7 +15,8 @@ from rest_framework.response import Response
 
 from accounts.access import ANYONE
 from legacy.views import SeedApiView
-from signatures.services import signature_files_resolve, signature_from_upload, signature_input, signatures_compare
+from signatures.services.compare import signatures_compare
+from signatures.services.inputs import signature_files_resolve, signature_from_upload, signature_input
 from simsite.errors import ServiceError
 
 

@@ -15,16 +15,15 @@ from accounts.services import audit_record
 from signatures.datasets import LAYOUTS, Source, source_parse
 from signatures.models import Reference, SignatureEncoder, Signer, Verification
 from signatures.selectors import active_encoder_key
-from signatures.services import (
+from signatures.services.encoders import (
     DEFAULT_EPOCHS,
     DEFAULT_MINUTES,
     encoder_activate,
     encoder_delete,
     encoder_training_start,
     encoder_training_validate,
-    reference_delete,
-    signer_delete,
 )
+from signatures.services.enrolment import reference_delete, signer_delete
 from simsite.errors import ServiceError
 from simsite.files import resolve_under_root
 

@@ -16,17 +16,11 @@ from accounts.models import AuditEntry
 from accounts.services import audit_record
 from signatures.models import Reference, Signer, Verification
 from signatures.selectors import encoder_list, reference_get, reference_list, signer_get, signer_list
-from signatures.services import (
-    encoder_activate,
-    reference_delete,
-    references_enrol,
-    signature_from_upload,
-    signature_verify,
-    signatures_compare,
-    signer_create,
-    signer_delete,
-    verification_explain,
-)
+from signatures.services.compare import signatures_compare
+from signatures.services.encoders import encoder_activate
+from signatures.services.enrolment import reference_delete, references_enrol, signer_create, signer_delete
+from signatures.services.inputs import signature_from_upload
+from signatures.services.verify import signature_verify, verification_explain
 from simsite.drf import OutputSerializer, PageNumberPagination, error_body, paginated_items, paginated_response
 from simsite.errors import ServiceError
 from simsite.files import private_file_response

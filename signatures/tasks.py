@@ -1,4 +1,4 @@
-"""Celery tasks for signatures: thin, taking ids (the work is in signatures/services.py)."""
+"""Celery tasks for signatures: thin, taking ids (the work is in signatures/services/encoders.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from signatures import services
+from signatures.services import encoders as services
 
 logger = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def test_specks_ruled_lines_and_position_do_not_change_the_result():
     ],
 )
 def test_refusals_have_specific_codes(data, code):
-    from signatures.services import signature_input
+    from signatures.services.inputs import signature_input
 
     with pytest.raises(ServiceError) as refusal:
         signature_input(data=data)

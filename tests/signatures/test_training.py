@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from signatures.models import SignatureEncoder
-from signatures.services import encoder_delete, encoder_reconcile
+from signatures.services.encoders import encoder_delete, encoder_reconcile
 from signatures.synthetic import synthetic_dataset, synthetic_signature
 from signatures.training import _triplet_loss, augmenter
 from tests.conftest import wait_for

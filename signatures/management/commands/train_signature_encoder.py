@@ -9,7 +9,7 @@ from accounts.models import AuditEntry
 from accounts.services import audit_record
 from signatures.datasets import LAYOUTS, source_parse
 from signatures.models import SignatureEncoder
-from signatures.services import (
+from signatures.services.encoders import (
     DEFAULT_EPOCHS,
     DEFAULT_MINUTES,
     encoder_training_create,
