@@ -259,12 +259,12 @@ def weights_file(result: TrainingResult) -> bytes:
 
 
 def calibrate(
-    net: SignatureNet, arrays: np.ndarray, writers: Sequence[str], labels: Sequence[str]
+    vectors: np.ndarray, writers: Sequence[str], labels: Sequence[str]
 ) -> tuple[dict[str, float], dict, dict]:
     """Decision thresholds at the equal-error point of the validation writers (skilled
     forgeries where the data has them), per reference count (1, 3, 5), and the metrics at them
-    (three seeded draws pooled). Returns (thresholds, results, scores)."""
-    vectors = network_embed(net, arrays)[:, : net.projection.out_features]  # the similarity part
+    (three seeded draws pooled), from their vectors' similarity part. Returns (thresholds,
+    results, scores)."""
     options = {"counts": [1, 3, 5], "aggregate": "max", "seeds": (0, 1, 2)}
     measured, _ = protocol_report(vectors, writers, labels, threshold=0.0, **options)
     if "1_references" not in measured:
