@@ -26,13 +26,34 @@ def pytest_configure(config: pytest.Config) -> None:
     from django.conf import settings
 
     settings.DATABASES.setdefault("replica_0", {**settings.DATABASES["default"], "TEST": {"MIRROR": "default"}})
+    _redis_of_this_worker(settings)
+
+
+def _redis_of_this_worker(settings) -> None:
+    """Under pytest-xdist (`make test-fast`), each worker process gets its own test database
+    from pytest-django and here its own two Redis databases (broker, cache): one worker's
+    cache.clear() or queue count never sees another's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    from simsite.env import redis_url_with_db
+
+    url = redis_url_with_db(settings.REDIS_URL, offset=2 * int(worker[2:]))
+    os.environ["REDIS_URL"] = url  # child processes (manage.py, workers) read the same ones
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = url
+    settings.CACHES["default"]["LOCATION"] = redis_url_with_db(url, offset=1)
 
 
 # Test tiers (README, "Testing"): `make test` runs them all, `make test-fast` leaves out these.
 # Browser tests are the page tests; worker tests use the `workers` fixture or start their own
 # processes; slow ones are named here.
 WORKER_MODULES = {"tests/search/test_workers_reliability.py"}
-SLOW_MODULES = {"tests/test_api_contract.py", "tests/pages/test_gallery_scale.py", "tests/search/test_quality.py"}
+SLOW_MODULES = {
+    "tests/test_api_contract.py",  # the schema fuzzer
+    "tests/pages/test_gallery_scale.py",  # the 50,000-image gallery
+    "tests/search/test_quality.py",  # the real model's retrieval quality
+    "tests/test_replicas.py",  # a streaming standby PostgreSQL server per test
+}  # and tests marked @pytest.mark.slow where they are (the end-to-end trainings)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

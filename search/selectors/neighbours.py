@@ -227,7 +227,7 @@ def _similar_rows(database: object, sql: str, params: list[object], session: dic
                 _set_locally(control, session)
                 cursor.execute(sql, params)
                 control.execute("COMMIT")
-        except psycopg.Error:
+        except Exception:  # psycopg's error, or Django's wrapping of it when the execute raised it
             if not raw.broken and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 raw.rollback()  # the failed statement left the transaction open
             raise

@@ -83,7 +83,11 @@ def test_a_search_outside_a_transaction_runs_with_its_settings_and_leaves_none_o
         assert cursor.fetchone()[0] == "40"  # the setting was the search's own (local), not the session's
 
 
-def test_a_failed_search_is_rolled_back_and_the_connection_still_serves(indexed):
+@pytest.mark.parametrize("logged", [False, True], ids=["plain", "queries-logged"])
+def test_a_failed_search_is_rolled_back_and_the_connection_still_serves(indexed, logged, settings):
+    # Logged (DEBUG, or a test capturing queries), the statement runs unprepared and the error
+    # surfaces from the execute, wrapped by Django, rather than from the pipeline's end.
+    settings.DEBUG = logged
     broken = indexed[1].copy()
     broken[0] = np.nan  # pgvector refuses NaN: the statement fails inside the pipeline
     with pytest.raises(DataError):

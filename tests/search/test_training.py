@@ -73,6 +73,7 @@ def _run_batches(job: IndexJob) -> None:
         index_batch_run(batch_id=batch.pk)
 
 
+@pytest.mark.slow  # trains a real network for a few epochs on the CPU, end to end
 def test_train_register_reindex_and_search_with_the_trained_model(tiny_vehicles, api_client, staff_client, capsys):
     call_command("train_embedding_model", "--from", str(tiny_vehicles), "--epochs", "1", "--key", "tiny_vehicles",
                  "--dim", "64", verbosity=0)  # fmt: skip

@@ -33,6 +33,7 @@ def png(data: bytes, name: str = "s.png") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, "image/png")
 
 
+@pytest.mark.slow  # trains a real network for a few epochs on the CPU, end to end
 def test_train_activate_and_verify_with_the_trained_encoder(
     tiny_set, staff_client, api_client, capsys, tmp_path, django_capture_on_commit_callbacks
 ):
