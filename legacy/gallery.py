@@ -23,7 +23,7 @@ from catalog.selectors import gallery_filenames, gallery_image_named
 from catalog.services import gallery_image_replace, gallery_images_delete_named, image_from_upload
 from catalog.storage import stored_open
 from legacy.views import SeedApiView
-from search.catalog_apis import thumbnail_response
+from search.apis.catalog import thumbnail_response
 from simsite.errors import ServiceError
 
 

@@ -1,8 +1,8 @@
 from django.urls import path
 
-from search import catalog_apis as apis
+from search.apis import catalog as apis
 
-# The catalog's API, named as the catalog's (see search/catalog_apis.py for why it lives here).
+# The catalog's API, named as the catalog's (see search/apis/catalog.py for why it lives here).
 app_name = "catalog"
 urlpatterns = [
     path("products/", apis.ProductListApi.as_view(), name="product-list"),

@@ -15,7 +15,7 @@ def database_gone(monkeypatch):
     def refuse(*args, **kwargs):
         raise OperationalError("terminating connection due to administrator command")
 
-    monkeypatch.setattr("search.catalog_apis.gallery_image_list", refuse)
+    monkeypatch.setattr("search.apis.catalog.gallery_image_list", refuse)
 
 
 def test_an_api_request_gets_503_database_unavailable_with_retry_after(api_client, database_gone):
@@ -26,7 +26,7 @@ def test_an_api_request_gets_503_database_unavailable_with_retry_after(api_clien
 
 
 def test_other_errors_are_not_taken_for_an_outage(api_client, monkeypatch):
-    monkeypatch.setattr("search.catalog_apis.gallery_image_list", lambda: 1 / 0)
+    monkeypatch.setattr("search.apis.catalog.gallery_image_list", lambda: 1 / 0)
     api_client.raise_request_exception = False
     assert api_client.get("/api/v1/gallery/").status_code == 500
 
