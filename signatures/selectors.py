@@ -66,10 +66,19 @@ def encoder_background(spec: EncoderSpec) -> np.ndarray | None:
     if spec.background not in _backgrounds:
         try:
             with default_storage.open(spec.background, "rb") as handle:
-                _backgrounds[spec.background] = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+                background = np.load(io.BytesIO(handle.read()), allow_pickle=False)
         except FileNotFoundError:
             logger.error("the background set of signature encoder %s is missing: writer-independent only", spec.key)
             return None
+        except (OSError, ValueError) as exc:  # truncated, overwritten, not an .npy (a pickle is refused too)
+            logger.error("the background set of signature encoder %s cannot be read (%s): writer-independent only",
+                         spec.key, exc)  # fmt: skip
+            return None
+        if background.ndim != 2 or background.shape[1] != spec.dim:
+            logger.error("the background set of signature encoder %s has shape %s, not (n, %d): writer-independent "
+                         "only", spec.key, background.shape, spec.dim)  # fmt: skip
+            return None
+        _backgrounds[spec.background] = background
     return _backgrounds[spec.background]
 
 
