@@ -12,6 +12,7 @@ import pytest
 from django.db import DataError, connection
 
 from search.models import ActiveModel, hnsw_index_name
+from search.selectors import neighbours
 from search.selectors.embedding_models import active_model_key
 from search.selectors.neighbours import items_similar_to
 from search.services.activation import active_model_set
@@ -83,11 +84,20 @@ def test_a_search_outside_a_transaction_runs_with_its_settings_and_leaves_none_o
         assert cursor.fetchone()[0] == "40"  # the setting was the search's own (local), not the session's
 
 
-@pytest.mark.parametrize("logged", [False, True], ids=["plain", "queries-logged"])
-def test_a_failed_search_is_rolled_back_and_the_connection_still_serves(indexed, logged, settings):
-    # Logged (DEBUG, or a test capturing queries), the statement runs unprepared and the error
-    # surfaces from the execute, wrapped by Django, rather than from the pipeline's end.
-    settings.DEBUG = logged
+@pytest.mark.parametrize("late_commit", [False, True], ids=["error-at-pipeline-end", "error-before-commit"])
+def test_a_failed_search_is_rolled_back_and_the_connection_still_serves(indexed, late_commit, monkeypatch):
+    # Where the failure surfaces depends on timing: at the pipeline's end (psycopg's error), or,
+    # when the server's answer is already in by the time COMMIT is queued, from that execute,
+    # wrapped by Django's cursor. The second is forced here by pausing before COMMIT.
+    if late_commit:
+        execute = neighbours._SearchCursor.execute
+
+        def paused(self, query, params=None, **kwargs):  # noqa: ANN001, ANN202
+            if query == "COMMIT":
+                time.sleep(0.2)
+            return execute(self, query, params, **kwargs)
+
+        monkeypatch.setattr(neighbours._SearchCursor, "execute", paused)
     broken = indexed[1].copy()
     broken[0] = np.nan  # pgvector refuses NaN: the statement fails inside the pipeline
     with pytest.raises(DataError):
