@@ -125,6 +125,7 @@ def protocol_scores(
     writers, labels = np.asarray(writers), np.asarray(labels)
     similar = vectors[:, :similarity_dim] if similarity_dim else vectors
     described = descriptors(vectors)
+    described_background = descriptors(background) if background is not None and len(background) else None
     pooled: dict[str, list[float]] = {"genuine": [], "skilled": [], "random": []}
     names = sorted(set(writers.tolist()))
     for seed in seeds:
@@ -141,8 +142,8 @@ def protocol_scores(
             impostors = rng.choice(others, size=min(random_per_writer, len(others)), replace=False)
             if mode == WRITER_DEPENDENT:
                 negatives = [described[r] for other, (r, _) in drawn.items() if other != writer]
-                if background is not None and len(background):
-                    negatives.append(descriptors(background))
+                if described_background is not None:
+                    negatives.append(described_background)
                 model = writer_model_fit(references=described[refs], negatives=np.vstack(negatives))
 
                 def score(index: np.ndarray, model=model) -> list[float]:  # noqa: ANN001

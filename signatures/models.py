@@ -93,10 +93,6 @@ class ActiveEncoder(models.Model):
     def __str__(self) -> str:
         return self.key
 
-    def sources_text(self) -> str:
-        """``layout:folder-name`` of each source, for people (no server paths)."""
-        return ", ".join(f"{source['layout']}:{Path(source['data']).name}" for source in self.sources)
-
 
 class Verification(models.Model):
     """The log of every verification: what was asked, with which model, and the answer."""

@@ -82,6 +82,11 @@ def encoder_background(spec: EncoderSpec) -> np.ndarray | None:
     return _backgrounds[spec.background]
 
 
+def encoder_background_forget(name: str) -> None:
+    """Drop a deleted encoder's background set from this process's cache."""
+    _backgrounds.pop(name, None)
+
+
 def _listed(spec: EncoderSpec, active: str, **state: object) -> dict[str, object]:
     return {
         "key": spec.key,

@@ -259,24 +259,21 @@ def weights_file(result: TrainingResult) -> bytes:
 
 
 def calibrate(
-    vectors: np.ndarray, writers: Sequence[str], labels: Sequence[str]
-) -> tuple[dict[str, float], dict, dict]:
-    """Decision thresholds at the equal-error point of the validation writers (skilled
-    forgeries where the data has them), per reference count (1, 3, 5), and the metrics at them
-    (three seeded draws pooled), from their vectors' similarity part. Returns (thresholds,
-    results, scores)."""
-    options = {"counts": [1, 3, 5], "aggregate": "max", "seeds": (0, 1, 2)}
-    measured, _ = protocol_report(vectors, writers, labels, threshold=0.0, **options)
-    if "1_references" not in measured:
+    vectors: np.ndarray, writers: Sequence[str], labels: Sequence[str], thresholds: dict[str, float]
+) -> tuple[dict, dict]:
+    """The validation writers' metrics (three seeded draws pooled) with 1, 3 and 5 references
+    at ``thresholds`` (per reference count: the calibration's equal-error points, the ones
+    verify decides with; a count without its own takes the nearest below), from their vectors'
+    similarity part. Returns (results, scores)."""
+    if "1" not in thresholds:
         raise ValueError("the validation writers need at least two genuine signatures each")
-    thresholds = {
-        name.split("_")[0]: float(entry["skilled" if "skilled" in entry else "random"]["eer_threshold"])
-        for name, entry in measured.items()
-    }
-    results, scores = protocol_report(
-        vectors, writers, labels, threshold=lambda count: thresholds[str(count)], **options
-    )
-    return thresholds, results, scores
+    return protocol_report(vectors, writers, labels, threshold=lambda count: threshold_for_count(thresholds, count),
+                           counts=[1, 3, 5], aggregate="max", seeds=(0, 1, 2))  # fmt: skip
+
+
+def threshold_for_count(thresholds: dict[str, float], references: int) -> float:
+    """The threshold measured with the most references not above ``references``."""
+    return thresholds[str(max(int(count) for count in thresholds if int(count) <= references))]
 
 
 def validation_eer(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +19,15 @@ from signatures.models import (
     ActiveEncoder,
     ReferenceVector,
     SignatureEncoder,
+    WriterModel,
 )
 from signatures.registry import PRETRAINED
-from signatures.selectors import active_encoder_key, encoder_spec
+from signatures.selectors import active_encoder_key, encoder_background_forget, encoder_spec
 from simsite.celery import task_send
 from simsite.errors import ServiceError
 from simsite.training_runs import (
     training_run_create,
     training_run_execute,
-    training_run_fail,
     training_run_touch,
     training_runs_reconcile,
 )
@@ -123,7 +124,7 @@ def encoder_training_run(*, encoder_id: int) -> SignatureEncoder | None:
 
 def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
     from signatures import training
-    from signatures.calibration import calibration_measure
+    from signatures.calibration import WRITER_INDEPENDENT, calibration_measure
     from signatures.datasets import dataset_arrays, dataset_fingerprint, sources_load, writer_split
     from signatures.encoders import network_embed
     from signatures.plots import evaluation_plots, training_plot
@@ -158,9 +159,7 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
     result = training.train(*training_set, validation=validation, config=config, progress=progress)
     _encoder_update(encoder.pk, progress=0.9, message="calibrating on the validation writers")
     net = training.trained_network(result)
-    validation_vectors = network_embed(net, list(validation[0]))  # embedded once, for both calibrations
-    thresholds, results, scores = training.calibrate(validation_vectors[:, : config.dim], *validation[1:])
-    threshold = thresholds["1"]
+    validation_vectors = network_embed(net, list(validation[0]))
     # The background set: the training writers' signatures, genuine and forged, the negatives
     # of every signer's own model (signatures.writer_models). With the forgeries, the held-out
     # writers' EER with 5 references fell from 0.112 to 0.102 on CEDAR, 0.117 to 0.106 on the
@@ -168,12 +167,17 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
     background = network_embed(net, list(training_set[0])).astype(np.float32)
     calibration = calibration_measure(validation_vectors, validation[1], validation[2],
                                       background=background, similarity_dim=config.dim)  # fmt: skip
+    # One set of thresholds: the writer-independent tables' equal-error points, which verify
+    # decides with, are also what compare, the outlier flags, the plots and the API show.
+    thresholds = {count: float(table["eer_threshold"]) for count, table in calibration[WRITER_INDEPENDENT].items()}
+    results, scores = training.calibrate(validation_vectors[:, : config.dim], *validation[1:], thresholds)
+    threshold = thresholds["1"]
 
     folder = f"models/signatures/{encoder.key}"
     saved.append(default_storage.save(f"{folder}/weights.pt", ContentFile(training.weights_file(result))))
     saved.append(default_storage.save(f"{folder}/background.npy", ContentFile(_npy(background))))
     plots = {"training": training_plot(result.curves, best_epoch=result.best_epoch, key=encoder.key),
-             **evaluation_plots(scores, lambda count: thresholds[str(count)], encoder.key)}  # fmt: skip
+             **evaluation_plots(scores, partial(training.threshold_for_count, thresholds), encoder.key)}  # fmt: skip
     plot_names = {}
     for name, png in plots.items():
         plot_names[name] = default_storage.save(f"{folder}/{name}.png", ContentFile(png))
@@ -225,10 +229,6 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def encoder_training_fail(*, encoder_id: int, error: str) -> None:
-    training_run_fail(SignatureEncoder, pk=encoder_id, error=error)
-
-
 def encoder_delete(*, encoder: SignatureEncoder) -> None:
     """Delete a trained encoder, its files and the reference vectors computed with it; the
     active one cannot be deleted (activate another first)."""
@@ -241,7 +241,9 @@ def encoder_delete(*, encoder: SignatureEncoder) -> None:
     names = [name for name in [encoder.weights, encoder.background, *encoder.plots.values()] if name]
     with transaction.atomic():
         ReferenceVector.objects.filter(encoder=encoder.key).delete()
+        WriterModel.objects.filter(encoder=encoder.key).delete()  # fitted to its vectors: useless to another
         encoder.delete()
+        transaction.on_commit(lambda: encoder_background_forget(encoder.background))
         for name in names:  # each on its own: one that cannot be deleted is logged, the rest still go
             transaction.on_commit(lambda name=name: default_storage.delete(name), robust=True)
 

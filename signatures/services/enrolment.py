@@ -4,6 +4,7 @@ any change of references (their consistency, the signer's own model)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -21,12 +22,12 @@ from signatures.models import (
     Verification,
     WriterModel,
 )
-from signatures.preprocessing import signature_preprocess
 from signatures.registry import EncoderSpec
 from signatures.selectors import encoder_background, encoder_spec
 from signatures.services.inputs import (
     SignatureInput,
     reference_array,
+    reference_read,
     signature_discard,
     signature_file_name,
     signature_from_upload,
@@ -35,7 +36,8 @@ from signatures.services.inputs import (
 )
 from signatures.writer_models import MAX_NEGATIVES, MIN_REFERENCES, descriptors, writer_model_fit
 from simsite.errors import ServiceError
-from simsite.files import private_storage
+
+logger = logging.getLogger(__name__)
 
 # Enrolment: a reference's ink must span this many pixels of the scan (smaller says nothing of
 # the hand), and must differ from every other reference by at least this much (``_difference``).
@@ -61,17 +63,20 @@ def _difference(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.abs(first - second).sum() / max(float((first + second).sum()), 1e-6))
 
 
-def _enrolment_refusal(item: SignatureInput, kept: list[tuple[str, str, np.ndarray]]) -> tuple[str, str] | None:
-    """Why this signature cannot be a reference (code, message), or None. ``kept``: (sha256,
-    name, preprocessed array) of the signer's references and of this upload's accepted files."""
+def _enrolment_refusal(
+    item: SignatureInput, on_file: dict[str, str], kept: list[tuple[str, np.ndarray]]
+) -> tuple[str, str] | None:
+    """Why this signature cannot be a reference (code, message), or None. ``on_file``: the
+    sha256 of every reference and of this upload's accepted files, with their names; ``kept``:
+    (name, preprocessed array) of those whose file could be read."""
     height, width = item.signature.ink_size
     if max(height, width) < MIN_INK_SIDE:
         message = (f"The signature is {width}x{height} pixels; a reference needs at least {MIN_INK_SIDE} pixels on "
                    "its longer side (scan it at a higher resolution).")  # fmt: skip
         return "signature_too_small", message
-    for sha256, name, array in kept:
-        if sha256 == item.image.sha256:
-            return "duplicate_reference", f"This exact file is already a reference ({name})."
+    if item.image.sha256 in on_file:
+        return "duplicate_reference", f"This exact file is already a reference ({on_file[item.image.sha256]})."
+    for name, array in kept:
         if _difference(item.signature.array, array) < NEAR_DUPLICATE_DIFFERENCE:
             return "near_duplicate_reference", (f"This is the same signing as {name} (a rescan or a copy): a reference "
                                                 "must be a separate signing.")  # fmt: skip
@@ -83,8 +88,9 @@ def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[
     report each refused file with its reason: unreadable, not a signature, too small, or the
     same signing as a reference on file or another file of this upload. Then refresh the
     references' consistency and the signer's own model (``signer_references_changed``)."""
-    kept = [(reference.sha256, f"reference {reference.pk}", array)
-            for reference in Reference.objects.filter(signer=signer).order_by("pk")
+    references = list(Reference.objects.filter(signer=signer).order_by("pk"))
+    on_file = {reference.sha256: f"reference {reference.pk}" for reference in references}
+    kept = [(f"reference {reference.pk}", array) for reference in references
             if (array := reference_array(reference)) is not None]  # fmt: skip
     accepted: list[SignatureInput] = []
     rejected: list[dict[str, str]] = []
@@ -94,14 +100,14 @@ def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[
         except ServiceError as refusal:
             rejected.append({"filename": file.name or "", "code": refusal.code, "error": refusal.message})
             continue
-        refusal = _enrolment_refusal(item, kept)
+        refusal = _enrolment_refusal(item, on_file, kept)
         if refusal is not None:
             rejected.append({"filename": file.name or "", "code": refusal[0], "error": refusal[1]})
             continue
         accepted.append(item)
-        kept.append(
-            (item.image.sha256, f"'{item.filename}'" if item.filename else "another file", item.signature.array)
-        )
+        name = f"'{item.filename}'" if item.filename else "another file"
+        on_file[item.image.sha256] = name
+        kept.append((name, item.signature.array))
     if not accepted:
         return [], rejected
     spec = encoder_spec()
@@ -120,10 +126,8 @@ def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[
             signature_discard(signature_file_name(item.image), item.image.sha256)
             raise
         created.append(reference)
-    signer_references_changed(signer=signer)
-    for reference in created:
-        reference.refresh_from_db(fields=["consistency", "outlier"])
-    return created, rejected
+    refreshed = {reference.pk: reference for reference in signer_references_changed(signer=signer)}
+    return [refreshed.get(reference.pk, reference) for reference in created], rejected
 
 
 def reference_delete(*, reference: Reference) -> None:
@@ -150,17 +154,7 @@ def reference_vectors(references: Sequence[Reference], spec: EncoderSpec) -> np.
         "reference_id", "vector"))  # fmt: skip
     missing = [reference for reference in references if reference.pk not in stored]
     if missing:
-        arrays = []
-        for reference in missing:
-            try:
-                with private_storage().open(reference.file.name, "rb") as handle:
-                    arrays.append(signature_preprocess(handle.read()).array)
-            except FileNotFoundError:
-                raise ServiceError(
-                    "reference_missing",
-                    f"The file of reference {reference.pk} is missing from storage; delete it and enrol it again.",
-                    status_code=409,
-                ) from None
+        arrays = [reference_read(reference) for reference in missing]
         for reference, vector in zip(missing, signatures_embed(spec, arrays), strict=True):
             ReferenceVector.objects.update_or_create(reference=reference, encoder=key, defaults={"vector": vector})
             stored[reference.pk] = vector
@@ -171,13 +165,17 @@ def _references_key(references: Sequence[Reference]) -> str:
     return hashlib.sha256(",".join(f"{r.pk}:{r.sha256}" for r in references).encode()).hexdigest()
 
 
-def writer_model_refresh(*, signer: Signer, spec: EncoderSpec | None = None) -> WriterModel | None:
+def writer_model_refresh(
+    *, signer: Signer, spec: EncoderSpec | None = None, references: Sequence[Reference] | None = None
+) -> WriterModel | None:
     """Train, keep or remove the signer's own model under ``spec`` (default: the active
     encoder) to match their references now: trained once they have ``MIN_REFERENCES`` and the
     encoder has a background set and writer-dependent calibration, retrained when the references
-    change, removed when too few remain. Returns the model row, or None."""
+    change, removed when too few remain. ``references``: the signer's, in pk order, where the
+    caller has them. Returns the model row, or None."""
     spec = spec or encoder_spec()
-    references = list(Reference.objects.filter(signer=signer).order_by("pk"))
+    if references is None:
+        references = list(Reference.objects.filter(signer=signer).order_by("pk"))
     usable = (len(references) >= MIN_REFERENCES and spec.calibration.get(WRITER_DEPENDENT)
               and encoder_background(spec) is not None)  # fmt: skip
     if not usable:
@@ -202,26 +200,34 @@ def writer_model_refresh(*, signer: Signer, spec: EncoderSpec | None = None) -> 
     return row
 
 
-def _consistency_refresh(*, signer: Signer, spec: EncoderSpec) -> None:
+def _consistency_refresh(*, references: list[Reference], spec: EncoderSpec) -> None:
     """Each reference's mean similarity to the signer's others (its consistency), and whether
     it is an outlier: with 3 references or more, one that matches none of the others at the
     encoder's one-reference threshold - the encoder would call it another person's."""
-    references = list(Reference.objects.filter(signer=signer).order_by("pk"))
     if len(references) < 2:
-        Reference.objects.filter(signer=signer).update(consistency=None, outlier=False)
-        return
-    vectors = spec.similarity_part(reference_vectors(references, spec))
-    similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, np.nan)
-    consistency = np.nanmean(similarity, axis=1)
-    best = np.nanmax(similarity, axis=1)
-    for reference, value, closest in zip(references, consistency, best, strict=True):
-        outlier = len(references) >= 3 and closest < spec.threshold_for(1)
-        Reference.objects.filter(pk=reference.pk).update(consistency=round(float(value), 4), outlier=bool(outlier))
+        for reference in references:
+            reference.consistency, reference.outlier = None, False
+    else:
+        vectors = spec.similarity_part(reference_vectors(references, spec))
+        similarity = vectors @ vectors.T
+        np.fill_diagonal(similarity, np.nan)
+        for reference, value, closest in zip(references, np.nanmean(similarity, axis=1),
+                                             np.nanmax(similarity, axis=1), strict=True):  # fmt: skip
+            reference.consistency = round(float(value), 4)
+            reference.outlier = bool(len(references) >= 3 and closest < spec.threshold_for(1))
+    Reference.objects.bulk_update(references, ["consistency", "outlier"])
 
 
-def signer_references_changed(*, signer: Signer) -> None:
-    """After an enrolment or a deletion: the references' consistency and the signer's own model."""
+def signer_references_changed(*, signer: Signer) -> list[Reference]:
+    """After an enrolment or a deletion (committed): the references' consistency and the
+    signer's own model. The change itself stands whatever happens here: a reference whose file
+    cannot be read any more leaves both as they were, logged (verify says so when it needs it).
+    Returns the signer's references with their consistency."""
     spec = encoder_spec()
-    _consistency_refresh(signer=signer, spec=spec)
-    writer_model_refresh(signer=signer, spec=spec)
+    references = list(Reference.objects.filter(signer=signer).order_by("pk"))
+    try:
+        _consistency_refresh(references=references, spec=spec)
+        writer_model_refresh(signer=signer, spec=spec, references=references)
+    except ServiceError as problem:
+        logger.warning("signer %s: consistency and own model not refreshed: %s", signer.pk, problem.message)
+    return references

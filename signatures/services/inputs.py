@@ -74,11 +74,25 @@ def signature_discard(name: str, sha256: str) -> None:
     )
 
 
-def reference_array(reference: Reference) -> np.ndarray | None:
+def reference_read(reference: Reference) -> np.ndarray:
+    """A reference's preprocessed signature, read from the private storage. A file missing or
+    damaged since enrolment is a 409 naming the reference (not a fault of the request's upload)."""
     try:
         with private_storage().open(reference.file.name, "rb") as handle:
             return signature_preprocess(handle.read()).array
-    except (FileNotFoundError, ServiceError):
+    except FileNotFoundError:
+        raise ServiceError("reference_missing", f"The file of reference {reference.pk} is missing from storage; "
+                           "delete it and enrol it again.", status_code=409) from None  # fmt: skip
+    except (OSError, ServiceError):
+        raise ServiceError("reference_unreadable", f"The file of reference {reference.pk} cannot be read as a "
+                           "signature any more; delete it and enrol it again.", status_code=409) from None  # fmt: skip
+
+
+def reference_array(reference: Reference) -> np.ndarray | None:
+    """``reference_read``, or None where it cannot be read (for what can do without it)."""
+    try:
+        return reference_read(reference)
+    except ServiceError:
         return None
 
 

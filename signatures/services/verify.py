@@ -44,7 +44,7 @@ class Decision:
     operating_point: dict[str, object]
 
 
-def _decide(*, spec: EncoderSpec, signer: Signer, references: int, similarity: float, vector: np.ndarray,
+def _decide(*, spec: EncoderSpec, signer: Signer, rows: list[Reference], similarity: float, vector: np.ndarray,
             threshold: float | None) -> Decision:  # fmt: skip
     """The score, threshold and operating point verify decides with.
 
@@ -53,12 +53,14 @@ def _decide(*, spec: EncoderSpec, signer: Signer, references: int, similarity: f
     best similarity; the threshold is the operating point (``SIGNATURE_TARGET_FAR``, or the
     equal-error point) of the validation writers with as many references.
     """
+    references = len(rows)
     if threshold is not None:
         cut = threshold_check(threshold, spec.threshold)
         point = {"name": "requested", "threshold": cut, "references": references}
         return Decision(WRITER_INDEPENDENT, similarity, cut, None, point)
     mode, score = WRITER_INDEPENDENT, similarity
-    row = writer_model_refresh(signer=signer, spec=spec) if references >= MIN_REFERENCES else None
+    own_models = references >= MIN_REFERENCES and spec.calibration.get(WRITER_DEPENDENT)  # trained encoders only
+    row = writer_model_refresh(signer=signer, spec=spec, references=rows) if own_models else None
     if row is not None:
         model = WriterClassifier.from_bytes(bytes(row.model))
         mode, score = WRITER_DEPENDENT, float(model.score(descriptors(vector))[0])
@@ -109,7 +111,7 @@ def signature_verify(
     vector = signatures_embed(spec, [questioned.signature.array])[0]
     similarities = spec.similarity_part(refs) @ spec.similarity_part(vector)
     similarity = round(float(similarities.max()), 4)
-    decision = _decide(spec=spec, signer=signer, references=len(references), similarity=similarity, vector=vector,
+    decision = _decide(spec=spec, signer=signer, rows=references, similarity=similarity, vector=vector,
                        threshold=threshold)  # fmt: skip
     image = questioned.image
     with transaction.atomic():

@@ -15,7 +15,8 @@ from PIL import Image
 
 from signatures.calibration import threshold_at_far
 from signatures.datasets import Source, source_parse, sources_load, writer_split
-from signatures.models import Reference, SignatureEncoder, Signer, Verification, WriterModel
+from signatures.models import Reference, ReferenceVector, SignatureEncoder, Signer, Verification, WriterModel
+from signatures.services.encoders import encoder_activate, encoder_delete
 from signatures.synthetic import synthetic_dataset, synthetic_signature
 from simsite.errors import ServiceError
 from tests.signatures.conftest import cedar_dataset
@@ -68,6 +69,11 @@ def test_two_source_training_then_per_signer_models_calibrated_and_explained(
     assert all(s["validation_writers"] >= 1 and s["training_writers"] >= 1 for s in per_source.values())
     assert set(encoder.calibration["writer_independent"]) == {"1", "3", "5"}
     assert set(encoder.calibration["writer_dependent"]) == {"5"}
+    # One set of thresholds: verify's (the calibration's equal-error points) is what the API shows.
+    equal_error = {
+        count: round(table["eer_threshold"], 4) for count, table in encoder.calibration["writer_independent"].items()
+    }
+    assert encoder.metrics["thresholds"] == equal_error and encoder.threshold == equal_error["1"]
     assert encoder.background and np.load(io.BytesIO(_read(encoder.background))).shape[1] == encoder.dim
 
     signer = staff_client.post("/api/v1/signatures/signers/", {"name": "Writer 1"}, format="json").json()
@@ -130,6 +136,11 @@ def test_two_source_training_then_per_signer_models_calibrated_and_explained(
     assert not WriterModel.objects.exists()
     staff_client.post(references, {"files": [png(synthetic_signature(1, 6), "r6.png")]}, format="multipart")
     assert WriterModel.objects.filter(signer_id=signer["id"]).exists()
+    # An encoder deleted takes the signers' models fitted to its vectors with it.
+    encoder_activate(key="efficientnet_lite0_strokes")
+    with django_capture_on_commit_callbacks(execute=True):
+        encoder_delete(encoder=SignatureEncoder.objects.get(key="two"))
+    assert not WriterModel.objects.exists()
     with django_capture_on_commit_callbacks(execute=True):
         assert staff_client.delete(f"/api/v1/signatures/signers/{signer['id']}/").status_code == 204
     assert not WriterModel.objects.exists() and not Signer.objects.exists()
@@ -182,3 +193,26 @@ def test_enrolment_refuses_copies_and_tiny_scans_and_flags_an_outlier(staff_clie
     assert all(r["consistency"] is not None for r in listed.values())
     assert listed["x.png"]["outlier"] and not any(r["outlier"] for name, r in listed.items() if name != "x.png")
     assert listed["x.png"]["consistency"] < min(r["consistency"] for n, r in listed.items() if n != "x.png")
+
+
+def test_a_reference_file_damaged_since_enrolment_is_named_and_never_blocks_a_change(staff_client):
+    signer = staff_client.post("/api/v1/signatures/signers/", {"name": "Ode"}, format="json").json()
+    references = f"/api/v1/signatures/signers/{signer['id']}/references/"
+    originals = [synthetic_signature(11, i) for i in range(3)]
+    staff_client.post(references, {"files": [png(data, f"r{i}.png") for i, data in enumerate(originals)]},
+                      format="multipart")  # fmt: skip
+    damaged, kept = Reference.objects.filter(signer_id=signer["id"]).order_by("pk")[:2]
+    with open(damaged.file.path, "wb") as handle:  # the disk under it went bad
+        handle.write(b"not an image any more")
+    ReferenceVector.objects.all().delete()  # as after a switch of encoder: the files are read again
+
+    verify = f"/api/v1/signatures/signers/{signer['id']}/verify/"
+    answer = staff_client.post(verify, {"image": png(synthetic_signature(11, 5))}, format="multipart")
+    assert answer.status_code == 409 and answer.json()["error"]["code"] == "reference_unreadable"
+    assert f"reference {damaged.pk}" in answer.json()["error"]["message"]  # not the upload's fault
+    # Its file cannot be read, yet the same file uploaded again is still known by its hash.
+    again = staff_client.post(references, {"files": [png(originals[0], "again.png")]}, format="multipart")
+    assert again.status_code == 400 and again.json()["rejected"][0]["code"] == "duplicate_reference"
+    # Deleting another reference is done and answered as done; what could not be refreshed is logged.
+    assert staff_client.delete(f"{references}{kept.pk}/").status_code == 204
+    assert not Reference.objects.filter(pk=kept.pk).exists()
