@@ -68,18 +68,13 @@ class QueryBatcher:
         self.window_seconds, self.max_images = window_seconds, max_images
         self.forwards = 0
         self._reset()
+        _in_this_process.add(self)
 
     def _reset(self) -> None:
         self._condition = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._preparing = 0
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-
-    def _after_fork(self) -> None:
-        # A forked child (gunicorn --preload) has neither the forward thread nor a usable lock.
-        if os.getpid() != self._pid:
-            self._reset()
 
     @property
     def waiting(self) -> int:
@@ -90,7 +85,6 @@ class QueryBatcher:
     @contextlib.contextmanager
     def preparing(self) -> Iterator[None]:
         """Mark a request whose images are being prepared: the window stays open for it."""
-        self._after_fork()
         with self._condition:
             self._preparing += 1
         try:
@@ -103,13 +97,17 @@ class QueryBatcher:
     def embed(self, items: Sequence[object]) -> np.ndarray:
         """Rows for ``items`` (prepared for the embedder's forward), computed with concurrent
         requests' items in one forward."""
-        self._after_fork()
         request = _Request(list(items))
         with self._condition:
             self._queue.append(request)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="query-batcher", daemon=True)
-                self._thread.start()
+                try:
+                    self._thread.start()
+                except BaseException:  # no thread to be had: this request fails, the next one tries again
+                    self._thread = None
+                    self._queue.remove(request)
+                    raise
             self._condition.notify_all()
         request.done.wait()
         if request.error is not None:
@@ -184,3 +182,19 @@ def query_batcher(embedder: BatchEmbedder) -> QueryBatcher:
             )
             _batchers[embedder] = batcher
         return batcher
+
+
+# Every batcher of this process. A forked child (gunicorn --preload) has neither the parent's
+# forward threads nor locks it can trust: each batcher starts afresh there, before any thread of
+# the child can use it.
+_in_this_process: weakref.WeakSet[QueryBatcher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _batchers_lock
+    _batchers_lock = threading.Lock()
+    for batcher in list(_in_this_process):
+        batcher._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

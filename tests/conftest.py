@@ -38,8 +38,12 @@ def _redis_of_this_worker(settings) -> None:
         return
     from simsite.env import redis_url_with_db
 
-    url = redis_url_with_db(settings.REDIS_URL, offset=2 * int(worker[2:]))
+    number = int(worker[2:])
+    if 2 * number + 1 > 15:  # Redis has databases 0-15
+        raise pytest.UsageError("at most 8 pytest-xdist workers: each takes two of Redis's 16 databases")
+    url = redis_url_with_db(settings.REDIS_URL, offset=2 * number)
     os.environ["REDIS_URL"] = url  # child processes (manage.py, workers) read the same ones
+    os.environ.pop("CACHE_URL", None)  # ...and the cache beside it, not one shared by every worker
     settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = url
     settings.CACHES["default"]["LOCATION"] = redis_url_with_db(url, offset=1)
 

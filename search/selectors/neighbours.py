@@ -3,6 +3,7 @@ cursor that binds the query vector in pgvector's binary form, and its plan."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from decimal import Decimal
 import numpy as np
 import psycopg
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
@@ -227,9 +228,10 @@ def _similar_rows(database: object, sql: str, params: list[object], session: dic
                 _set_locally(control, session)
                 cursor.execute(sql, params)
                 control.execute("COMMIT")
-        except Exception:  # psycopg's error, or Django's wrapping of it when the execute raised it
+        except (psycopg.Error, DatabaseError):  # psycopg's, or Django's wrapping when an execute raised it
             if not raw.broken and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                raw.rollback()  # the failed statement left the transaction open
+                with contextlib.suppress(psycopg.Error):  # the statement's error is the one to report
+                    raw.rollback()  # the failed statement left the transaction open
             raise
         return cursor.fetchall()
 

@@ -69,9 +69,7 @@ def index_batches_resume(*, worker: str) -> int:
     A second delivery of a batch that did finish meanwhile does nothing. Returns how many."""
     if not worker:
         return 0
-    pending = IndexBatch.objects.filter(
-        worker=worker, done=False, job__state__in=[IndexJob.State.QUEUED, IndexJob.State.RUNNING]
-    )
+    pending = IndexBatch.objects.filter(worker=worker, done=False, job__state__in=IndexJob.ACTIVE)
     return index_batches_send(batch_ids=list(pending.order_by("pk").values_list("pk", flat=True)))
 
 

@@ -153,3 +153,20 @@ def test_a_forked_process_gets_a_forward_thread_of_its_own():
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_forward_thread_that_cannot_start_fails_that_request_and_the_next_one_tries_again(monkeypatch):
+    embedder = FakeEmbedder()
+    batcher = QueryBatcher(embedder, window_seconds=0.01, max_images=16)
+    tensor = embedder.preprocess_bytes(images.png_bytes())
+    start = threading.Thread.start
+
+    def refused(self):  # noqa: ANN001, ANN202
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        batcher.embed([tensor])
+    assert batcher.waiting == 0  # nothing left queued for a thread that never ran
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert batcher.embed([tensor]).shape == (1, 1280)  # not left waiting on a thread that does not exist
