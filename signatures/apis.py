@@ -274,7 +274,7 @@ class SignatureVerifyApi(APIView):
     access = {"POST": needs("signatures.add_verification")}
     throttle_scope = "signatures"
     error_statuses = {
-        409: "The signer has no references, or a reference's file is missing.",
+        409: "The signer has no references, or a reference's file is missing or unreadable.",
         **{503: "The model's weights are missing on this server, or its CUDA device is gone."},
     }
 
