@@ -66,8 +66,9 @@ class ReferenceVector(models.Model):
 
 
 class WriterModel(models.Model):
-    """A signer's own classifier under one encoder (``signatures.writer_models``): trained when
-    the signer has enough references, retrained when they change, deleted with the signer."""
+    """A signer's own classifier under one encoder (``signatures.writer_models``): trained from
+    the signer's first reference, retrained when they change, deleted with the last of them or the
+    signer."""
 
     signer = models.ForeignKey(Signer, on_delete=models.CASCADE, related_name="writer_models")
     encoder = models.CharField(max_length=64)

@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from search.embedders import embedding_device
-from signatures.encoders import SignatureNet, network_embed, network_load
+from signatures.encoders import SignatureNet, Tap, network_embed, network_load
 from signatures.evaluation import protocol_report
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ class TrainingConfig:
     dim: int = 112  # the feature block's channels: the projection starts as the identity
     feature_blocks: int = 11  # EfficientNet-Lite0's first 11 of 16 blocks (stride 16, 112 channels)
     frozen_blocks: int = 8  # blocks 8-10 and the projection are trained
-    # Descriptors for the signers' own models, after 8 (the frozen trunk) and 14 blocks.
-    taps: tuple[int, ...] = (8, 14)
+    # Descriptors for the signers' own models (``signatures.encoders.Tap``): after 8 blocks (the
+    # frozen trunk) in three vertical strips, after 11 over a 2 x 3 grid, after 14 whole.
+    taps: tuple[Tap, ...] = (Tap(8, 1, 3), Tap(11, 2, 3), Tap(14))
     writers_per_batch: int = 8
     genuine_per_writer: int = 4
     forged_per_writer: int = 2
@@ -244,7 +245,7 @@ def train(
 def _saved(result: TrainingResult) -> dict[str, object]:
     config = result.config
     return {"state": result.state, "dim": config.dim, "frozen_blocks": config.frozen_blocks,
-            "feature_blocks": config.feature_blocks, "taps": list(config.taps)}  # fmt: skip
+            "feature_blocks": config.feature_blocks, "taps": [list(tap) for tap in config.taps]}  # fmt: skip
 
 
 def trained_network(result: TrainingResult) -> SignatureNet:

@@ -43,7 +43,7 @@ def test_train_activate_and_verify_with_the_trained_encoder(
     encoder = SignatureEncoder.objects.get(key="tiny")
     assert encoder.status == "succeeded" and printed["key"] == "tiny" and printed["active"]
     assert -1 <= encoder.threshold <= 1 and encoder.seconds > 0
-    assert encoder.dim == 112 + 80 + 192 and encoder.metrics["similarity_dim"] == 112
+    assert encoder.dim == 112 + 3 * 80 + 6 * 112 + 192 and encoder.metrics["similarity_dim"] == 112
     assert encoder.metrics["training_writer_count"] + len(encoder.metrics["validation_writers"]) == 5
     assert not set(encoder.metrics["training_writers"]) & set(encoder.metrics["validation_writers"])
     assert 0 <= encoder.metrics["eer"] <= 1 and 0 <= encoder.metrics["auc"] <= 1
@@ -72,11 +72,16 @@ def test_train_activate_and_verify_with_the_trained_encoder(
     assert enrolled.status_code == 201, enrolled.json()
     verdict = staff_client.post(f"/api/v1/signatures/signers/{signer['id']}/verify/", {"image": png(other)},
                                 format="multipart").json()  # fmt: skip
-    # Three references: the threshold measured with three (the best of more matches is higher).
+    # Three references: the signer's own model decides, at the threshold measured with three.
     assert set(encoder.metrics["thresholds"]) == {"1", "3"} and encoder.metrics["thresholds"]["1"] == encoder.threshold
-    assert verdict["model"] == "tiny" and verdict["threshold"] == encoder.metrics["thresholds"]["3"]
+    assert verdict["model"] == "tiny" and verdict["mode"] == "writer_dependent"
+    assert verdict["threshold"] == round(encoder.calibration["writer_dependent"]["3"]["eer_threshold"], 4)
     assert verdict["references_used"] == 3 and len(verdict["per_reference"]) == 3
-    assert verdict["score"] == max(r["similarity"] for r in verdict["per_reference"])
+    assert verdict["similarity"] == max(r["similarity"] for r in verdict["per_reference"])
+    # A threshold in the request is a cosine similarity: the best similarity decides.
+    asked = staff_client.post(f"/api/v1/signatures/signers/{signer['id']}/verify/",
+                              {"image": png(other), "threshold": 0.5}, format="multipart").json()  # fmt: skip
+    assert asked["mode"] == "writer_independent" and asked["score"] == verdict["similarity"]
 
     # The trained model evaluated on the data it was trained on: its held-out writers only.
     out = tmp_path / "evaluation"
@@ -212,14 +217,24 @@ def test_admin_bulk_delete_keeps_the_active_encoder(admin_client, tiny_set):
 
 
 def test_the_taps_extend_the_vector_and_leave_its_similarity_part_alone():
-    from signatures.encoders import SignatureNet, network_embed
+    from signatures.encoders import SignatureNet, Tap, network_embed
     from signatures.preprocessing import signature_preprocess
 
     arrays = [np.asarray(signature_preprocess(data).array) for data in real_or_synthetic(2, 3)]
-    tapped = SignatureNet(dim=112, frozen_blocks=8, feature_blocks=11, taps=(8, 14))
+    tapped = SignatureNet(dim=112, frozen_blocks=8, feature_blocks=11, taps=(Tap(14), Tap(8, 1, 3)))
     plain = SignatureNet(dim=112, frozen_blocks=11, feature_blocks=11)
     vectors = network_embed(tapped, arrays)
-    assert vectors.shape == (3, 112 + 80 + 192) == (3, tapped.descriptor_dim)
+    assert tapped.taps == (Tap(8, 1, 3), Tap(14, 1, 1))  # in block order, whatever order they came in
+    assert vectors.shape == (3, 112 + 3 * 80 + 192) == (3, tapped.descriptor_dim)
     assert np.allclose(vectors[:, :112], network_embed(plain, arrays), atol=1e-5)
-    for start, stop in ((0, 112), (112, 192), (192, 384)):  # each part unit length
+    for start, stop in ((0, 112), (112, 352), (352, 544)):  # each part unit length
         assert np.allclose(np.linalg.norm(vectors[:, start:stop], axis=1), 1, atol=1e-5)
+    # The strips are where the ink is: the beginning, middle and end of the signature differ.
+    strips = vectors[:, 112:352].reshape(3, 80, 3)
+    assert not np.allclose(strips[..., 0], strips[..., 2], atol=1e-3)
+    # An encoder saved before grids named its taps by number: the whole signature.
+    legacy = SignatureNet(dim=112, frozen_blocks=8, feature_blocks=11, taps=[8, 14])
+    assert legacy.taps == (Tap(8), Tap(14)) and legacy.descriptor_dim == 112 + 80 + 192
+    whole = network_embed(legacy, arrays)[:, 112:192]
+    assert np.allclose(whole, network_embed(SignatureNet(dim=112, frozen_blocks=8, feature_blocks=11,
+                                                         taps=[[8, 1, 1]]), arrays)[:, 112:], atol=1e-5)  # fmt: skip
