@@ -53,6 +53,7 @@ def main() -> int:
     django_setup()
 
     from signatures.datasets import dataset_arrays, source_parse, sources_load, writer_split
+    from signatures.training import TrainingConfig
 
     sources = [source_parse(text) for text in (args.data or DEFAULT_DATA)]
     sources = [source for source in sources if source.root.is_dir()]
@@ -61,8 +62,12 @@ def main() -> int:
         return 0
     counts = [int(n) for n in args.counts.split(",")]
     started = time.perf_counter()
-    arrays, samples, skipped = dataset_arrays(sources_load(sources))
+    arrays, samples, skipped = dataset_arrays(sources_load(sources))  # as the pretrained encoders see them
     arrays = np.stack(arrays)
+    detail, detail_samples, _ = dataset_arrays(sources_load(sources), shape=TrainingConfig.input_shape)
+    if detail_samples != samples:
+        raise SystemExit("the signatures read differently the second time: is the data changing?")
+    detail = np.stack(detail)  # as encoders trained here see them
     writers = np.array([s.writer for s in samples])
     labels = np.array([s.label for s in samples])
     origin = np.array([s.source for s in samples])
@@ -76,7 +81,7 @@ def main() -> int:
     for name in names:
         mask = (origin == name) & np.isin(writers, list(test))
         figures[f"{name} · pretrained default"] = _measure(baseline, writers, labels, mask, None, counts, 0)
-    trained, seconds, background, similarity_dim = _train(arrays, writers, labels, samples, rest, args)
+    trained, seconds, background, similarity_dim = _train(detail, writers, labels, samples, rest, args)
     print(f"trained on {len(rest)} writers of every source in {seconds:.0f} s")
     for name in names:
         mask = (origin == name) & np.isin(writers, list(test))
@@ -86,7 +91,7 @@ def main() -> int:
     if args.leave_one_source_out and len(names) > 1:
         for held_out in names:
             others = {w for w in rest if not w.startswith(f"{held_out}/")}
-            vectors, seconds, background, similarity_dim = _train(arrays, writers, labels, samples, others, args)
+            vectors, seconds, background, similarity_dim = _train(detail, writers, labels, samples, others, args)
             print(f"trained without {held_out} in {seconds:.0f} s")
             mask = origin == held_out  # every writer of the source it never saw
             figures[f"{held_out} · trained on the others (LOSO)"] = _measure(
@@ -126,7 +131,8 @@ def _train(arrays, writers, labels, samples, train_on: set[str], args) -> tuple[
     if args.epochs == 0:  # the network before any epoch (what training keeps when no epoch beats it)
         if "untrained" not in _embedded:
             net = SignatureNet(dim=config.dim, frozen_blocks=config.frozen_blocks,
-                               feature_blocks=config.feature_blocks, taps=config.taps)  # fmt: skip
+                               feature_blocks=config.feature_blocks, taps=config.taps,
+                               input_shape=config.input_shape)  # fmt: skip
             _embedded["untrained"] = network_embed(net, list(arrays))
         vectors, seconds = _embedded["untrained"], 0.0
     else:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from signatures.preprocessing import INPUT_SHAPE
 from simsite.errors import ServiceError
 
 LAYOUTS = ("svc2004", "folders", "cedar", "bhsig")
@@ -172,15 +173,18 @@ def dataset_fingerprint(samples: list[Sample]) -> str:
     return digest.hexdigest()
 
 
-def dataset_arrays(samples: Iterable[Sample]) -> tuple[list[np.ndarray], list[Sample], list[tuple[Sample, str]]]:
-    """Each sample preprocessed as the API would (``signature_preprocess``): the arrays, the
-    samples kept, and those refused with the reason (a blank page, an unreadable file)."""
+def dataset_arrays(
+    samples: Iterable[Sample], *, shape: tuple[int, int] = INPUT_SHAPE
+) -> tuple[list[np.ndarray], list[Sample], list[tuple[Sample, str]]]:
+    """Each sample preprocessed as the API would (``signature_preprocess``), framed at ``shape``
+    (an encoder's ``input_shape``): the arrays, the samples kept, and those refused with the
+    reason (a blank page, an unreadable file)."""
     from signatures.preprocessing import signature_preprocess
 
     arrays, kept, skipped = [], [], []
     for sample in samples:
         try:
-            arrays.append(signature_preprocess(sample_bytes(sample)).array)
+            arrays.append(signature_preprocess(sample_bytes(sample)).at(shape))
             kept.append(sample)
         except ServiceError as error:
             skipped.append((sample, error.message))

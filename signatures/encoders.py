@@ -18,6 +18,7 @@ from torch import nn
 
 from search.embedders import efficientnet_lite0_network, get_embedder
 from search.registry import model_spec
+from signatures.preprocessing import INPUT_SHAPE
 from signatures.registry import EncoderSpec
 
 
@@ -43,6 +44,9 @@ class SignatureNet(nn.Module):
     similarity compares. With ``dim`` equal to the block's channels the projection starts as
     the identity, so that an untrained net gives the pooled ImageNet features themselves.
 
+    ``input_shape``: the size of signature it is given (``signatures.preprocessing``): 150x220,
+    or 225x330 for encoders trained here, the same framing with finer strokes.
+
     ``taps``: further generalised-mean descriptors for the signers' own models, each
     ``Tap(blocks, rows, columns)``: the output of the first ``blocks`` blocks pooled over a grid
     of cells (1 x 1: the whole signature; 1 x 3: its beginning, middle and end), flattened, unit
@@ -54,8 +58,10 @@ class SignatureNet(nn.Module):
     """
 
     def __init__(self, *, dim: int, frozen_blocks: int, feature_blocks: int = 11,
-                 taps: Sequence[Tap | int | Sequence[int]] = (), pretrained: bool = True):  # fmt: skip
+                 taps: Sequence[Tap | int | Sequence[int]] = (), input_shape: Sequence[int] = INPUT_SHAPE,
+                 pretrained: bool = True):  # fmt: skip
         super().__init__()
+        self.input_shape = (int(input_shape[0]), int(input_shape[1]))  # what ``SignatureImage.at`` frames
         network = efficientnet_lite0_network(pretrained=pretrained)
         self.frozen_blocks, self.feature_blocks = frozen_blocks, feature_blocks
         self.taps = tuple(sorted(tap_parse(tap) for tap in taps))
@@ -127,6 +133,8 @@ class PretrainedEncoder:
     """An ImageNet backbone on the preprocessed signature, drawn dark on light as the
     backbone's photographs are, grey replicated to three channels."""
 
+    input_shape = INPUT_SHAPE
+
     def __init__(self, spec: EncoderSpec):
         self.spec = spec
         self.backbone = get_embedder(spec.backbone)
@@ -151,6 +159,7 @@ class NetworkEncoder:
     def __init__(self, spec: EncoderSpec, net: SignatureNet):
         self.spec = spec
         self.net = net.eval()
+        self.input_shape = net.input_shape
 
     def embed(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         return network_embed(self.net, list(arrays))
@@ -159,7 +168,8 @@ class NetworkEncoder:
 def network_load(saved: dict[str, object]) -> SignatureNet:
     """A trained ``SignatureNet`` from what ``signatures.training.weights_file`` saves."""
     net = SignatureNet(dim=saved["dim"], frozen_blocks=saved["frozen_blocks"], feature_blocks=saved["feature_blocks"],
-                       taps=saved.get("taps", ()), pretrained=False)  # fmt: skip
+                       taps=saved.get("taps", ()), input_shape=saved.get("input_shape", INPUT_SHAPE),
+                       pretrained=False)  # fmt: skip
     net.load_state_dict(saved["state"])
     return net.eval()
 

@@ -4,6 +4,8 @@ Grayscale; a light blur and Otsu's threshold find the ink; ruled lines and speck
 out of the ink's bounding box; the signature is cropped to it, its background made pure
 white, padded to the model's aspect ratio, resized to 170x242 and centre-cropped to
 150x220 (the sizes of the SigNet literature); finally inverted so that ink is high.
+Encoders trained here see the same framing at 1.5 times the size (``DETAIL_SHAPE``, 225x330):
+finer strokes, which is where a skilled forgery shows (README, "Signatures").
 No torch here: the result is a float array in [0, 1].
 """
 
@@ -20,17 +22,24 @@ from catalog.images import image_open_rgb
 from simsite.errors import ServiceError
 
 INPUT_SHAPE = (150, 220)  # height, width of the model input
-RESIZE_SHAPE = (170, 242)  # resized to this, then centre-cropped to INPUT_SHAPE
+DETAIL_SHAPE = (225, 330)  # the same framing, finer: what encoders trained here see
+_CROPPED = (150 / 170, 220 / 242)  # the share of the resized signature kept by the centre crop
 _WORK_SIDE = 1600  # larger scans are reduced to this before finding the ink
 
 
 @dataclass(frozen=True)
 class SignatureImage:
-    """A preprocessed signature: ``array`` is (150, 220) float32, ink high (1) on 0."""
+    """A preprocessed signature: ``array`` is (150, 220) float32, ink high (1) on 0; ``crop``
+    the scan's ink box (8-bit, the page pure white), from which ``at`` frames other sizes."""
 
     array: np.ndarray
+    crop: np.ndarray
     ink_fraction: float
     ink_size: tuple[int, int] = (0, 0)  # height, width of the ink's box in the scan (pixels)
+
+    def at(self, shape: tuple[int, int]) -> np.ndarray:
+        """The signature framed as ``array`` is, at ``shape`` (an encoder's ``input_shape``)."""
+        return self.array if tuple(shape) == self.array.shape else _fit(self.crop, tuple(shape))
 
     def preview_png(self) -> bytes:
         """The model's input as a PNG, dark ink on light, for people to look at."""
@@ -131,13 +140,15 @@ def signature_preprocess(data: bytes, *, field: str = "image") -> SignatureImage
     top, bottom, left, right = box
     crop = pixels[top:bottom, left:right].copy()
     crop[crop >= threshold] = 255  # the page becomes pure white: paper texture is not the signature
-    return SignatureImage(array=_fit(crop), ink_fraction=fraction, ink_size=(bottom - top, right - left))
+    return SignatureImage(array=_fit(crop, INPUT_SHAPE), ink_fraction=fraction, ink_size=(bottom - top, right - left),
+                          crop=crop)  # fmt: skip
 
 
-def _fit(crop: np.ndarray) -> np.ndarray:
+def _fit(crop: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Pad to the input's aspect (centred, with a small margin), resize, centre-crop, invert."""
     height, width = crop.shape
-    target_h, target_w = RESIZE_SHAPE
+    out_h, out_w = shape
+    target_h, target_w = round(out_h / _CROPPED[0]), round(out_w / _CROPPED[1])
     aspect = target_w / target_h
     margin = 1.16  # the centre crop takes ~6% off each side; keep the ink inside
     canvas_h = int(max(height, width / aspect) * margin) + 2
@@ -147,6 +158,5 @@ def _fit(crop: np.ndarray) -> np.ndarray:
     canvas[top : top + height, left : left + width] = crop
     resized = Image.fromarray(canvas).resize((target_w, target_h), Image.Resampling.LANCZOS)
     array = np.asarray(resized, dtype=np.float32)
-    out_h, out_w = INPUT_SHAPE
     y, x = (target_h - out_h) // 2, (target_w - out_w) // 2
     return ((255.0 - array[y : y + out_h, x : x + out_w]) / 255.0).astype(np.float32)

@@ -27,6 +27,7 @@ from torchvision.transforms import v2
 from search.embedders import embedding_device
 from signatures.encoders import SignatureNet, Tap, network_embed, network_load
 from signatures.evaluation import protocol_report
+from signatures.preprocessing import DETAIL_SHAPE
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class TrainingConfig:
     # Descriptors for the signers' own models (``signatures.encoders.Tap``): after 8 blocks (the
     # frozen trunk) in three vertical strips, after 11 over a 2 x 3 grid, after 14 whole.
     taps: tuple[Tap, ...] = (Tap(8, 1, 3), Tap(11, 2, 3), Tap(14))
+    # The signatures at 1.5 times the pretrained encoders' size (``signatures.preprocessing``).
+    input_shape: tuple[int, int] = DETAIL_SHAPE
     writers_per_batch: int = 8
     genuine_per_writer: int = 4
     forged_per_writer: int = 2
@@ -134,7 +137,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     device = embedding_device()
     net = SignatureNet(dim=config.dim, frozen_blocks=config.frozen_blocks, feature_blocks=config.feature_blocks,
-                       taps=config.taps)  # fmt: skip
+                       taps=config.taps, input_shape=config.input_shape)  # fmt: skip
     for parameter in net.frozen_parameters():
         parameter.requires_grad_(False)
     net.to(device)
@@ -245,7 +248,8 @@ def train(
 def _saved(result: TrainingResult) -> dict[str, object]:
     config = result.config
     return {"state": result.state, "dim": config.dim, "frozen_blocks": config.frozen_blocks,
-            "feature_blocks": config.feature_blocks, "taps": [list(tap) for tap in config.taps]}  # fmt: skip
+            "feature_blocks": config.feature_blocks, "taps": [list(tap) for tap in config.taps],
+            "input_shape": list(config.input_shape)}  # fmt: skip
 
 
 def trained_network(result: TrainingResult) -> SignatureNet:

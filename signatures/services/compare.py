@@ -20,7 +20,7 @@ def signatures_compare(*, first: SignatureInput, second: SignatureInput, thresho
     """Are these two signatures by the same writer? Cosine similarity of the active encoder's
     vectors against a threshold (default: the encoder's calibrated one)."""
     spec = encoder_spec()
-    vectors = spec.similarity_part(signatures_embed(spec, [first.signature.array, second.signature.array]))
+    vectors = spec.similarity_part(signatures_embed(spec, [first.signature, second.signature]))
     similarity = round(float(vectors[0] @ vectors[1]), 4)
     cut = threshold_check(threshold, spec.threshold)
     return {

@@ -131,8 +131,8 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
 
     samples = sources_load([Source(source["layout"], Path(source["data"])) for source in encoder.sources])
     fingerprint = dataset_fingerprint(samples)
-    arrays, kept, skipped = dataset_arrays(samples)
     config = training.TrainingConfig(**encoder.config)
+    arrays, kept, skipped = dataset_arrays(samples, shape=config.input_shape)
     train_writers, val_writers = writer_split(kept, fraction=VALIDATION_FRACTION, seed=config.seed)
     if not train_writers or not val_writers:
         raise ServiceError("too_few_writers", "Training needs readable signatures of at least 3 writers.",

@@ -111,7 +111,7 @@ def references_enrol(*, signer: Signer, files: Iterable[UploadedFile]) -> tuple[
     if not accepted:
         return [], rejected
     spec = encoder_spec()
-    vectors = signatures_embed(spec, [item.signature.array for item in accepted])
+    vectors = signatures_embed(spec, [item.signature for item in accepted])
     created: list[Reference] = []
     for item, vector in zip(accepted, vectors, strict=True):
         try:
@@ -154,8 +154,8 @@ def reference_vectors(references: Sequence[Reference], spec: EncoderSpec) -> np.
         "reference_id", "vector"))  # fmt: skip
     missing = [reference for reference in references if reference.pk not in stored]
     if missing:
-        arrays = [reference_read(reference) for reference in missing]
-        for reference, vector in zip(missing, signatures_embed(spec, arrays), strict=True):
+        read = [reference_read(reference) for reference in missing]
+        for reference, vector in zip(missing, signatures_embed(spec, read), strict=True):
             ReferenceVector.objects.update_or_create(reference=reference, encoder=key, defaults={"vector": vector})
             stored[reference.pk] = vector
     return np.asarray([stored[reference.pk] for reference in references], dtype=np.float32)

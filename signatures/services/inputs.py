@@ -48,10 +48,12 @@ def signature_from_upload(*, file: UploadedFile, field: str) -> SignatureInput:
     return signature_input(data=read_limited(file, field=field), filename=file.name, field=field)
 
 
-def signatures_embed(spec: EncoderSpec, arrays: Sequence[np.ndarray]) -> np.ndarray:
+def signatures_embed(spec: EncoderSpec, signatures: Sequence[SignatureImage]) -> np.ndarray:
+    """The signatures' vectors under ``spec``, each framed at the size its encoder takes."""
     from signatures.encoders import get_encoder  # torch stays out of the web process until needed
 
-    return get_encoder(spec).embed(list(arrays))
+    encoder = get_encoder(spec)
+    return encoder.embed([signature.at(encoder.input_shape) for signature in signatures])
 
 
 def signature_file_name(image: IntakeImage) -> str:
@@ -74,12 +76,12 @@ def signature_discard(name: str, sha256: str) -> None:
     )
 
 
-def reference_read(reference: Reference) -> np.ndarray:
+def reference_read(reference: Reference) -> SignatureImage:
     """A reference's preprocessed signature, read from the private storage. A file missing or
     damaged since enrolment is a 409 naming the reference (not a fault of the request's upload)."""
     try:
         with private_storage().open(reference.file.name, "rb") as handle:
-            return signature_preprocess(handle.read()).array
+            return signature_preprocess(handle.read())
     except FileNotFoundError:
         raise ServiceError("reference_missing", f"The file of reference {reference.pk} is missing from storage; "
                            "delete it and enrol it again.", status_code=409) from None  # fmt: skip
@@ -91,7 +93,7 @@ def reference_read(reference: Reference) -> np.ndarray:
 def reference_array(reference: Reference) -> np.ndarray | None:
     """``reference_read``, or None where it cannot be read (for what can do without it)."""
     try:
-        return reference_read(reference)
+        return reference_read(reference).array
     except ServiceError:
         return None
 

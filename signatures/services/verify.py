@@ -108,7 +108,7 @@ def signature_verify(
         )
     spec = encoder_spec()
     refs = reference_vectors(references, spec)
-    vector = signatures_embed(spec, [questioned.signature.array])[0]
+    vector = signatures_embed(spec, [questioned.signature])[0]
     similarities = spec.similarity_part(refs) @ spec.similarity_part(vector)
     similarity = round(float(similarities.max()), 4)
     decision = _decide(spec=spec, signer=signer, rows=references, similarity=similarity, vector=vector,

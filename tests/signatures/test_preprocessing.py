@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from signatures.preprocessing import INPUT_SHAPE, signature_preprocess
+from signatures.preprocessing import DETAIL_SHAPE, INPUT_SHAPE, signature_preprocess
 from signatures.synthetic import synthetic_signature
 from simsite.errors import ServiceError
 from tests import images
@@ -33,6 +33,19 @@ def test_a_signature_is_cropped_centred_and_inverted():
     assert cols.max() - cols.min() > 0.7 * INPUT_SHAPE[1] or rows.max() - rows.min() > 0.7 * INPUT_SHAPE[0]
     preview = Image.open(io.BytesIO(result.preview_png()))
     assert preview.size == (INPUT_SHAPE[1], INPUT_SHAPE[0])
+
+
+def test_the_finer_size_frames_the_same_signature_from_the_scan():
+    result = signature_preprocess(real_or_synthetic(1, 1)[0])
+    assert result.at(INPUT_SHAPE) is result.array
+    detail = result.at(DETAIL_SHAPE)
+    assert detail.shape == DETAIL_SHAPE and detail.dtype == np.float32 and 0 <= detail.min() and detail.max() <= 1
+    # The same framing: brought back to the model's size it is the array, give or take resampling.
+    smaller = np.asarray(Image.fromarray(detail, mode="F").resize(INPUT_SHAPE[::-1], Image.Resampling.BILINEAR))
+    assert np.corrcoef(smaller.ravel(), result.array.ravel())[0, 1] > 0.8
+    # Finer: drawn from the scan itself, not the array enlarged.
+    enlarged = np.asarray(Image.fromarray(result.array, mode="F").resize(DETAIL_SHAPE[::-1], Image.Resampling.BICUBIC))
+    assert not np.allclose(detail, enlarged, atol=0.05)
 
 
 def test_specks_ruled_lines_and_position_do_not_change_the_result():

@@ -13,7 +13,10 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from signatures.encoders import get_encoder
 from signatures.models import SignatureEncoder
+from signatures.preprocessing import DETAIL_SHAPE, INPUT_SHAPE
+from signatures.selectors import encoder_spec
 from signatures.services.encoders import encoder_delete, encoder_reconcile
 from signatures.synthetic import synthetic_dataset, synthetic_signature
 from signatures.training import _triplet_loss, augmenter
@@ -44,6 +47,9 @@ def test_train_activate_and_verify_with_the_trained_encoder(
     assert encoder.status == "succeeded" and printed["key"] == "tiny" and printed["active"]
     assert -1 <= encoder.threshold <= 1 and encoder.seconds > 0
     assert encoder.dim == 112 + 3 * 80 + 6 * 112 + 192 and encoder.metrics["similarity_dim"] == 112
+    # It sees the signatures at the finer size, as it was trained on them.
+    loaded = get_encoder(encoder_spec())
+    assert loaded.input_shape == DETAIL_SHAPE and loaded.net.input_shape == DETAIL_SHAPE
     assert encoder.metrics["training_writer_count"] + len(encoder.metrics["validation_writers"]) == 5
     assert not set(encoder.metrics["training_writers"]) & set(encoder.metrics["validation_writers"])
     assert 0 <= encoder.metrics["eer"] <= 1 and 0 <= encoder.metrics["auc"] <= 1
@@ -217,7 +223,7 @@ def test_admin_bulk_delete_keeps_the_active_encoder(admin_client, tiny_set):
 
 
 def test_the_taps_extend_the_vector_and_leave_its_similarity_part_alone():
-    from signatures.encoders import SignatureNet, Tap, network_embed
+    from signatures.encoders import SignatureNet, Tap, network_embed, network_load
     from signatures.preprocessing import signature_preprocess
 
     arrays = [np.asarray(signature_preprocess(data).array) for data in real_or_synthetic(2, 3)]
@@ -235,6 +241,8 @@ def test_the_taps_extend_the_vector_and_leave_its_similarity_part_alone():
     # An encoder saved before grids named its taps by number: the whole signature.
     legacy = SignatureNet(dim=112, frozen_blocks=8, feature_blocks=11, taps=[8, 14])
     assert legacy.taps == (Tap(8), Tap(14)) and legacy.descriptor_dim == 112 + 80 + 192
+    saved = {"state": legacy.state_dict(), "dim": 112, "frozen_blocks": 8, "feature_blocks": 11, "taps": [8, 14]}
+    assert network_load(saved).input_shape == INPUT_SHAPE  # saved before the finer size: the size it knew
     whole = network_embed(legacy, arrays)[:, 112:192]
     assert np.allclose(whole, network_embed(SignatureNet(dim=112, frozen_blocks=8, feature_blocks=11,
                                                          taps=[[8, 1, 1]]), arrays)[:, 112:], atol=1e-5)  # fmt: skip

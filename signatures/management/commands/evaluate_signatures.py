@@ -58,7 +58,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"{spec.key} was trained on {label}: evaluating its held-out writers only")
         encoder = get_encoder(spec)
         arrays, kept, skipped = dataset_arrays(tqdm(samples, unit="img", file=sys.stderr,
-                                                    disable=options.get("verbosity", 1) == 0))  # fmt: skip
+                                                    disable=options.get("verbosity", 1) == 0),
+                                               shape=encoder.input_shape)  # fmt: skip
         for sample, reason in skipped:
             self.stderr.write(f"skipped {sample.path.name}: {reason}")
         if not kept:
