@@ -200,3 +200,10 @@ def table_for(calibration: dict[str, dict[str, dict[str, object]]], mode: str, r
     if not counts:
         return "", {}
     return str(max(counts)), tables[str(max(counts))]
+
+
+def writer_dependent_ready(calibration: dict[str, dict[str, dict[str, object]]], references: int) -> bool:
+    """Can a signer's own model decide with ``references``: has the encoder calibrated it with as
+    many or fewer? (Encoders trained before the models took one reference calibrated them from
+    5 on; their signers with fewer are scored by the best similarity.)"""
+    return bool(table_for(calibration, WRITER_DEPENDENT, references)[1])

@@ -12,9 +12,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from catalog.storage import content_lock
-from signatures.calibration import (
-    WRITER_DEPENDENT,
-)
+from signatures.calibration import writer_dependent_ready
 from signatures.models import (
     Reference,
     ReferenceVector,
@@ -34,7 +32,7 @@ from signatures.services.inputs import (
     signature_store,
     signatures_embed,
 )
-from signatures.writer_models import MAX_NEGATIVES, MIN_REFERENCES, descriptors, writer_model_fit
+from signatures.writer_models import MAX_NEGATIVES, descriptors, writer_model_fit
 from simsite.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -169,15 +167,14 @@ def writer_model_refresh(
     *, signer: Signer, spec: EncoderSpec | None = None, references: Sequence[Reference] | None = None
 ) -> WriterModel | None:
     """Train, keep or remove the signer's own model under ``spec`` (default: the active
-    encoder) to match their references now: trained once they have ``MIN_REFERENCES`` and the
-    encoder has a background set and writer-dependent calibration, retrained when the references
-    change, removed when too few remain. ``references``: the signer's, in pk order, where the
+    encoder) to match their references now: trained once the encoder has a background set and
+    writer-dependent calibration with as many references or fewer (from one on), retrained when
+    the references change, removed when too few remain. ``references``: the signer's, in pk order, where the
     caller has them. Returns the model row, or None."""
     spec = spec or encoder_spec()
     if references is None:
         references = list(Reference.objects.filter(signer=signer).order_by("pk"))
-    usable = (len(references) >= MIN_REFERENCES and spec.calibration.get(WRITER_DEPENDENT)
-              and encoder_background(spec) is not None)  # fmt: skip
+    usable = writer_dependent_ready(spec.calibration, len(references)) and encoder_background(spec) is not None
     if not usable:
         WriterModel.objects.filter(signer=signer, encoder=spec.key).delete()
         return None

@@ -20,6 +20,7 @@ from signatures.calibration import (
     rates_at,
     table_for,
     threshold_at_far,
+    writer_dependent_ready,
 )
 from signatures.models import (
     Reference,
@@ -31,7 +32,7 @@ from signatures.selectors import encoder_spec
 from signatures.services.compare import threshold_check
 from signatures.services.enrolment import reference_vectors, writer_model_refresh
 from signatures.services.inputs import SignatureInput, reference_array, signature_store, signatures_embed
-from signatures.writer_models import MIN_REFERENCES, WriterClassifier, descriptors
+from signatures.writer_models import WriterClassifier, descriptors
 from simsite.errors import ServiceError
 
 
@@ -59,7 +60,7 @@ def _decide(*, spec: EncoderSpec, signer: Signer, rows: list[Reference], similar
         point = {"name": "requested", "threshold": cut, "references": references}
         return Decision(WRITER_INDEPENDENT, similarity, cut, None, point)
     mode, score = WRITER_INDEPENDENT, similarity
-    own_models = references >= MIN_REFERENCES and spec.calibration.get(WRITER_DEPENDENT)  # trained encoders only
+    own_models = writer_dependent_ready(spec.calibration, references)  # trained encoders only
     row = writer_model_refresh(signer=signer, spec=spec, references=rows) if own_models else None
     if row is not None:
         model = WriterClassifier.from_bytes(bytes(row.model))

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.svm import SVC
 
-from signatures.calibration import confidence, rates_at, roc_table, table_for, threshold_at_far
+from signatures.calibration import (
+    confidence,
+    rates_at,
+    roc_table,
+    table_for,
+    threshold_at_far,
+    writer_dependent_ready,
+)
 from signatures.writer_models import C, WriterClassifier, writer_model_fit
 
 
@@ -45,6 +52,14 @@ def test_the_table_measured_with_at_most_the_references_is_used():
     assert table_for(calibration, "writer_independent", 3) == ("1", {"eer": 0.2})
     assert table_for(calibration, "writer_independent", 12)[0] == "5"
     assert table_for(calibration, "writer_dependent", 12) == ("", {})
+
+
+def test_the_signers_own_model_decides_only_where_calibrated_with_as_few_references():
+    now = {"writer_dependent": {"1": {"eer": 0.2}, "3": {"eer": 0.1}, "5": {"eer": 0.05}}}
+    assert all(writer_dependent_ready(now, count) for count in (1, 2, 3, 7))
+    before = {"writer_dependent": {"5": {"eer": 0.05}, "10": {"eer": 0.04}}}  # an encoder trained earlier
+    assert not writer_dependent_ready(before, 4) and writer_dependent_ready(before, 5)
+    assert not writer_dependent_ready({}, 5) and not writer_dependent_ready(now, 0)  # pretrained; no references
 
 
 def test_the_stored_writer_model_scores_as_the_svm_does():
