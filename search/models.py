@@ -220,7 +220,7 @@ class EmbeddingFailure(models.Model):
 
 class TrainedModel(TrainingRun):
     """An embedding model trained here: the training run (``simsite.training_runs``), then the
-    model (weights under MEDIA_ROOT/models/embeddings/<key>/).
+    model (weights under MEDIA_ROOT/models/embeddings/<key>/<run>/).
 
     Queued by ``train_embedding_model``, the API or the admin; a worker (queue ``embed``)
     trains it with progress per epoch. Once it has succeeded it is an embedding model like the

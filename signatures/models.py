@@ -132,7 +132,7 @@ class Verification(models.Model):
 
 class SignatureEncoder(TrainingRun):
     """An encoder trained here: the training run (``simsite.training_runs``), then the model
-    (weights, background set and plots under MEDIA_ROOT/models/signatures/<key>/).
+    (weights, background set and plots under MEDIA_ROOT/models/signatures/<key>/<run>/).
 
     Queued by ``train_signature_encoder`` or the admin; a worker (queue ``embed``) trains it,
     reporting progress per epoch. Once it has succeeded it is immutable and can be activated.

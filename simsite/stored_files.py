@@ -55,8 +55,8 @@ STORED_FOLDERS: tuple[StoredFolder, ...] = (
     StoredFolder("imports", ("catalog.ProductImport.file",), content_addressed=False),
     StoredFolder("models/embeddings", ("search.TrainedModel.weights", "search.TrainedModel.plots"),
                  content_addressed=False),
-    StoredFolder("models/signatures", ("signatures.SignatureEncoder.weights", "signatures.SignatureEncoder.plots"),
-                 content_addressed=False),
+    StoredFolder("models/signatures", ("signatures.SignatureEncoder.weights", "signatures.SignatureEncoder.background",
+                                       "signatures.SignatureEncoder.plots"), content_addressed=False),
 )  # fmt: skip
 
 # Names asked about in one query per column, and files looked at per folder in one sweep: the

@@ -12,6 +12,7 @@ worker stopped reporting, and re-sends a queued run whose message was lost.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -66,6 +67,13 @@ class TrainingRun(models.Model):
     class Meta:
         abstract = True
         ordering = ["-created_at", "-id"]
+
+    def files_folder(self, kind: str) -> str:
+        """Where this run saves its files: ``models/<kind>/<key>/<run>/``. A folder of its own per
+        run, never reused: a key can be deleted and trained again, and processes that loaded the
+        old model by its storage names (``search.embedders``, ``signatures.encoders``) must not
+        take the new files for it."""
+        return f"models/{kind}/{self.key}/{self.pk}-{uuid.uuid4().hex[:8]}"
 
 
 def training_run_create(model: type[Model], *, fields: dict[str, Any], what: str) -> Any:

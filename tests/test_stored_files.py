@@ -20,7 +20,7 @@ from catalog.services import product_create
 from catalog.storage import image_name_for, thumbnail_get, thumbnail_name_for
 from search.models import TrainedModel
 from search.services.reconciler import index_reconcile
-from signatures.models import Reference, Signer
+from signatures.models import Reference, SignatureEncoder, Signer
 from simsite.files import private_storage
 from simsite.stored_files import STORED_FOLDERS, orphan_files_sweep
 from tests import images
@@ -72,9 +72,12 @@ def test_the_reconciler_deletes_old_files_no_row_names_and_nothing_else(media_ro
     weights, plot = _saved("models/embeddings/kept/weights.pt"), _saved("models/embeddings/kept/training.png")
     TrainedModel.objects.create(key="kept", base="efficientnet_lite0", source="catalog", status="succeeded",
                                 weights=weights, plots={"training": plot})  # fmt: skip
+    encoder_files = [_saved(f"models/signatures/kept/{name}") for name in ("weights.pt", "background.npy", "roc.png")]
+    SignatureEncoder.objects.create(key="kept", status="succeeded", weights=encoder_files[0],
+                                    background=encoder_files[1], plots={"roc": encoder_files[2]})  # fmt: skip
     csv = _saved("imports/kept.csv")
     ProductImport.objects.create(file=csv, filename="kept.csv")
-    named = [image.file.name, thumb, signature, weights, plot, csv]
+    named = [image.file.name, thumb, signature, weights, plot, *encoder_files, csv]
 
     # Named by no row: old ones, in every kind of folder, and a new one (a request may be writing it).
     orphans = [_saved(image_name_for(sha256=_sha(2), extension="png")), _saved(thumbnail_name_for(sha256=_sha(3))),

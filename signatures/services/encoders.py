@@ -173,7 +173,7 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
     results, scores = training.calibrate(validation_vectors[:, : config.dim], *validation[1:], thresholds)
     threshold = thresholds["1"]
 
-    folder = f"models/signatures/{encoder.key}"
+    folder = encoder.files_folder("signatures")
     saved.append(default_storage.save(f"{folder}/weights.pt", ContentFile(training.weights_file(result))))
     saved.append(default_storage.save(f"{folder}/background.npy", ContentFile(_npy(background))))
     plots = {"training": training_plot(result.curves, best_epoch=result.best_epoch, key=encoder.key),

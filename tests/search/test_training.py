@@ -147,6 +147,14 @@ def test_train_register_reindex_and_search_with_the_trained_model(tiny_vehicles,
         assert cursor.fetchone() is None
     assert staff_client.get("/api/v1/models/trained/tiny_vehicles/").status_code == 404
 
+    # Trained again under the same key: a weights file of its own, so a process that still holds
+    # the old network (get_embedder keeps it by spec, weights name included) never serves it.
+    call_command("train_embedding_model", "--from", str(tiny_vehicles), "--epochs", "1", "--key", "tiny_vehicles",
+                 "--dim", "64", verbosity=0)  # fmt: skip
+    again = TrainedModel.objects.get(key="tiny_vehicles")
+    assert again.status == "succeeded" and again.weights != trained.weights and default_storage.exists(again.weights)
+    assert model_spec_get("tiny_vehicles").weights == again.weights
+
 
 def test_the_api_starts_a_training_that_a_worker_runs_then_activates(
     staff_client, api_client, workers, tmp_path, settings

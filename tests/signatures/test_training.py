@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from signatures.encoders import get_encoder
 from signatures.models import SignatureEncoder
 from signatures.preprocessing import DETAIL_SHAPE, INPUT_SHAPE
-from signatures.selectors import encoder_spec
+from signatures.selectors import encoder_background, encoder_spec
 from signatures.services.encoders import encoder_delete, encoder_reconcile
 from signatures.synthetic import synthetic_dataset, synthetic_signature
 from signatures.training import _triplet_loss, augmenter
@@ -105,7 +105,15 @@ def test_train_activate_and_verify_with_the_trained_encoder(
     with django_capture_on_commit_callbacks(execute=True):
         encoder_delete(encoder=encoder)
     assert not SignatureEncoder.objects.filter(key="tiny").exists()
-    assert not any(default_storage.exists(name) for name in [encoder.weights, *encoder.plots.values()])
+    assert not any(default_storage.exists(name) for name in [encoder.weights, encoder.background,
+                                                             *encoder.plots.values()])  # fmt: skip
+
+    # Trained again under the same key: files of its own, so that a process still holding the
+    # old encoder and background set (kept by storage name) never serves them for the new one.
+    call_command("train_signature_encoder", data=str(tiny_set), layout="folders", epochs=1, key="tiny", verbosity=0)
+    again = SignatureEncoder.objects.get(key="tiny")
+    assert again.status == "succeeded" and again.weights != encoder.weights and again.background != encoder.background
+    assert get_encoder(encoder_spec("tiny")) is not loaded and encoder_background(encoder_spec("tiny")) is not None
 
 
 @pytest.mark.parametrize(
