@@ -161,7 +161,9 @@ def test_a_shared_file_is_not_deleted_while_another_row_is_being_created_with_it
                                notify=False)  # fmt: skip
                 created.set()
                 time.sleep(1.0)
-            committed_at.append(time.monotonic())
+                # Taken as it commits: once it has, the waiting delete may finish before this
+                # thread runs again, so a time taken after the block could come later than it.
+                committed_at.append(time.monotonic())
         finally:
             connection.close()
 
