@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from django.apps import apps
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
+from django.db.models import FileField
 
 from catalog.images import image_validate
 from catalog.models import Product, ProductImport
@@ -126,3 +128,17 @@ def test_an_old_file_a_row_is_being_created_with_is_not_swept():
     assert orphan_files_sweep() == 0  # waited for the content lock, then saw the new row
     thread.join(30)
     assert Product.objects.get(sku="P").image.name == name and default_storage.exists(name)
+
+
+def test_every_column_that_names_a_stored_file_is_one_the_sweep_asks():
+    """A file column, or one whose help says it holds storage names, left out of
+    ``STORED_FOLDERS`` would have its files swept as orphans (as a signature encoder's
+    background set once was)."""
+    asked = {column for folder in STORED_FOLDERS for column in folder.columns}
+    naming = {
+        f"{model._meta.app_label}.{model.__name__}.{field.name}"
+        for model in apps.get_models()
+        for field in model._meta.get_fields()
+        if isinstance(field, FileField) or "storage name" in str(getattr(field, "help_text", ""))
+    }
+    assert naming and naming <= asked, naming - asked
