@@ -150,12 +150,11 @@ _embedded: dict[str, np.ndarray] = {}  # the untrained network's vectors, comput
 def _measure(vectors, writers, labels, mask, background, counts, similarity_dim) -> dict[str, dict]:  # noqa: ANN001
     from signatures.calibration import WRITER_DEPENDENT, WRITER_INDEPENDENT, protocol_scores
     from signatures.evaluation import rates
-    from signatures.writer_models import MIN_REFERENCES
 
     measured: dict[str, dict] = {}
     for mode in (WRITER_INDEPENDENT, WRITER_DEPENDENT):
         for count in counts:
-            if mode == WRITER_DEPENDENT and (background is None or count < MIN_REFERENCES):
+            if mode == WRITER_DEPENDENT and background is None:
                 continue
             scores = protocol_scores(vectors[mask], writers[mask], labels[mask], references=count, mode=mode,
                                      background=background, similarity_dim=similarity_dim)  # fmt: skip

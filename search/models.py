@@ -228,6 +228,7 @@ class TrainedModel(TrainingRun):
     without downtime. Immutable from then on.
     """
 
+    files_root = "models/embeddings"
     # Identifier characters only: the key names a partial HNSW index (hnsw_index_name).
     key = models.CharField(max_length=40, unique=True)
     base = models.CharField(max_length=64)

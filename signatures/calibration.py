@@ -110,6 +110,7 @@ def protocol_scores(
     mode: str,
     background: np.ndarray | None = None,
     similarity_dim: int = 0,
+    gamma_scale: float | None = None,
     seeds: Sequence[int] = (0, 1, 2),
     random_per_writer: int = 10,
 ) -> dict[str, list[float]]:
@@ -118,9 +119,10 @@ def protocol_scores(
     genuine signatures, its skilled forgeries and other writers' genuine signatures questioned.
     ``writer_dependent`` fits each writer's own model (negatives: ``background`` and the other
     writers' references of the same draw, as at enrolment). ``similarity_dim``: the vectors'
-    similarity part (``EncoderSpec.similarity_dim``; 0: all). Returns the pooled scores of
-    ``genuine``, ``skilled`` and ``random`` questioned signatures."""
-    from signatures.writer_models import descriptors, writer_model_fit
+    similarity part (``EncoderSpec.similarity_dim``; 0: all); ``gamma_scale``: the signers'
+    models' kernel (``EncoderSpec.writer_gamma_scale``; None: the one enrolment fits now).
+    Returns the pooled scores of ``genuine``, ``skilled`` and ``random`` questioned signatures."""
+    from signatures.writer_models import GAMMA_SCALE, descriptors, writer_model_fit
 
     writers, labels = np.asarray(writers), np.asarray(labels)
     similar = vectors[:, :similarity_dim] if similarity_dim else vectors
@@ -144,7 +146,8 @@ def protocol_scores(
                 negatives = [described[r] for other, (r, _) in drawn.items() if other != writer]
                 if described_background is not None:
                     negatives.append(described_background)
-                model = writer_model_fit(references=described[refs], negatives=np.vstack(negatives))
+                model = writer_model_fit(references=described[refs], negatives=np.vstack(negatives),
+                                         gamma_scale=GAMMA_SCALE if gamma_scale is None else gamma_scale)  # fmt: skip
 
                 def score(index: np.ndarray, model=model) -> list[float]:  # noqa: ANN001
                     return model.score(described[index]).tolist() if len(index) else []
@@ -172,12 +175,10 @@ def calibration_measure(
     """ROC tables of the validation writers, per mode and reference count (skilled forgeries
     where the data has them, else random ones): ``{mode: {"5": table, ...}}``. A count no
     validation writer has enough genuine signatures for is left out."""
-    from signatures.writer_models import MIN_REFERENCES
-
     measured: dict[str, dict[str, dict[str, object]]] = {WRITER_INDEPENDENT: {}, WRITER_DEPENDENT: {}}
     for mode in (WRITER_INDEPENDENT, WRITER_DEPENDENT):
         for count in counts:
-            if mode == WRITER_DEPENDENT and (count < MIN_REFERENCES or background is None):
+            if mode == WRITER_DEPENDENT and background is None:
                 continue
             scores = protocol_scores(vectors, writers, labels, references=count, mode=mode, background=background,
                                      similarity_dim=similarity_dim, seeds=seeds)  # fmt: skip

@@ -138,6 +138,7 @@ class SignatureEncoder(TrainingRun):
     reporting progress per epoch. Once it has succeeded it is immutable and can be activated.
     """
 
+    files_root = "models/signatures"
     key = models.SlugField(max_length=64, unique=True)
     sources = models.JSONField(default=list, help_text='The training data: [{"layout": ..., "data": folder}, ...]')
     threshold = models.FloatField(null=True, blank=True)

@@ -38,6 +38,9 @@ class EncoderSpec:
     # The vector's first ``similarity_dim`` components (unit length) are what cosine similarity
     # compares; the whole vector, normalised, is what a signer's own model sees. 0: all of it.
     similarity_dim: int = 0
+    # The signers' own models' kernel width (``signatures.writer_models.GAMMA_SCALE``) that the
+    # encoder's writer-dependent calibration was measured with: enrolment fits with the same.
+    writer_gamma_scale: float = 1.0
 
     def similarity_part(self, vectors: np.ndarray) -> np.ndarray:
         return vectors[..., : self.similarity_dim] if self.similarity_dim else vectors

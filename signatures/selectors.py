@@ -38,6 +38,7 @@ def trained_spec(encoder: SignatureEncoder) -> EncoderSpec:
         calibration=encoder.calibration,
         background=encoder.background,
         similarity_dim=int(encoder.metrics.get("similarity_dim", 0)),
+        writer_gamma_scale=float(encoder.metrics.get("writer_gamma_scale", 1.0)),  # 1: trained before it was chosen
     )
 
 

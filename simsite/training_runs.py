@@ -68,12 +68,15 @@ class TrainingRun(models.Model):
         abstract = True
         ordering = ["-created_at", "-id"]
 
-    def files_folder(self, kind: str) -> str:
-        """Where this run saves its files: ``models/<kind>/<key>/<run>/``. A folder of its own per
+    # Where a kind of run keeps its files (a folder of simsite.stored_files.STORED_FOLDERS).
+    files_root: str = ""
+
+    def files_folder(self) -> str:
+        """Where this run saves its files: ``<files_root>/<key>/<run>/``. A folder of its own per
         run, never reused: a key can be deleted and trained again, and processes that loaded the
         old model by its storage names (``search.embedders``, ``signatures.encoders``) must not
         take the new files for it."""
-        return f"models/{kind}/{self.key}/{self.pk}-{uuid.uuid4().hex[:8]}"
+        return f"{self.files_root}/{self.key}/{self.pk}-{uuid.uuid4().hex[:8]}"
 
 
 def training_run_create(model: type[Model], *, fields: dict[str, Any], what: str) -> Any:

@@ -25,6 +25,7 @@ from search.services.reconciler import index_reconcile
 from signatures.models import Reference, SignatureEncoder, Signer
 from simsite.files import private_storage
 from simsite.stored_files import STORED_FOLDERS, orphan_files_sweep
+from simsite.training_runs import TrainingRun
 from tests import images
 from tests.search.helpers import add_gallery_image
 
@@ -142,3 +143,12 @@ def test_every_column_that_names_a_stored_file_is_one_the_sweep_asks():
         if isinstance(field, FileField) or "storage name" in str(getattr(field, "help_text", ""))
     }
     assert naming and naming <= asked, naming - asked
+
+
+def test_a_training_run_saves_its_files_in_the_folder_the_sweep_asks_about_them():
+    runs = [model for model in apps.get_models() if issubclass(model, TrainingRun)]
+    assert {model.__name__ for model in runs} >= {"TrainedModel", "SignatureEncoder"}
+    for model in runs:
+        weights = f"{model._meta.app_label}.{model.__name__}.weights"
+        (folder,) = [folder.folder for folder in STORED_FOLDERS if weights in folder.columns]
+        assert model(key="k", pk=1).files_folder().startswith(f"{folder}/k/1-"), model

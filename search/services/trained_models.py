@@ -189,7 +189,7 @@ def _model_train(trained: TrainedModel, saved: list[str]) -> None:
     base_metrics = retrieval_metrics(np.stack(get_embedder(base).embed_encoded(datas)), labels)
     confusion = training.confusion_matrix(embedder, test_vectors, labels, result.classes)
 
-    folder = trained.files_folder("embeddings")
+    folder = trained.files_folder()
     saved.append(default_storage.save(f"{folder}/weights.pt", ContentFile(training.weights_file(result))))
     plots = {
         "training": training_plot(result.curves, best_epoch=result.best_epoch, key=trained.key),

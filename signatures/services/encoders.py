@@ -128,6 +128,7 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
     from signatures.datasets import dataset_arrays, dataset_fingerprint, sources_load, writer_split
     from signatures.encoders import network_embed
     from signatures.plots import evaluation_plots, training_plot
+    from signatures.writer_models import GAMMA_SCALE
 
     samples = sources_load([Source(source["layout"], Path(source["data"])) for source in encoder.sources])
     fingerprint = dataset_fingerprint(samples)
@@ -173,7 +174,7 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
     results, scores = training.calibrate(validation_vectors[:, : config.dim], *validation[1:], thresholds)
     threshold = thresholds["1"]
 
-    folder = encoder.files_folder("signatures")
+    folder = encoder.files_folder()
     saved.append(default_storage.save(f"{folder}/weights.pt", ContentFile(training.weights_file(result))))
     saved.append(default_storage.save(f"{folder}/background.npy", ContentFile(_npy(background))))
     plots = {"training": training_plot(result.curves, best_epoch=result.best_epoch, key=encoder.key),
@@ -211,6 +212,7 @@ def _encoder_train(encoder: SignatureEncoder, saved: list[str]) -> None:
         "thresholds": {count: round(value, 4) for count, value in thresholds.items()},
         "device": str(training.embedding_device()),
         "similarity_dim": config.dim,
+        "writer_gamma_scale": GAMMA_SCALE,  # what the writer-dependent calibration was measured with
     }
     with transaction.atomic():
         SignatureEncoder.objects.filter(pk=encoder.pk).update(

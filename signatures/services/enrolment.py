@@ -188,7 +188,7 @@ def writer_model_refresh(
         .order_by("?").values_list("vector", flat=True)[:MAX_NEGATIVES], dtype=np.float32,
     ).reshape(-1, spec.dim)  # fmt: skip
     negatives = descriptors(np.vstack([others, encoder_background(spec)]))
-    model = writer_model_fit(references=own, negatives=negatives)
+    model = writer_model_fit(references=own, negatives=negatives, gamma_scale=spec.writer_gamma_scale)
     row, _ = WriterModel.objects.update_or_create(
         signer=signer, encoder=spec.key,
         defaults={"references_key": key, "references": len(references), "negatives": len(negatives),

@@ -17,7 +17,9 @@ from signatures.calibration import threshold_at_far
 from signatures.datasets import Source, source_parse, sources_load, writer_split
 from signatures.models import Reference, ReferenceVector, SignatureEncoder, Signer, Verification, WriterModel
 from signatures.services.encoders import encoder_activate, encoder_delete
+from signatures.services.enrolment import writer_model_refresh
 from signatures.synthetic import synthetic_dataset, synthetic_signature
+from signatures.writer_models import GAMMA_SCALE, WriterClassifier
 from simsite.errors import ServiceError
 from tests.signatures.conftest import cedar_dataset
 
@@ -96,6 +98,18 @@ def test_two_source_training_then_per_signer_models_calibrated_and_explained(
     staff_client.post(references, {"files": [png(synthetic_signature(1, 4), "r4.png")]}, format="multipart")
     model.refresh_from_db()
     assert model.references == 5
+    # The models' kernel is the one the calibration was measured with: an encoder trained before
+    # the kernel was narrowed (no writer_gamma_scale) keeps scikit-learn's width for its signers.
+    assert encoder.metrics["writer_gamma_scale"] == GAMMA_SCALE
+    narrow = WriterClassifier.from_bytes(bytes(model.model)).gamma
+    earlier = {name: value for name, value in encoder.metrics.items() if name != "writer_gamma_scale"}
+    widths = []
+    for metrics in (earlier, encoder.metrics):
+        SignatureEncoder.objects.filter(key="two").update(metrics=metrics)
+        WriterModel.objects.all().delete()
+        model = writer_model_refresh(signer=Signer.objects.get(pk=signer["id"]))
+        widths.append(WriterClassifier.from_bytes(bytes(model.model)).gamma)
+    assert widths == pytest.approx([narrow / GAMMA_SCALE, narrow])
 
     genuine = staff_client.post(verify, {"image": png(synthetic_signature(1, 9))}, format="multipart").json()
     forged = staff_client.post(verify, {"image": png(synthetic_signature(1, 0, forged=True))},

@@ -14,7 +14,7 @@ from signatures.calibration import (
     threshold_at_far,
     writer_dependent_ready,
 )
-from signatures.writer_models import C, WriterClassifier, writer_model_fit
+from signatures.writer_models import GAMMA_SCALE, C, WriterClassifier, writer_model_fit
 
 
 @pytest.fixture
@@ -71,6 +71,11 @@ def test_the_stored_writer_model_scores_as_the_svm_does():
     questioned = np.vstack([rng.normal(0.3, 0.05, (5, 16)), rng.normal(0.0, 0.3, (5, 16))])
     features = np.vstack([references, negatives])
     labels = np.r_[np.ones(6), np.zeros(300)]
-    reference = SVC(C=C, gamma="scale", class_weight="balanced").fit(features, labels)
+    reference = SVC(C=C, gamma=GAMMA_SCALE / (features.shape[1] * features.var()), class_weight="balanced")
+    reference.fit(features, labels)
     assert np.allclose(again.score(questioned), reference.decision_function(questioned), atol=1e-4)
     assert (again.score(questioned[:5]) > 0).all() and (again.score(questioned[5:]) < 0).all()
+    # A scale of 1 is scikit-learn's own "scale" kernel (what encoders trained before it use).
+    wide = writer_model_fit(references=references, negatives=negatives, gamma_scale=1.0)
+    heuristic = SVC(C=C, gamma="scale", class_weight="balanced").fit(features, labels)
+    assert np.allclose(wide.score(questioned), heuristic.decision_function(questioned), atol=1e-4)

@@ -86,3 +86,6 @@ def test_evaluate_command_writes_metrics_and_plots(tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 0
     with pytest.raises(CommandError):
         call_command("evaluate_signatures", "--data", str(tmp_path / "none"), "--layout", "folders")
+    for counts in ("0,3", "-1", "a", ","):  # no reference is no protocol: named, not a traceback
+        with pytest.raises(CommandError, match="--references must be"):
+            call_command("evaluate_signatures", "--data", str(data), "--layout", "folders", "--references", counts)

@@ -14,7 +14,6 @@ from signatures.datasets import LAYOUTS, dataset_arrays, dataset_fingerprint, so
 from signatures.evaluation import AGGREGATES, protocol_report, rates
 from signatures.plots import evaluation_plots, training_plot
 from signatures.selectors import encoder_background, encoder_spec
-from signatures.writer_models import MIN_REFERENCES
 from simsite.errors import ServiceError
 
 
@@ -45,10 +44,12 @@ class Command(BaseCommand):
             sources = [source_parse(text, layout=layout) for text in ([data] if isinstance(data, str) else data)]
             samples = sources_load(sources)
             counts = [int(n) for n in references.split(",") if n.strip()]
+            if not counts or min(counts) < 1:
+                raise ValueError(references)
         except ServiceError as error:
             raise CommandError(error.message) from None
         except ValueError:
-            raise CommandError("--references must be comma-separated numbers, e.g. 1,3,5") from None
+            raise CommandError("--references must be comma-separated numbers of 1 or more, e.g. 1,3,5") from None
         trained_on = set(spec.metrics.get("training_writers", []))
         for label, seen in spec.metrics.get("sources", {}).items():
             mine = [sample for sample in samples if sample.source == label]
@@ -85,10 +86,10 @@ class Command(BaseCommand):
         background = encoder_background(spec)
         if background is not None:  # as verify scores with enough references: each writer's own model
             report["writer_dependent"] = {}
-            for count in [count for count in counts if count >= MIN_REFERENCES]:
+            for count in counts:
                 scores = protocol_scores(vectors, writers, labels, references=count, mode=WRITER_DEPENDENT,
                                          background=background, similarity_dim=spec.similarity_dim,
-                                         seeds=[seed])  # fmt: skip
+                                         gamma_scale=spec.writer_gamma_scale, seeds=[seed])  # fmt: skip
                 report["writer_dependent"][f"{count}_references"] = {
                     kind: {"eer": round(rates(scores["genuine"], scores[kind]).eer, 4)}
                     for kind in ("skilled", "random") if scores[kind] and scores["genuine"]
