@@ -94,7 +94,7 @@ def writer_model_fit(
     negatives = negatives_choose(np.asarray(negatives, dtype=np.float64))
     features = np.vstack([np.asarray(references, dtype=np.float64), negatives])
     labels = np.r_[np.ones(len(references)), np.zeros(len(negatives))]
-    gamma = gamma_scale / (features.shape[1] * features.var())
+    gamma = gamma_scale / (features.shape[1] * (features.var() or 1.0))  # as scikit-learn's "scale" does
     classifier = SVC(C=C, kernel="rbf", gamma=gamma, class_weight="balanced").fit(features, labels)
     return WriterClassifier(support=classifier.support_vectors_.copy(), coefficients=classifier.dual_coef_[0].copy(),
                             intercept=float(classifier.intercept_[0]), gamma=float(gamma))  # fmt: skip

@@ -79,3 +79,5 @@ def test_the_stored_writer_model_scores_as_the_svm_does():
     wide = writer_model_fit(references=references, negatives=negatives, gamma_scale=1.0)
     heuristic = SVC(C=C, gamma="scale", class_weight="balanced").fit(features, labels)
     assert np.allclose(wide.score(questioned), heuristic.decision_function(questioned), atol=1e-4)
+    # Features that do not vary (a degenerate background): a finite kernel, as scikit-learn's.
+    assert writer_model_fit(references=np.ones((1, 4)), negatives=np.ones((3, 4))).gamma == GAMMA_SCALE / 4
