@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from signatures.evaluation import rates
+from signatures.writer_models import GAMMA_SCALE, descriptors, writer_model_fit
 
 _POINTS = 256  # thresholds kept per table: quantiles of the pooled scores
 _DECAY = 1e-3
@@ -110,7 +111,7 @@ def protocol_scores(
     mode: str,
     background: np.ndarray | None = None,
     similarity_dim: int = 0,
-    gamma_scale: float | None = None,
+    gamma_scale: float = GAMMA_SCALE,
     seeds: Sequence[int] = (0, 1, 2),
     random_per_writer: int = 10,
 ) -> dict[str, list[float]]:
@@ -120,10 +121,8 @@ def protocol_scores(
     ``writer_dependent`` fits each writer's own model (negatives: ``background`` and the other
     writers' references of the same draw, as at enrolment). ``similarity_dim``: the vectors'
     similarity part (``EncoderSpec.similarity_dim``; 0: all); ``gamma_scale``: the signers'
-    models' kernel (``EncoderSpec.writer_gamma_scale``; None: the one enrolment fits now).
+    models' kernel (``EncoderSpec.writer_gamma_scale``; default: the one enrolment fits now).
     Returns the pooled scores of ``genuine``, ``skilled`` and ``random`` questioned signatures."""
-    from signatures.writer_models import GAMMA_SCALE, descriptors, writer_model_fit
-
     writers, labels = np.asarray(writers), np.asarray(labels)
     similar = vectors[:, :similarity_dim] if similarity_dim else vectors
     described = descriptors(vectors)
@@ -147,7 +146,7 @@ def protocol_scores(
                 if described_background is not None:
                     negatives.append(described_background)
                 model = writer_model_fit(references=described[refs], negatives=np.vstack(negatives),
-                                         gamma_scale=GAMMA_SCALE if gamma_scale is None else gamma_scale)  # fmt: skip
+                                         gamma_scale=gamma_scale)  # fmt: skip
 
                 def score(index: np.ndarray, model=model) -> list[float]:  # noqa: ANN001
                     return model.score(described[index]).tolist() if len(index) else []
